@@ -1,0 +1,1 @@
+"""LUV-Net: model, checkpoints, data, training, evaluation and compiled backends."""

@@ -1,0 +1,1 @@
+"""Frame sources and score consumers, discoverable through entry points."""

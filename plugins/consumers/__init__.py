@@ -1,0 +1,1 @@
+"""Score consumers: listen, record, overlay."""

@@ -1,0 +1,1 @@
+"""Frame sources: one interface, chosen by URI (see plugins.sources.base)."""

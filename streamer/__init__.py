@@ -1,0 +1,1 @@
+"""The live pipeline: source -> preprocess -> embed -> head -> publish."""

@@ -1,0 +1,68 @@
+"""The ``luvnet`` console script: a thin dispatcher over subcommand modules.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their subcommand is chosen, so
+``luvnet --help`` stays fast and a missing optional dependency only breaks its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine.errors import LuvnetError
+
+# name -> (module, one-line usage)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stream": ("streamer.stream_cli", "run the live pipeline and publish scores over ZeroMQ"),
+    "listen": ("plugins.consumers.listen", "live text view of scores, latency and drops"),
+    "record": ("plugins.consumers.record", "append every message to a file, report seq gaps"),
+    "overlay": ("plugins.consumers.overlay", "live video with score bars and attention strip"),
+    "info": ("engine.info", "parameter and compute counts of a model or checkpoint"),
+    "phantom": ("plugins.phantom.generate", "write synthetic labelled lung-ultrasound videos"),
+    "train": ("engine.train", "train LUV-Net on a manifest of labelled videos"),
+    "evaluate": ("engine.evaluate", "score a checkpoint on a manifest split"),
+    "compare": ("engine.compare", "paired DeLong test between two prediction files"),
+    "report": ("engine.report", "cross-validation table of a training run, as Markdown"),
+    "attention": ("engine.attention_plot", "per-pattern attention curves for one video"),
+    "covid-blues-manifest": ("engine.covid_blues", "build a manifest for the COVID-BLUES videos"),
+    "export": ("engine.export", "export encoder and head to ONNX"),
+    "bench": ("bench.run", "latency of the pipeline stages, cached vs naive, backends"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(prog="luvnet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, usage) in COMMANDS.items():
+        sub.add_parser(name, help=usage, add_help=False)
+    return parser, sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, _ = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        if argv and not argv[0].startswith("-"):
+            parser.error(f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
+        parser.parse_args(argv)
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    module_name, usage = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub_parser = argparse.ArgumentParser(prog=f"luvnet {name}", description=usage)
+    module.add_arguments(sub_parser)
+    args = sub_parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except LuvnetError as err:
+        print(f"luvnet {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
