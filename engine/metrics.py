@@ -439,6 +439,11 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in data:
             raise LuvnetError(f"{path}: missing key {key!r}")
         _check_auc(path, key, data[key])
+    if data.get("macro_auc_method") != MACRO_AUC_METHOD:
+        raise LuvnetError(
+            f"{path}: macro_auc_method: expected {MACRO_AUC_METHOD!r}, "
+            f"got {data.get('macro_auc_method')!r}"
+        )
     return data
 
 
