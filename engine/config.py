@@ -66,7 +66,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"model config: unknown key(s) {unknown}; expected among {sorted(known)}")
+            raise ValueError(
+                f"model config: unknown key(s) {unknown}; expected among {sorted(known)}"
+            )
         data = dict(data)
         pre = dict(data.pop("preprocess", {}) or {})
         pre_known = {f.name for f in dataclasses.fields(PreprocessConfig)}

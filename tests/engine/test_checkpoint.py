@@ -1,0 +1,121 @@
+"""Checkpoint round trip and refusal of anything that is not a luvnet checkpoint."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from engine.errors import LuvnetError
+from engine.model import build_luvnet
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_luvnet("resnet18", kernel_size=5, fusion_hidden=64).eval()
+    config = model.config.replace(thresholds=(0.1, 0.2, 0.3, 0.4))
+    save_checkpoint(model, tmp_path / "ckpt", config=config)
+    return model, tmp_path / "ckpt"
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    model, path = saved
+    loaded = load_checkpoint(path)
+    assert loaded.config.thresholds == (0.1, 0.2, 0.3, 0.4)
+    assert loaded.config.kernel_size == 5 and loaded.config.fusion_hidden == 64
+    assert len(loaded.model_id) == 12
+    clip = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        a, _ = model(clip)
+        b, _ = loaded.model(clip)
+    assert torch.equal(a, b)
+    assert "command" in loaded.provenance and "created" in loaded.provenance
+
+
+def test_loading_the_weights_file_path_works(saved):
+    _, path = saved
+    assert load_checkpoint(path / WEIGHTS_FILE).config.backbone == "resnet18"
+
+
+def test_wrong_backbone_is_named(saved):
+    _, path = saved
+    with pytest.raises(LuvnetError, match="backbone is 'resnet18', expected 'densenet161'"):
+        load_checkpoint(path, expect_backbone="densenet161")
+
+
+def test_shape_mismatch_names_the_key(saved):
+    _, path = saved
+    document = json.loads((path / CONFIG_FILE).read_text())
+    document["model"]["fusion_hidden"] = 32
+    (path / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(LuvnetError, match=r"key 'clip_head\.fusion\.0\.weight' has shape"):
+        load_checkpoint(path)
+
+
+def test_missing_and_unexpected_keys_are_named(saved, tmp_path):
+    model, path = saved
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state.pop("clip_head.classifier.3.bias")
+    save_file(state, str(path / WEIGHTS_FILE))
+    with pytest.raises(LuvnetError, match=r"missing key 'clip_head\.classifier\.3\.bias'"):
+        load_checkpoint(path)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, str(path / WEIGHTS_FILE))
+    with pytest.raises(LuvnetError, match=r"unexpected key 'extra\.weight'"):
+        load_checkpoint(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['PWNED_PATH'], 'w').write('pwned')",))
+
+
+def test_malicious_pickle_is_refused_without_running(saved, tmp_path, monkeypatch):
+    _, path = saved
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED_PATH", str(marker))
+    (path / WEIGHTS_FILE).write_bytes(pickle.dumps({"state": _Exploit()}))
+    with pytest.raises(LuvnetError, match="pickle; refusing"):
+        load_checkpoint(path)
+    assert not marker.exists(), "the pickle was executed"
+    # A torch.save file passed directly is refused as well.
+    torch.save({"x": _Exploit()}, tmp_path / "model.pt")
+    with pytest.raises(LuvnetError, match="never loads pickled"):
+        load_checkpoint(tmp_path / "model.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, bytes(range(256)) * 4])
+def test_random_bytes_are_refused(saved, content):
+    _, path = saved
+    (path / WEIGHTS_FILE).write_bytes(content)
+    with pytest.raises(LuvnetError, match="safetensors"):
+        load_checkpoint(path)
+
+
+def test_bad_config_json_is_one_line(saved):
+    _, path = saved
+    (path / CONFIG_FILE).write_text("{not json")
+    with pytest.raises(LuvnetError, match="not valid JSON"):
+        load_checkpoint(path)
+
+
+def test_cli_reports_a_bad_checkpoint_in_one_line(saved):
+    _, path = saved
+    (path / WEIGHTS_FILE).write_bytes(pickle.dumps([1, 2, 3]))
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "info", "--checkpoint", str(path), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "refusing" in result.stderr

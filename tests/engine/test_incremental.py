@@ -1,0 +1,62 @@
+"""The incremental streaming head equals ``head`` on every window of a long sequence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.config import MODEL_VARIANTS
+from engine.incremental import IncrementalHead
+from engine.model import VARIANT_BUILDERS
+from tests.engine.test_model import randomize_batchnorm
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS)
+def test_incremental_equals_head_on_every_window(variant):
+    torch.manual_seed(0)
+    model = VARIANT_BUILDERS[variant]("resnet18").eval()
+    randomize_batchnorm(model)
+    state = IncrementalHead(model)
+    embeddings = torch.randn(100, model.embed_dim)
+    worst = 0.0
+    with torch.no_grad():
+        for i in range(100):
+            logits, attention = state.push(embeddings[i])
+            window = embeddings[max(0, i - 29) : i + 1].unsqueeze(0)
+            ref_logits, ref_attention = model.head(window)
+            assert attention.shape == ref_attention[0].shape, f"frame {i}"
+            worst = max(
+                worst,
+                (logits - ref_logits[0]).abs().max().item(),
+                (attention - ref_attention[0]).abs().max().item(),
+            )
+            assert state.fill == min(i + 1, 30)
+    assert worst <= 1e-4, f"max abs difference {worst} > 1e-4"
+
+
+def test_incremental_multiplies_only_the_new_frame():
+    """The Conv1d work per push is k*D*D multiply-adds: one frame's share of the window's."""
+    model = VARIANT_BUILDERS["luvnet"]("resnet18").eval()
+    state = IncrementalHead(model)
+    k, d = model.config.kernel_size, model.embed_dim
+    assert state.tap_matrix.shape == (k * d, d), "one [k*D, D] matmul per new frame"
+
+
+def test_reset_starts_a_new_window():
+    model = VARIANT_BUILDERS["luvnet"]("resnet18").eval()
+    state = IncrementalHead(model)
+    embeddings = torch.randn(40, model.embed_dim)
+    for e in embeddings:
+        state.push(e)
+    state.reset()
+    logits, _ = state.push(embeddings[0])
+    with torch.no_grad():
+        ref, _ = model.head(embeddings[:1].unsqueeze(0))
+    assert state.fill == 1
+    assert torch.allclose(logits, ref[0], atol=1e-5)
+
+
+def test_needs_eval_mode():
+    model = VARIANT_BUILDERS["luvnet"]("resnet18").train()
+    with pytest.raises(ValueError, match="eval"):
+        IncrementalHead(model)
