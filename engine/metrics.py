@@ -130,7 +130,9 @@ def _check_label_values(arr: np.ndarray, name: str) -> None:
     bad = ~(np.isnan(arr) | (arr == 0) | (arr == 1))
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise LuvnetError(f"{name}: expected 0, 1 or NaN (unknown), got {arr[where]!r} at {where}")
+        raise LuvnetError(
+            f"{name}: expected 0, 1 or NaN (unknown), got {float(arr[where])!r} at {where}"
+        )
 
 
 def _scores(scores: ArrayLike, n: int, name: str) -> np.ndarray:
@@ -139,7 +141,7 @@ def _scores(scores: ArrayLike, n: int, name: str) -> np.ndarray:
         raise LuvnetError(f"{name}: expected shape ({n},) like the labels, got {arr.shape}")
     if not np.isfinite(arr).all():
         i = int(np.argwhere(~np.isfinite(arr))[0][0])
-        raise LuvnetError(f"{name}: expected finite scores, got {arr[i]!r} at row {i}")
+        raise LuvnetError(f"{name}: expected finite scores, got {float(arr[i])!r} at row {i}")
     return arr
 
 
@@ -271,8 +273,9 @@ def youden_threshold(labels: ArrayLike, scores: ArrayLike) -> float | None:
     # The ROC point of threshold t counts every score >= t: the last index of each tied run.
     last_of_run = np.r_[s_sorted[1:] != s_sorted[:-1], True]
     thresholds = s_sorted[last_of_run]
-    j = tp[last_of_run] / m - fp[last_of_run] / n
-    return float(thresholds[int(np.argmax(j))])  # argmax: first = highest threshold on ties
+    # J * m * n = tp * n - fp * m in integers, so ties are exact, not at the mercy of rounding.
+    j_scaled = tp[last_of_run] * n - fp[last_of_run] * m
+    return float(thresholds[int(np.argmax(j_scaled))])  # first maximum = highest threshold
 
 
 def threshold_stats(labels: ArrayLike, scores: ArrayLike, threshold: float) -> ThresholdStats:
@@ -311,7 +314,7 @@ def _labels_2d(
     _check_label_values(y, "labels")
     if not np.isfinite(p).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(p))[0])
-        raise LuvnetError(f"probs: expected finite values, got {p[where]!r} at {where}")
+        raise LuvnetError(f"probs: expected finite values, got {float(p[where])!r} at {where}")
     return y, p
 
 

@@ -93,12 +93,12 @@ def write_predictions(
             if not (math.isnan(y[i, k]) or y[i, k] in (0.0, 1.0)):
                 raise LuvnetError(
                     f"{path}: clip {clip.clip_id!r}, label_{name}: expected 0, 1 or NaN, "
-                    f"got {y[i, k]!r}"
+                    f"got {float(y[i, k])!r}"
                 )
             if not 0.0 <= p[i, k] <= 1.0:
                 raise LuvnetError(
                     f"{path}: clip {clip.clip_id!r}, prob_{name}: expected a probability in "
-                    f"[0, 1], got {p[i, k]!r}"
+                    f"[0, 1], got {float(p[i, k])!r}"
                 )
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
