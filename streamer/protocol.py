@@ -39,6 +39,7 @@ import numpy as np
 from engine.errors import LuvnetError
 
 SCHEMA_VERSION = 1
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # loopback: see streamer.publisher on remote binds
 DEFAULT_TOPIC_PREFIX = "luvnet"
 DEFAULT_STREAM_ID = "default"
 SCORES = "scores"

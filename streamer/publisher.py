@@ -1,0 +1,197 @@
+"""Publish score and status messages on one ZeroMQ PUB socket, never blocking the caller.
+
+Use from the pipeline::
+
+    from streamer.publisher import ScorePublisher
+    from streamer.protocol import ScoreMessage, StatusMessage
+
+    with ScorePublisher("tcp://127.0.0.1:5555") as pub:      # or open_publisher(args)
+        pub.publish(ScoreMessage(frame=..., capture_ns=..., ...))  # per processed frame
+        pub.publish(StatusMessage(..., frames_published=pub.sent_scores))  # once a second
+
+``publish`` stamps ``seq`` (per kind, contiguous from 0), ``session`` (random per publisher)
+and ``publish_ns`` (time.monotonic_ns() just before sending), then sends without waiting.
+It is safe to call from several threads (one lock around the socket, held for microseconds).
+
+Backpressure (a deliberate choice, style item 8): PUB keeps at most ``sndhwm`` messages per
+subscriber and silently drops newer ones for a subscriber that is slow or gone; it never
+blocks. A send the socket refuses locally (``zmq.Again``) is counted in ``dropped`` and its
+seq is consumed, so subscribers see every loss as a seq gap. Messages sent before a subscriber
+has connected are lost too; the once-a-second status message lets late joiners catch up.
+
+The bind address must be loopback (``tcp://127.0.0.1:PORT``, ``tcp://[::1]:PORT``,
+``tcp://localhost:PORT``), ``ipc://`` or ``inproc://`` unless ``allow_remote=True``: the stream
+carries patient-derived data and is unencrypted without ``curve_keys`` (streamer.security).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+import zmq
+
+from engine.errors import LuvnetError
+from streamer.protocol import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_TOPIC_PREFIX,
+    KINDS,
+    MAX_SESSION,
+    SCORES,
+    Message,
+    ScoreMessage,
+    StatusMessage,
+    check_topic_prefix,
+)
+from streamer.security import apply_server_curve, load_server_keys, start_authenticator
+
+DEFAULT_SNDHWM = 100  # about 3 s of scores at 30 fps per subscriber, then drop
+
+
+def check_bind_endpoint(endpoint: str, allow_remote: bool = False) -> None:
+    """Refuse an address reachable from other hosts unless ``allow_remote``."""
+    transport, sep, address = endpoint.partition("://")
+    if not sep or not address:
+        raise LuvnetError(
+            f"bind: expected TRANSPORT://ADDRESS such as {DEFAULT_ENDPOINT}, got {endpoint!r}"
+        )
+    if transport in ("ipc", "inproc") or allow_remote:
+        return
+    if transport == "tcp":
+        host, _, port = address.rpartition(":")
+        if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
+            raise LuvnetError(f"bind: expected a port 1..65535 or '*' in {endpoint!r}")
+        host = host.strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:  # '*', an interface name, a host name: all may be public
+            loopback = False
+        if loopback:
+            return
+    raise LuvnetError(
+        f"bind: {endpoint} can be reached from other hosts; expected a loopback address such as "
+        f"{DEFAULT_ENDPOINT}, or allow it with --allow-remote (and use --curve-keys)"
+    )
+
+
+class ScorePublisher:
+    """One PUB socket on its own ZeroMQ context; see the module docstring."""
+
+    def __init__(
+        self,
+        bind: str = DEFAULT_ENDPOINT,
+        *,
+        topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+        allow_remote: bool = False,
+        curve_keys: str | os.PathLike[str] | None = None,
+        sndhwm: int = DEFAULT_SNDHWM,
+    ) -> None:
+        # Check everything that can be wrong before any resource exists.
+        check_bind_endpoint(bind, allow_remote)
+        self.topic_prefix = check_topic_prefix(topic_prefix)
+        if sndhwm < 1:
+            raise LuvnetError(f"sndhwm: expected a positive message count, got {sndhwm}")
+        keys = load_server_keys(curve_keys) if curve_keys is not None else None
+
+        self.session = secrets.randbelow(MAX_SESSION + 1)
+        self.sent_scores = 0  # score messages handed to ZeroMQ
+        self.sent_status = 0
+        self.dropped = 0  # refused locally with zmq.Again
+        self._seq = dict.fromkeys(KINDS, 0)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._context = zmq.Context()
+        self._auth = None
+        self._socket = self._context.socket(zmq.PUB)
+        try:
+            self._socket.linger = 0  # close() must not wait for unsent messages
+            self._socket.sndhwm = sndhwm
+            if keys is not None:
+                self._auth = start_authenticator(self._context, keys)
+                apply_server_curve(self._socket, keys)
+            try:
+                self._socket.bind(bind)
+            except zmq.ZMQError as err:
+                raise LuvnetError(f"bind {bind}: {err.strerror}") from None
+            self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def publish(self, msg: Message) -> bool:
+        """Stamp and send ``msg``; True if ZeroMQ took it, False if it was dropped here."""
+        if not isinstance(msg, ScoreMessage | StatusMessage):
+            raise TypeError(f"publish: expected ScoreMessage or StatusMessage, got {type(msg)}")
+        with self._lock:
+            if self.closed:
+                raise LuvnetError("publish: the publisher is closed")
+            seq = self._seq[msg.kind]
+            self._seq[msg.kind] = seq + 1
+            stamped = dataclasses.replace(
+                msg, seq=seq, session=self.session, publish_ns=time.monotonic_ns()
+            )
+            try:
+                self._socket.send_multipart(stamped.encode(self.topic_prefix), zmq.NOBLOCK)
+            except zmq.Again:
+                self.dropped += 1
+                return False
+            if msg.kind == SCORES:
+                self.sent_scores += 1
+            else:
+                self.sent_status += 1
+            return True
+
+    def close(self) -> None:
+        """Close the socket and context at once (linger 0); safe to call twice."""
+        with self._lock:
+            self._closed = True
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
+            if not self._socket.closed:
+                self._socket.close(linger=0)
+            if not self._context.closed:
+                self._context.term()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def add_publisher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The publishing options of ``luvnet stream`` (and any other producer CLI)."""
+    group = parser.add_argument_group("publishing")
+    group.add_argument(
+        "--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZeroMQ PUB address"
+    )
+    group.add_argument(
+        "--allow-remote", action="store_true", help="allow a bind address other hosts can reach"
+    )
+    group.add_argument(
+        "--curve-keys", type=Path, metavar="DIR", help="encrypt and admit only authorised keys"
+    )
+    group.add_argument(
+        "--topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix, e.g. luvnet.ward3"
+    )
+
+
+def open_publisher(args: argparse.Namespace) -> ScorePublisher:
+    return ScorePublisher(
+        args.bind,
+        topic_prefix=args.topic_prefix,
+        allow_remote=args.allow_remote,
+        curve_keys=args.curve_keys,
+    )
