@@ -37,6 +37,7 @@ from engine.errors import LuvnetError
 SERVER_NAME = "server"
 CLIENT_NAME = "client"
 AUTHORIZED_DIR = "authorized"
+_CREATE_HINT = "create keys with `python -m streamer.keys_cli DIR`"
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -71,8 +72,7 @@ def _check_key(path: Path, key: bytes | None, what: str) -> bytes:
 
 def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        hint = "run `python -m streamer.keys_cli DIR` to create keys"
-        raise LuvnetError(f"{path}: key file not found; {hint}")
+        raise LuvnetError(f"{path}: key file not found; {_CREATE_HINT}")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as err:
@@ -86,7 +86,7 @@ def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
 def _key_dir(key_dir: str | os.PathLike[str]) -> Path:
     path = Path(key_dir)
     if not path.is_dir():
-        raise LuvnetError(f"--curve-keys {path}: not a directory; create one with generate_keys")
+        raise LuvnetError(f"--curve-keys {path}: not a directory; {_CREATE_HINT}")
     return path
 
 

@@ -1,0 +1,113 @@
+"""``luvnet listen``: a live text view of the score stream.
+
+Usage: ``luvnet listen [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR] [--count N]
+[--timeout S]``
+
+One line per score message (seq, frame, window fill, each pattern's score with ``*`` when it
+reaches its threshold, capture-to-publish latency, frames dropped per the last status), one per
+status message, one per seq gap. Ctrl-C or SIGTERM ends it within ``POLL_MS``; a summary of
+messages, gaps and skipped malformed messages goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from engine.errors import LuvnetError
+from plugins.consumers.common import (
+    POLL_MS,
+    StopOnSignal,
+    add_subscriber_arguments,
+    open_subscriber,
+    positive_float,
+    positive_int,
+)
+from streamer.client import Gap, ScoreSubscriber
+from streamer.protocol import DEFAULT_STREAM_ID, ScoreMessage, StatusMessage
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_subscriber_arguments(parser)
+    parser.add_argument(
+        "--count", type=positive_int, metavar="N", help="exit after N score messages"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="S",
+        help="fail when no message arrives for S seconds (default: wait forever)",
+    )
+
+
+def _stream(msg: ScoreMessage | StatusMessage) -> str:
+    return "" if msg.stream_id == DEFAULT_STREAM_ID else f"[{msg.stream_id}] "
+
+
+def format_score(msg: ScoreMessage, last_status: StatusMessage | None) -> str:
+    flags = msg.flags
+    scores = " ".join(f"{p} {msg.scores[p]:.2f}{'*' if flags[p] else ' '}" for p in msg.patterns)
+    drops = "-" if last_status is None else str(last_status.frames_dropped)
+    return (
+        f"{_stream(msg)}seq {msg.seq} frame {msg.frame} fill {msg.fill}/{msg.window} | "
+        f"{scores}| e2e {msg.latency_e2e_ms:.1f} ms | drops {drops}"
+    )
+
+
+def format_status(msg: StatusMessage) -> str:
+    line = (
+        f"{_stream(msg)}status seq {msg.seq}: {msg.source} {msg.state} | "
+        f"in {msg.input_fps:.1f} fps, out {msg.output_fps:.1f} fps | "
+        f"captured {msg.frames_captured}, dropped {msg.frames_dropped}, "
+        f"published {msg.frames_published} | {msg.backend} {msg.device} "
+        f"model {msg.model_id or '-'} | up {msg.uptime_s:.0f} s"
+    )
+    return line if msg.last_error is None else f"{line} | last error: {msg.last_error}"
+
+
+def format_gap(gap: Gap) -> str:
+    return f"gap: {gap.missed} {gap.kind} message(s) lost, seq {gap.expected}..{gap.got - 1}"
+
+
+def summary(sub: ScoreSubscriber) -> str:
+    text = (
+        f"{sub.received_count} messages, {sub.gap_count} gaps ({sub.missed_count} lost), "
+        f"{sub.malformed_count} malformed skipped"
+    )
+    return text if sub.last_malformed is None else f"{text} (last: {sub.last_malformed})"
+
+
+def run(args: argparse.Namespace) -> int:
+    last_status: StatusMessage | None = None
+    printed_reason: str | None = None
+    scores = 0
+    try:
+        with (
+            StopOnSignal() as stop,
+            open_subscriber(args, on_gap=lambda g: print(format_gap(g), flush=True)) as sub,
+        ):
+            heard = time.monotonic()
+            while not stop.stopped and (args.count is None or scores < args.count):
+                msg = sub.recv(POLL_MS)
+                if sub.last_malformed is not None and sub.last_malformed != printed_reason:
+                    printed_reason = sub.last_malformed  # once per distinct reason, not per message
+                    print(f"skipped a malformed message: {printed_reason}", file=sys.stderr)
+                if msg is None:
+                    if args.timeout is not None and time.monotonic() - heard >= args.timeout:
+                        raise LuvnetError(
+                            f"no message from {args.endpoint} within {args.timeout:g} s"
+                        )
+                    continue
+                heard = time.monotonic()
+                if isinstance(msg, StatusMessage):
+                    last_status = msg
+                    print(format_status(msg), flush=True)
+                else:
+                    scores += 1
+                    print(format_score(msg, last_status), flush=True)
+            print(summary(sub), file=sys.stderr)
+    except BrokenPipeError:  # e.g. `luvnet listen | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

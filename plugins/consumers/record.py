@@ -1,0 +1,164 @@
+"""``luvnet record``: append every message of the score stream to a JSON Lines file.
+
+Usage: ``luvnet record --out FILE [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR]
+[--count N] [--duration S]``
+
+One JSON object per line, appended (a file can hold several recordings):
+
+- a message: the decoded fields as in docs/protocol.md (``"kind": "scores"`` or ``"status"``,
+  with ``v``, ``stream_id``, ``session``, ``seq``, ...; a score's ``flags`` included and its
+  ``attention`` as a list of P lists of L floats);
+- ``{"kind": "gap", "stream_id", "of", "expected", "got", "missed"}`` where seq numbers of
+  kind ``of`` were lost, written just before the message that revealed the gap;
+- ``{"kind": "end", "messages", "scores", "gaps", "missed", "malformed", "last_malformed"}``
+  when the recording stops.
+
+The file is flushed every ``FLUSH_INTERVAL_S`` and on exit (``--count`` score messages,
+``--duration`` seconds, SIGINT or SIGTERM). A write failure (disk full, read-only place) stops
+the recording with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.errors import LuvnetError
+from plugins.consumers.common import (
+    POLL_MS,
+    StopOnSignal,
+    add_subscriber_arguments,
+    open_subscriber,
+    positive_float,
+    positive_int,
+)
+from streamer.client import Gap, ScoreSubscriber
+from streamer.protocol import SCORES
+
+FLUSH_INTERVAL_S = 1.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="JSON Lines file")
+    add_subscriber_arguments(parser)
+    parser.add_argument(
+        "--count", type=positive_int, metavar="N", help="stop after N score messages"
+    )
+    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+
+
+class JsonlWriter:
+    """Appends one JSON object per line; flushes at most every FLUSH_INTERVAL_S and on close."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        try:
+            self._file: TextIO | None = path.open("a", encoding="utf-8")
+        except OSError as err:
+            raise LuvnetError(f"--out {path}: cannot open for appending ({err.strerror})") from None
+        self._flushed_at = time.monotonic()
+
+    def _failed(self, err: OSError) -> LuvnetError:
+        return LuvnetError(f"--out {self.path}: write failed ({err.strerror}); recording stopped")
+
+    def write(self, record: dict[str, Any]) -> None:
+        assert self._file is not None, "write after close"
+        line = json.dumps(record, allow_nan=False, separators=(",", ":"))
+        try:
+            self._file.write(line + "\n")
+            if time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
+                self._file.flush()
+                self._flushed_at = time.monotonic()
+        except OSError as err:
+            raise self._failed(err) from None
+        self.lines += 1
+
+    def close(self) -> None:
+        """Flush, sync a regular file to disk, close; raises LuvnetError if that fails."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.flush()
+            if self.path.is_file():
+                os.fsync(file.fileno())
+        except OSError as err:
+            raise self._failed(err) from None
+        finally:
+            with contextlib.suppress(OSError):  # the flush above already reported it
+                file.close()
+
+    def discard(self) -> None:
+        """Close after an error without raising again."""
+        with contextlib.suppress(LuvnetError):
+            self.close()
+
+
+def gap_record(gap: Gap) -> dict[str, Any]:
+    return {
+        "kind": "gap",
+        "stream_id": gap.stream_id,
+        "of": gap.kind,
+        "expected": gap.expected,
+        "got": gap.got,
+        "missed": gap.missed,
+    }
+
+
+def end_record(sub: ScoreSubscriber, scores: int) -> dict[str, Any]:
+    return {
+        "kind": "end",
+        "messages": sub.received_count,
+        "scores": scores,
+        "gaps": sub.gap_count,
+        "missed": sub.missed_count,
+        "malformed": sub.malformed_count,
+        "last_malformed": sub.last_malformed,
+    }
+
+
+def _record(args: argparse.Namespace, writer: JsonlWriter) -> str:
+    """Record until a stop condition; return the summary for the user."""
+    scores = 0
+    stop_at = None if args.duration is None else time.monotonic() + args.duration
+    with (
+        StopOnSignal() as stop,
+        open_subscriber(args, on_gap=lambda gap: writer.write(gap_record(gap))) as sub,
+    ):
+        while not stop.stopped and (args.count is None or scores < args.count):
+            if stop_at is not None and time.monotonic() >= stop_at:
+                break
+            msg = sub.recv(POLL_MS)
+            if msg is None:
+                continue
+            writer.write(msg.to_dict())
+            scores += msg.kind == SCORES
+        writer.write(end_record(sub, scores))
+        gaps = "".join(
+            f"\n  {gap.stream_id} {gap.kind}: seq {gap.expected}..{gap.got - 1} lost"
+            for gap in list(sub.gaps)[-10:]
+        )
+        return (
+            f"recorded {sub.received_count} messages ({scores} scores) to {writer.path}; "
+            f"{sub.gap_count} gaps ({sub.missed_count} messages lost), "
+            f"{sub.malformed_count} malformed skipped{gaps}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    writer = JsonlWriter(args.out)
+    try:
+        summary = _record(args, writer)
+        writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+    print(summary, file=sys.stderr)
+    return 0
