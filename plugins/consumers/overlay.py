@@ -1,0 +1,160 @@
+"""``luvnet overlay``: the live video with a score bar per pattern, threshold marks and the
+attention strip, written to an annotated mp4 (headless) or shown in a window.
+
+Frames carry patient data and never leave the process, so the overlay is a sink inside the
+streaming process (``luvnet stream --overlay OUT.mp4``), not a network subscriber; this
+command is ``luvnet stream`` with the overlay switched on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.errors import LuvnetError
+from streamer.grabber import GrabbedFrame
+from streamer.protocol import ScoreMessage
+
+LABELS = {
+    "a_lines": "A-lines",
+    "b_lines": "B-lines",
+    "consolidation": "Consolidation",
+    "pleural_effusion": "Effusion",
+}
+PANEL_WIDTH = 360
+BAR_COLOURS = [(80, 200, 255), (255, 170, 60), (90, 220, 120), (220, 110, 240)]  # BGR
+
+
+def _to_bgr(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        scale = 255.0 / max(float(np.max(image)), 1.0)
+        image = np.clip(image.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def render(image: np.ndarray, msg: ScoreMessage, height: int = 480) -> np.ndarray:
+    """Video on the left, a panel on the right: bars, threshold ticks, attention strip."""
+    frame = _to_bgr(image)
+    width = max(1, round(frame.shape[1] * height / frame.shape[0]))
+    frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+    panel = np.full((height, PANEL_WIDTH, 3), 24, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(
+        panel,
+        f"frame {msg.frame}  window {msg.fill}/{msg.window}",
+        (12, 26),
+        font,
+        0.5,
+        (220, 220, 220),
+        1,
+        cv2.LINE_AA,
+    )
+    row_h = (height - 60) // max(1, len(msg.patterns))
+    bar_x0, bar_x1 = 12, PANEL_WIDTH - 12
+    for i, pattern in enumerate(msg.patterns):
+        top = 44 + i * row_h
+        score, threshold = msg.scores[pattern], msg.thresholds[pattern]
+        flagged = score >= threshold
+        colour = BAR_COLOURS[i % len(BAR_COLOURS)]
+        label = f"{LABELS.get(pattern, pattern)}  {score:.2f}" + ("  *" if flagged else "")
+        cv2.putText(
+            panel,
+            label,
+            (bar_x0, top + 16),
+            font,
+            0.55,
+            colour if flagged else (170, 170, 170),
+            1,
+            cv2.LINE_AA,
+        )
+        y0, y1 = top + 24, top + 44
+        cv2.rectangle(panel, (bar_x0, y0), (bar_x1, y1), (70, 70, 70), 1)
+        fill_x = bar_x0 + round(score * (bar_x1 - bar_x0))
+        cv2.rectangle(panel, (bar_x0, y0), (fill_x, y1), colour, -1)
+        tick = bar_x0 + round(threshold * (bar_x1 - bar_x0))
+        cv2.line(panel, (tick, y0 - 4), (tick, y1 + 4), (255, 255, 255), 2)
+        # Attention strip: one cell per window slot, brightness = min-max normalised weight.
+        curve = msg.attention[i, : msg.fill].astype(np.float32)
+        span = float(curve.max() - curve.min())
+        norm = (curve - curve.min()) / span if span > 0 else np.zeros_like(curve)
+        s0, s1 = y1 + 6, y1 + 18
+        cell = (bar_x1 - bar_x0) / msg.window
+        for t, value in enumerate(norm):
+            x = bar_x0 + round(t * cell)
+            shade = tuple(int(c * (0.15 + 0.85 * value)) for c in colour)
+            cv2.rectangle(panel, (x, s0), (bar_x0 + round((t + 1) * cell) - 1, s1), shade, -1)
+    e2e = msg.latency_e2e_ms
+    cv2.putText(
+        panel,
+        f"latency {e2e:.1f} ms  {msg.backend}/{msg.device}",
+        (12, height - 12),
+        font,
+        0.45,
+        (160, 160, 160),
+        1,
+        cv2.LINE_AA,
+    )
+    return np.hstack([frame, panel])
+
+
+class OverlayWriter:
+    """A pipeline sink: annotates each scored frame and appends it to an mp4 (or a window)."""
+
+    def __init__(self, path: Path | None, *, fps: float = 30.0, height: int = 480) -> None:
+        self.path = path
+        self.fps = fps
+        self.height = height
+        self._writer: cv2.VideoWriter | None = None
+        self.frames_written = 0
+        if path is not None and not path.parent.exists():
+            raise LuvnetError(f"--overlay {path}: folder {path.parent} does not exist")
+
+    def __call__(self, frame: GrabbedFrame, msg: ScoreMessage) -> None:
+        annotated = render(frame.image, msg, self.height)
+        if self.path is None:
+            cv2.imshow("luvnet overlay", annotated)
+            cv2.waitKey(1)
+            return
+        if self._writer is None:
+            size = (annotated.shape[1], annotated.shape[0])
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size
+            )
+            if not self._writer.isOpened():
+                raise LuvnetError(f"--overlay {self.path}: cannot write an mp4 there")
+        self._writer.write(annotated)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from streamer.stream_cli import add_arguments as add_stream_arguments
+
+    add_stream_arguments(parser)
+    parser.add_argument("--out", type=Path, help="annotated mp4 (default: a window)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.stream_cli import run as run_stream
+
+    if args.out is None:
+        try:
+            cv2.namedWindow("luvnet overlay")
+        except cv2.error as err:
+            raise LuvnetError(
+                "overlay: this OpenCV build has no window support (headless); pass --out FILE.mp4"
+            ) from err
+    args.overlay, args.overlay_window = args.out, args.out is None
+    return run_stream(args)

@@ -1,0 +1,142 @@
+"""All wiring of the live stream in one place: source, model, backend, stages, publisher."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engine.checkpoint import Checkpoint, load_checkpoint
+from engine.errors import LuvnetError
+from plugins.sources.base import SourceOptions
+from streamer.grabber import FrameGrabber
+from streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
+from streamer.sources import open_source
+from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+
+log = logging.getLogger(__name__)
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "engine" / "demo_model"
+
+
+@dataclass
+class StreamSettings:
+    """What the CLI chooses; everything else follows from the checkpoint's config."""
+
+    source: str = "phantom"
+    checkpoint: Path | None = None  # None: the demo model
+    device: str = "auto"
+    backend: str = "eager"
+    precision: str = "fp32"
+    head_mode: str = "incremental"
+    realtime: bool = True
+    loop: bool = False
+    drop_policy: str | None = None  # None: "latest" when realtime, else "block"
+    max_frames: int | None = None
+    crop_box: tuple[int, int, int, int] | None = None
+    calibrate_frames: int = 8
+    stream_id: str = "default"
+    source_options: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LuvnetError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
+    return device
+
+
+def load_stream_checkpoint(path: Path | None) -> Checkpoint:
+    if path is None:
+        if not (DEMO_CHECKPOINT / "config.json").is_file():
+            raise LuvnetError(
+                f"demo model missing at {DEMO_CHECKPOINT}: pass --checkpoint DIR, or rebuild it "
+                "with the command in README.md (section 'Demo model')"
+            )
+        path = DEMO_CHECKPOINT
+    return load_checkpoint(path)
+
+
+def compose_stream(
+    settings: StreamSettings, publish: Publish, sinks: list[Sink] | None = None
+) -> StreamPipeline:
+    device = resolve_device(settings.device)
+    checkpoint = load_stream_checkpoint(settings.checkpoint)
+    model = checkpoint.model.to(device).eval()
+    dtype = torch.float16 if settings.precision == "fp16" else torch.float32
+    if dtype == torch.float16:
+        if device.type != "cuda":
+            raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
+        model = model.half()
+    encode, head_fn, backend_name = _backend(settings, model, checkpoint, device)
+    _warm_up(encode, checkpoint, device, dtype)
+    options = SourceOptions(
+        realtime=settings.realtime, loop=settings.loop, **settings.source_options
+    )
+    policy = settings.drop_policy or ("latest" if settings.realtime else "block")
+    grabber = FrameGrabber(
+        open_source(settings.source, options), policy=policy, max_frames=settings.max_frames
+    )
+    config = checkpoint.config
+    return StreamPipeline(
+        grabber=grabber,
+        preprocess=PreprocessStage(
+            config,
+            device=device,
+            dtype=dtype,
+            box=settings.crop_box,
+            calibrate_frames=settings.calibrate_frames,
+        ),
+        embed=EmbedStage(encode),
+        head=HeadStage(model, mode=settings.head_mode, head=head_fn),
+        postprocess=PostprocessStage(),
+        publish=publish,
+        config=config,
+        identity=StreamIdentity(
+            model_id=checkpoint.model_id,
+            backend=backend_name,
+            device=str(device),
+            stream_id=settings.stream_id,
+        ),
+        sinks=sinks,
+    )
+
+
+def _warm_up(encode, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
+    """First calls allocate and pick kernels: pay for them before the first message."""
+    size = checkpoint.config.preprocess.image_size
+    frame = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        encode(frame)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _backend(settings: StreamSettings, model, checkpoint: Checkpoint, device: torch.device):
+    """(encode, head, name) for the chosen backend; eager needs nothing compiled."""
+    if settings.backend == "eager":
+        if device.type == "cuda":
+            model.encoder.to(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def encode(frames: torch.Tensor) -> torch.Tensor:
+            return model.embed(frames)
+
+        return encode, None, "eager"
+    from engine.backends import create_backend
+
+    backend = create_backend(
+        settings.backend,
+        model,
+        device=device,
+        precision=settings.precision,
+        image_size=checkpoint.config.preprocess.image_size,
+        window=checkpoint.config.clip_length,
+        model_id=checkpoint.model_id,
+    )
+    log.info("backend %s: %s", backend.name, backend.reason)
+    return backend.encode, backend.head, backend.name

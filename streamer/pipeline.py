@@ -1,0 +1,184 @@
+"""The live pipeline: wiring of the stages and the loop that drives them.
+
+One loop on the main thread takes the newest frame from the grabber and runs
+preprocess -> embed -> head -> postprocess -> publish, timing each stage. A frame that fails
+in any stage is reported (status ``last_error``, a log line) and skipped: the stream never
+dies on one bad frame. A status message goes out every second, also while the source is
+reconnecting, so late subscribers learn the state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.config import ModelConfig
+from streamer.grabber import FrameGrabber, GrabbedFrame
+from streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
+from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+
+log = logging.getLogger(__name__)
+
+# A sink sees every frame with its published message, in process (frames never leave it).
+Sink = Callable[[GrabbedFrame, ScoreMessage], None]
+Publish = Callable[[ScoreMessage | StatusMessage], object]
+
+
+@dataclass
+class StreamIdentity:
+    """What every message says about the engine that produced it."""
+
+    model_id: str
+    backend: str
+    device: str
+    stream_id: str = "default"
+
+
+@dataclass
+class StreamCounters:
+    published: int = 0
+    failed_frames: int = 0
+    last_error: str | None = None
+    started_ns: int = field(default_factory=time.monotonic_ns)
+
+
+class StreamPipeline:
+    """Source -> preprocess -> embed -> head -> postprocess -> publish, one frame per step."""
+
+    def __init__(
+        self,
+        *,
+        grabber: FrameGrabber,
+        preprocess: PreprocessStage,
+        embed: EmbedStage,
+        head: HeadStage,
+        postprocess: PostprocessStage,
+        publish: Publish,
+        config: ModelConfig,
+        identity: StreamIdentity,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        self.grabber = grabber
+        self.preprocess = preprocess
+        self.embed = embed
+        self.head = head
+        self.postprocess = postprocess
+        self.publish = publish
+        self.config = config
+        self.identity = identity
+        self.sinks = sinks or []
+        self.counters = StreamCounters()
+        self._window_key: tuple[int, int] | None = None
+        self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
+
+    # -- one frame
+    def step(self, frame: GrabbedFrame) -> ScoreMessage:
+        sync = self.preprocess.device.type == "cuda"
+        latency: dict[str, float] = {"queue": (time.monotonic_ns() - frame.capture_ns) / 1e6}
+        t0 = time.perf_counter_ns()
+        tensor = self.preprocess(frame.image)
+        # A reconnect or a new sector crop starts a new window: never mix the two.
+        key = (frame.generation, self.preprocess.box_version)
+        if key != self._window_key:
+            self.head.reset()
+            self._window_key = key
+        t1 = _mark(sync)
+        emb = self.embed(tensor)
+        t2 = _mark(sync)
+        logits, attention, fill = self.head(emb)
+        t3 = _mark(sync)
+        scores = self.postprocess(logits, attention, fill)
+        t4 = time.perf_counter_ns()
+        latency.update(
+            preprocess=(t1 - t0) / 1e6,
+            embed=(t2 - t1) / 1e6,
+            head=(t3 - t2) / 1e6,
+            postprocess=(t4 - t3) / 1e6,
+        )
+        names = self.config.pattern_names
+        return ScoreMessage(
+            frame=frame.index,
+            capture_ns=frame.capture_ns,
+            fill=scores.fill,
+            window=self.config.clip_length,
+            patterns=names,
+            scores={n: float(p) for n, p in zip(names, scores.probabilities, strict=True)},
+            thresholds=dict(zip(names, self.config.thresholds, strict=True)),
+            attention=scores.attention,
+            latency_ms=latency,
+            model_id=self.identity.model_id,
+            backend=self.identity.backend,
+            device=self.identity.device,
+            stream_id=self.identity.stream_id,
+        )
+
+    # -- status
+    def status(self) -> StatusMessage:
+        now = time.monotonic_ns()
+        then, captured, published = self._rate_mark
+        seconds = max((now - then) / 1e9, 1e-9)
+        self._rate_mark = (now, self.grabber.captured, self.counters.published)
+        return StatusMessage(
+            source=self.grabber.source.name[:200],
+            state=self.grabber.state,
+            input_fps=(self.grabber.captured - captured) / seconds,
+            output_fps=(self.counters.published - published) / seconds,
+            frames_captured=self.grabber.captured,
+            frames_dropped=self.grabber.dropped,
+            frames_published=self.counters.published,
+            backend=self.identity.backend,
+            device=self.identity.device,
+            model_id=self.identity.model_id,
+            uptime_s=(now - self.counters.started_ns) / 1e9,
+            last_error=self.counters.last_error or self.grabber.last_error,
+            stream_id=self.identity.stream_id,
+        )
+
+    # -- the loop
+    def run(self, stop: threading.Event) -> int:
+        """Process until the source ends or ``stop`` is set; returns the number published."""
+        self.grabber.start()
+        next_status = time.monotonic()
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_status:
+                    self.publish(self.status())
+                    next_status = time.monotonic() + STATUS_INTERVAL_S
+                frame = self.grabber.get(timeout_s=0.05)
+                if frame is None:
+                    if self.grabber.finished:
+                        break
+                    continue
+                self._process(frame)
+        finally:
+            self.grabber.stop()
+            self.publish(self.status())  # the final state: ended, error or stopped
+        return self.counters.published
+
+    def _process(self, frame: GrabbedFrame) -> None:
+        try:
+            message = self.step(frame)
+        except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
+            self.counters.failed_frames += 1
+            self.counters.last_error = f"frame {frame.index}: {type(err).__name__}: {err}"[:400]
+            log.warning("skipped %s", self.counters.last_error)
+            return
+        self.publish(message)
+        self.counters.published += 1
+        for sink in self.sinks:
+            try:
+                sink(frame, message)
+            except Exception as err:  # noqa: BLE001 - a failing sink reports, never stops
+                self.counters.last_error = f"sink: {type(err).__name__}: {err}"[:400]
+                log.warning("%s", self.counters.last_error)
+
+
+def _mark(sync: bool) -> int:
+    if sync:
+        torch.cuda.synchronize()
+    return time.perf_counter_ns()

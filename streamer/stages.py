@@ -1,0 +1,146 @@
+"""Pipeline stages (Holoscan-operator style): each a small object, one step per call.
+
+    source --GrabbedFrame--> Preprocess --[1,3,S,S]--> Embed --[D]--> Head --logits, attn-->
+    Postprocess --Scores--> Publish
+
+Inputs, outputs and parameters are declared in each constructor and ``__call__``; the
+wiring lives in :mod:`streamer.pipeline`. No stage knows about another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.config import ModelConfig
+from engine.incremental import EmbeddingWindow, IncrementalHead
+from engine.model import LUVNet
+from engine.preprocess import FramePreprocessor, normalize
+
+HEAD_MODES = ("incremental", "window")
+
+EncodeFn = Callable[[torch.Tensor], torch.Tensor]
+HeadFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class PreprocessStage:
+    """Raw image -> normalised [1, 3, S, S] on the engine's device (training's own functions).
+
+    ``box_version`` changes when the sector crop locks or moves, so the head can restart its
+    window instead of mixing differently cropped frames.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        box: tuple[int, int, int, int] | None = None,
+        calibrate_frames: int = 8,
+    ) -> None:
+        self.config = config.preprocess
+        self.device = device
+        self.dtype = dtype
+        self.preprocessor = FramePreprocessor(
+            config.preprocess, box, calibrate_frames=calibrate_frames
+        )
+        size = config.preprocess.image_size
+        # Pinned staging buffer: one host-to-device copy per frame, no allocation.
+        pin = device.type == "cuda"
+        self._host = torch.empty((1, size, size), dtype=torch.uint8, pin_memory=pin)
+        self._last_box: tuple[int, int, int, int] | None = None
+        self.box_version = 0
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        letterboxed = self.preprocessor(image)
+        if self.preprocessor.box != self._last_box:
+            self._last_box = self.preprocessor.box
+            self.box_version += 1
+        self._host[0].copy_(torch.from_numpy(letterboxed))
+        on_device = self._host.to(self.device, non_blocking=True)
+        return normalize(on_device, self.config, self.dtype)
+
+
+class EmbedStage:
+    """[1, 3, S, S] -> [D]: exactly one encoder call per new frame."""
+
+    def __init__(self, encode: EncodeFn) -> None:
+        self.encode = encode
+
+    def __call__(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.encode(frame)[0]
+
+
+class HeadStage:
+    """Embedding [D] -> (logits [P], attention [P, L, N_a] zero-padded, fill).
+
+    ``incremental``: the exact incremental temporal state (new frame's share of the Conv1d).
+    ``window``: rerun ``head`` over the fixed-shape [1, L, D] ring with a mask (what a compiled
+    head wants: one static shape from the first frame on).
+    """
+
+    def __init__(self, model: LUVNet, *, mode: str = "incremental", head: HeadFn | None = None):
+        if mode not in HEAD_MODES:
+            raise ValueError(f"head mode: expected one of {HEAD_MODES}, got {mode!r}")
+        self.mode = mode
+        self.length = model.config.clip_length
+        param = next(model.parameters())
+        if mode == "incremental":
+            self.state = IncrementalHead(model)
+        else:
+            self.window = EmbeddingWindow(
+                self.length, model.embed_dim, device=param.device, dtype=param.dtype
+            )
+            self.head = head or model.head
+            self._padded = torch.zeros(
+                1, self.length, model.embed_dim, device=param.device, dtype=param.dtype
+            )
+            self._mask = torch.zeros(1, self.length, dtype=torch.bool, device=param.device)
+
+    @property
+    def fill(self) -> int:
+        return self.state.fill if self.mode == "incremental" else self.window.fill
+
+    def reset(self) -> None:
+        (self.state if self.mode == "incremental" else self.window).reset()
+
+    @torch.inference_mode()
+    def __call__(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if self.mode == "incremental":
+            logits, attention = self.state.push(emb)
+        else:
+            self.window.push(emb)
+            fill = self.window.fill
+            # Oldest first, real frames then masked padding: the layout head() was trained on.
+            self._padded[0, :fill] = self.window.ordered()
+            self._mask[0] = False
+            self._mask[0, :fill] = True
+            logits, attention = self.head(self._padded, self._mask)
+            logits, attention = logits[0], attention[0]
+        fill = self.fill
+        if attention.shape[1] < self.length:
+            pad = attention.new_zeros(
+                attention.shape[0], self.length - attention.shape[1], attention.shape[2]
+            )
+            attention = torch.cat([attention, pad], dim=1)
+        return logits, attention, fill
+
+
+@dataclass(frozen=True)
+class Scores:
+    probabilities: np.ndarray  # [P] float
+    attention: np.ndarray  # [P, L] float16: per-pattern sum over heads (spec §5)
+    fill: int
+
+
+class PostprocessStage:
+    """Logits -> probabilities; attention -> per-pattern curve over the window (host side)."""
+
+    def __call__(self, logits: torch.Tensor, attention: torch.Tensor, fill: int) -> Scores:
+        probabilities = torch.sigmoid(logits.float()).cpu().numpy()
+        curve = attention.float().sum(-1).cpu().numpy().astype("<f2")
+        return Scores(probabilities=probabilities, attention=curve, fill=fill)
