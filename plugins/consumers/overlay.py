@@ -91,7 +91,8 @@ def render(image: np.ndarray, msg: ScoreMessage, height: int = 480) -> np.ndarra
             x = bar_x0 + round(t * cell)
             shade = tuple(int(c * (0.15 + 0.85 * value)) for c in colour)
             cv2.rectangle(panel, (x, s0), (bar_x0 + round((t + 1) * cell) - 1, s1), shade, -1)
-    e2e = msg.latency_e2e_ms
+    # Sinks run before the publisher's stamp is visible here: measure capture -> now.
+    e2e = (time.monotonic_ns() - msg.capture_ns) / 1e6
     cv2.putText(
         panel,
         f"latency {e2e:.1f} ms  {msg.backend}/{msg.device}",
