@@ -32,8 +32,9 @@ def write_cv(path: Path, fourcc: str, count: int = 10, fps: float = 25.0) -> Pat
 
 def write_animation(path: Path, count: int = 10, fmt: str = "GIF", **kwargs: object) -> Path:
     images = [Image.fromarray(f) for f in flat_frames(count)]
-    images[0].save(path, format=fmt, save_all=True, append_images=images[1:], duration=40,
-                   loop=0, **kwargs)  # fmt: skip
+    images[0].save(
+        path, format=fmt, save_all=True, append_images=images[1:], duration=40, loop=0, **kwargs
+    )
     return path
 
 
