@@ -10,7 +10,7 @@ import torch
 
 from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import LuvnetError
-from plugins.sources.base import SourceOptions
+from plugins.sources.base import FrameSource, SourceOptions
 from streamer.grabber import FrameGrabber
 from streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
 from streamer.sources import open_source
@@ -62,8 +62,12 @@ def load_stream_checkpoint(path: Path | None) -> Checkpoint:
 
 
 def compose_stream(
-    settings: StreamSettings, publish: Publish, sinks: list[Sink] | None = None
+    settings: StreamSettings,
+    publish: Publish,
+    sinks: list[Sink] | None = None,
+    source: FrameSource | None = None,
 ) -> StreamPipeline:
+    """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app)."""
     device = resolve_device(settings.device)
     checkpoint = load_stream_checkpoint(settings.checkpoint)
     model = checkpoint.model.to(device).eval()
@@ -79,7 +83,9 @@ def compose_stream(
     )
     policy = settings.drop_policy or ("latest" if settings.realtime else "block")
     grabber = FrameGrabber(
-        open_source(settings.source, options), policy=policy, max_frames=settings.max_frames
+        source or open_source(settings.source, options),
+        policy=policy,
+        max_frames=settings.max_frames,
     )
     config = checkpoint.config
     return StreamPipeline(

@@ -117,12 +117,19 @@ class FrameGrabber:
                 self._fail(str(err), delay)
             except Exception as err:  # noqa: BLE001 - third-party sources may raise anything
                 self._fail(f"{self.source.name}: {type(err).__name__}: {err}", delay)
+            if self.state == "error":
+                return False
             self._stop.wait(delay)
             delay = min(delay * 2, self.backoff_max_s)
         return False
 
     def _fail(self, message: str, retry_in_s: float) -> None:
-        self.state, self.last_error = "reconnecting", message
+        self.last_error = message
+        if not getattr(self.source, "retry_open", True):
+            log.error("%s", message)
+            self._end("error")
+            return
+        self.state = "reconnecting"
         log.warning("%s; retrying in %.1f s", message, retry_in_s)
 
     def _run(self) -> None:
@@ -145,6 +152,8 @@ class FrameGrabber:
                 )
                 self.source.close()
                 self._fail(message, self.backoff_initial_s)
+                if self.state == "error":
+                    return
                 self.reconnects += 1
                 self._stop.wait(self.backoff_initial_s)
                 if not self._open_with_backoff():

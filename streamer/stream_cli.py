@@ -1,8 +1,9 @@
 """``luvnet stream``: run the live pipeline and publish a score for every frame.
 
 With no arguments: the synthetic phantom, the demo model, ``tcp://127.0.0.1:5555``.
-Ctrl-C or SIGTERM stops within a second and closes the socket; the exit code is 0 when the
-stream ended or was stopped, 2 for a configuration error.
+Ctrl-C or SIGTERM stops within a second and closes the socket. Exit codes: 0 when the source
+ended or the stream was stopped, 1 when the source failed for good (a file that cannot be
+decoded; live sources reconnect instead), 2 for a configuration error.
 """
 
 from __future__ import annotations
@@ -142,4 +143,7 @@ def run(args: argparse.Namespace) -> int:
         sink.close()
     state = last_status[0].state if last_status else "unknown"
     print(f"luvnet stream: {published} frames scored, source {state}", file=sys.stderr)
+    if state == "error":
+        print(f"luvnet stream: error: {last_status[0].last_error}", file=sys.stderr)
+        return 1
     return 0

@@ -54,6 +54,9 @@ class FrameSource(Protocol):
     """What the grabber needs from a source."""
 
     name: str  # human-readable, used in status messages and errors
+    # False for sources that cannot come back by retrying (a file that will not open);
+    # the grabber then reports state "error" instead of reconnecting with backoff.
+    retry_open: bool
 
     @property
     def fps(self) -> float | None:

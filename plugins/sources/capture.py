@@ -20,6 +20,7 @@ class _OpenCVSource:
     """Shared open/read/close over a cv2.VideoCapture; subclasses say how to open it."""
 
     name = "opencv"
+    retry_open = True
 
     def __init__(self, options: SourceOptions) -> None:
         self.options = options
@@ -64,6 +65,8 @@ class _OpenCVSource:
 
 class FileSource(_OpenCVSource):
     """A video file replayed at its own frame rate (or as fast as possible), optionally looped."""
+
+    retry_open = False  # a missing or undecodable file does not heal by waiting
 
     def __init__(self, path: str | Path, options: SourceOptions) -> None:
         super().__init__(options)
