@@ -105,7 +105,10 @@ class ScoreSubscriber:
             try:
                 self._socket.connect(endpoint)
             except zmq.ZMQError as err:
-                raise LuvnetError(f"endpoint {endpoint!r}: {err.strerror}") from None
+                raise LuvnetError(
+                    f"endpoint {endpoint!r}: {zmq.strerror(err.errno)}; expected an address "
+                    f"such as {DEFAULT_ENDPOINT}"
+                ) from None
         except BaseException:
             self.close()
             raise

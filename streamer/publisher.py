@@ -119,7 +119,7 @@ class ScorePublisher:
             try:
                 self._socket.bind(bind)
             except zmq.ZMQError as err:
-                raise LuvnetError(f"bind {bind}: {err.strerror}") from None
+                raise LuvnetError(f"bind {bind}: {zmq.strerror(err.errno)}") from None
             self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
             self.close()

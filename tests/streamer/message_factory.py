@@ -1,12 +1,15 @@
-"""Valid messages for protocol, publisher and consumer tests; keyword arguments override."""
+"""Valid messages for protocol, publisher and consumer tests (keyword arguments override), and
+the slow-joiner handshake the PUB/SUB tests start with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from streamer.protocol import ScoreMessage, StatusMessage
+from streamer.client import ScoreSubscriber
+from streamer.protocol import Message, ScoreMessage, StatusMessage
 
 PATTERNS = ("a_lines", "b_lines", "consolidation", "pleural_effusion")
 
@@ -46,3 +49,14 @@ def make_status(**overrides: Any) -> StatusMessage:
         "last_error": None,
     }
     return StatusMessage(**(fields | overrides))
+
+
+def join(publish: Callable[[], object], sub: ScoreSubscriber, tries: int = 200) -> Message:
+    """Publish until the subscriber hears something (PUB drops what it sends before a
+    subscriber has connected); return the first message heard."""
+    for _ in range(tries):
+        publish()
+        msg = sub.recv(50)
+        if msg is not None:
+            return msg
+    raise AssertionError(f"subscriber heard nothing from {sub.endpoint} in {tries} tries")
