@@ -98,6 +98,22 @@ class IncrementalHead:
         return self._push_temporal(index, emb)
 
     def _push_temporal(self, index: int, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        temporal = self.temporal_update(index, emb)
+        head: LUVNetHead = self.model.clip_head
+        window = self.window.ring[self._window_slots(index)].unsqueeze(0)
+        mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
+        pooled, attention = head.attention(window, mask)
+        logits = head.classify(temporal, pooled)
+        return logits[0], attention[0]
+
+    def _window_slots(self, index: int) -> list[int]:
+        return self.window.slots(index - self.window.fill + 1, index)
+
+    def temporal_update(self, index: int, emb: torch.Tensor) -> torch.Tensor:
+        """The temporal branch's output [1, D] after frame ``index`` (already in the window).
+
+        Public so ``luvnet bench`` can time it against rerunning the branch over the window.
+        """
         k = self.temporal.kernel_size
         pad = k // 2
         self.taps[index % self.length] = (self.tap_matrix @ emb).reshape(k, -1)
@@ -107,20 +123,24 @@ class IncrementalHead:
         changed = set(range(max(first, index - pad), index + 1))
         if index >= self.length:
             changed.update(range(first, min(first + pad, index + 1)))
-        for p in changed:
-            self.conv_out[p % self.length] = self._conv_at(p, first, index)
-        window_slots = self.window.slots(first, index)
-        temporal = self.temporal.positionwise(self.conv_out[window_slots]).mean(0, keepdim=True)
-        head: LUVNetHead = self.model.clip_head
-        window = self.window.ring[window_slots].unsqueeze(0)
-        mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
-        pooled, attention = head.attention(window, mask)
-        logits = head.classify(temporal, pooled)
-        return logits[0], attention[0]
+        positions = sorted(changed)
+        self.conv_out[[p % self.length for p in positions]] = self._conv_at(positions, first, index)
+        conv = self.conv_out[self._window_slots(index)]
+        return self.temporal.positionwise(conv).mean(0, keepdim=True)
 
-    def _conv_at(self, p: int, first: int, last: int) -> torch.Tensor:
-        """Conv output at absolute position p from cached taps of frames first..last."""
-        pad = self.temporal.kernel_size // 2
-        frames = range(max(first, p - pad), min(last, p + pad) + 1)
-        # Tap j of the conv multiplies input p + j - pad, so frame t uses tap t - p + pad.
-        return sum(self.taps[t % self.length, t - p + pad] for t in frames)
+    def _conv_at(self, positions: list[int], first: int, last: int) -> torch.Tensor:
+        """Conv outputs [n, D] at absolute positions from cached taps of frames first..last.
+
+        One gather and one sum (no Python loop over tensors): tap j of the conv multiplies
+        input p + j - pad, so position p takes tap j of frame t = p + j - pad when t is in
+        the window; outside it the conv's zero padding contributes nothing.
+        """
+        k = self.temporal.kernel_size
+        pad = k // 2
+        frames = [[p + j - pad for j in range(k)] for p in positions]
+        valid = [[first <= t <= last for t in row] for row in frames]
+        device = self.taps.device
+        slots = torch.tensor([[t % self.length for t in row] for row in frames], device=device)
+        taps = torch.arange(k, device=device).expand(len(positions), k)
+        weights = torch.tensor(valid, dtype=self.taps.dtype, device=device).unsqueeze(-1)
+        return (self.taps[slots, taps] * weights).sum(1)
