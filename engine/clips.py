@@ -56,10 +56,11 @@ _EDGE_BYTES = 1 << 20
 def clip_spans(n_frames: int, length: int, step: int) -> list[tuple[int, int]]:
     """(start, end) of each clip's real frames, end inclusive. Clips start every ``step``
     frames until one reaches the last frame; only that last one can be short."""
-    if n_frames < 1 or length < 1 or step < 1:
-        raise LuvnetError(
-            f"clips: expected n_frames, length and step >= 1, got {n_frames}, {length}, {step}"
-        )
+    if n_frames < 1 or length < 1:
+        raise LuvnetError(f"clips: expected n_frames and length >= 1, got {n_frames}, {length}")
+    if not 1 <= step <= length:
+        # A step beyond the length would skip frames that no clip ever shows.
+        raise LuvnetError(f"clip_step: expected 1..{length} (the clip length), got {step}")
     spans, start = [], 0
     while True:
         end = min(start + length, n_frames) - 1
