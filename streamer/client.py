@@ -66,7 +66,8 @@ class Gap:
 
 
 class ScoreSubscriber:
-    """One SUB socket on its own context, connected to ``endpoint``."""
+    """One SUB socket on its own context, connected to ``endpoint``; use it from one thread
+    (ZeroMQ sockets are not thread-safe)."""
 
     def __init__(
         self,

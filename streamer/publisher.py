@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import logging
 import os
 import secrets
 import threading
@@ -52,33 +53,41 @@ from streamer.protocol import (
 )
 from streamer.security import apply_server_curve, load_server_keys, start_authenticator
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SNDHWM = 100  # about 3 s of scores at 30 fps per subscriber, then drop
 
 
-def check_bind_endpoint(endpoint: str, allow_remote: bool = False) -> None:
-    """Refuse an address reachable from other hosts unless ``allow_remote``."""
+def is_local_endpoint(endpoint: str) -> bool:
+    """Whether only this host can reach ``endpoint`` (loopback TCP, ipc://, inproc://)."""
     transport, sep, address = endpoint.partition("://")
     if not sep or not address:
         raise LuvnetError(
             f"bind: expected TRANSPORT://ADDRESS such as {DEFAULT_ENDPOINT}, got {endpoint!r}"
         )
-    if transport in ("ipc", "inproc") or allow_remote:
-        return
-    if transport == "tcp":
-        host, _, port = address.rpartition(":")
-        if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
-            raise LuvnetError(f"bind: expected a port 1..65535 or '*' in {endpoint!r}")
-        host = host.strip("[]")
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:  # '*', an interface name, a host name: all may be public
-            loopback = False
-        if loopback:
-            return
-    raise LuvnetError(
-        f"bind: {endpoint} can be reached from other hosts; expected a loopback address such as "
-        f"{DEFAULT_ENDPOINT}, or allow it with --allow-remote (and use --curve-keys)"
-    )
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host, _, port = address.rpartition(":")
+    if port != "*" and not (port.isdigit() and 0 < int(port) < 65536):
+        raise LuvnetError(f"bind: expected a port 1..65535 or '*' in {endpoint!r}")
+    host = host.strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # '*', an interface name, a host name: all may be public
+        return False
+
+
+def check_bind_endpoint(endpoint: str, allow_remote: bool = False) -> bool:
+    """Refuse an address other hosts can reach unless ``allow_remote``; return whether local."""
+    local = is_local_endpoint(endpoint)
+    if not local and not allow_remote:
+        raise LuvnetError(
+            f"bind: {endpoint} can be reached from other hosts; expected a loopback address such "
+            f"as {DEFAULT_ENDPOINT}, or allow it with --allow-remote (and use --curve-keys)"
+        )
+    return local
 
 
 class ScorePublisher:
@@ -94,11 +103,13 @@ class ScorePublisher:
         sndhwm: int = DEFAULT_SNDHWM,
     ) -> None:
         # Check everything that can be wrong before any resource exists.
-        check_bind_endpoint(bind, allow_remote)
+        local = check_bind_endpoint(bind, allow_remote)
         self.topic_prefix = check_topic_prefix(topic_prefix)
         if sndhwm < 1:
             raise LuvnetError(f"sndhwm: expected a positive message count, got {sndhwm}")
         keys = load_server_keys(curve_keys) if curve_keys is not None else None
+        if not local and keys is None:
+            log.warning("publishing unencrypted on %s: anyone on that network can read it", bind)
 
         self.session = secrets.randbelow(MAX_SESSION + 1)
         self.sent_scores = 0  # score messages handed to ZeroMQ
