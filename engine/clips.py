@@ -401,13 +401,3 @@ class ClipAugment:
             self._generator = torch.Generator().manual_seed(seed)
             self._worker = worker
         return self._generator
-
-
-def describe(cached: CachedVideo) -> str:
-    """One line about a cached video, for logs and CLIs."""
-    w, h = cached.source_size
-    fps = f"{cached.fps:.1f} fps" if cached.fps > 0 else "fps unknown"
-    return (
-        f"{cached.video.name}: {cached.n_frames} frames {w}x{h} {fps}, box {cached.box} "
-        f"({cached.reason})"
-    )
