@@ -104,11 +104,6 @@ class LabelSpec:
             return math.nan
         return float(any(a <= end and b >= start for a, b in self.ranges))
 
-    def first_frame(self) -> int | None:
-        """The earliest marked frame (None when unknown or absent), to check ranges against
-        the decoded length."""
-        return self.ranges[0][0] if self.ranges else None
-
 
 def _merge(spans: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     merged: list[tuple[int, int]] = []
