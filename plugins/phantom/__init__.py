@@ -1,0 +1,11 @@
+"""Synthetic lung-ultrasound phantom: convex-probe videos with exact frame-level truth.
+
+``PhantomVideo`` is the Python API (training data, tests); ``source.open_phantom`` is the live
+frame source (``phantom:SEED``); ``generate`` is the ``luvnet phantom`` command.
+"""
+
+from plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from plugins.phantom.scene import Anatomy, Scene
+from plugins.phantom.video import PhantomVideo
+
+__all__ = ["NATIVE_SIZE", "Anatomy", "Geometry", "PhantomVideo", "Scene"]

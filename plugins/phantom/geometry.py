@@ -1,0 +1,146 @@
+"""Convex-probe scanner geometry: where the fan sits and how polar samples map to pixels.
+
+Everything the phantom draws lives in a polar ("probe") image whose rows are depth along a beam
+and whose columns are beam angles. Horizontal structures there (pleura, A-lines) become arcs
+concentric with the probe face and vertical ones (B-lines, rib shadows) become radial beams,
+as on a real convex probe. One ``cv2.remap`` per frame converts the polar image to the fan.
+
+The layout is fixed per output size (it is the scanner, not the patient): the native layout is
+drawn for 924 x 1232 (the paper's scanner, ../shared/docs/luvnet-spec.md section 3) and scaled
+uniformly, centred, for other sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+NATIVE_SIZE: tuple[int, int] = (924, 1232)  # (height, width)
+MIN_SIDE = 64  # below this the fan is a few pixels wide and the cues are gone
+
+# Native layout in pixels of the 924 x 1232 frame.
+_FAN_TOP_Y = 60.0  # probe face on the centre beam
+_FAN_DEPTH_PX = 830.0
+_PROBE_RADIUS_PX = 356.0  # 60 mm convex probe at the native scale
+_HALF_ANGLE_DEG = 28.0
+DEPTH_MM = 140.0  # depth setting shown on the ruler
+_POLAR_ROWS_MIN = 250  # polar rows are at least this many (or the fan's pixel depth)
+_POLAR_SCALE = 0.6  # polar samples per output pixel when the fan is large
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Fan placement for one output size; all lengths in output pixels unless named ``_mm``."""
+
+    height: int
+    width: int
+    apex_x: float  # virtual apex of the beams, above the image
+    apex_y: float
+    r_near: float  # radius of the probe face
+    r_far: float  # radius of the deepest sample
+    half_angle: float  # radians either side of the vertical
+    depth_mm: float
+    rows: int  # polar depth samples
+    cols: int  # polar beam samples
+
+    @classmethod
+    def for_size(cls, height: int, width: int) -> Geometry:
+        if height < MIN_SIDE or width < MIN_SIDE:
+            raise ValueError(f"size: expected at least {MIN_SIDE}x{MIN_SIDE}, got {height}x{width}")
+        scale = min(height / NATIVE_SIZE[0], width / NATIVE_SIZE[1])
+        off_x = (width - NATIVE_SIZE[1] * scale) / 2
+        off_y = (height - NATIVE_SIZE[0] * scale) / 2
+        r_near = _PROBE_RADIUS_PX * scale
+        depth_px = _FAN_DEPTH_PX * scale
+        half = math.radians(_HALF_ANGLE_DEG)
+        # Polar sampling: ~0.6 samples per pixel for large frames, one per pixel for small ones.
+        rows = max(round(depth_px * _POLAR_SCALE), min(_POLAR_ROWS_MIN, round(depth_px)))
+        k = rows / depth_px
+        mid_arc = (r_near + depth_px / 2) * 2 * half
+        cols = round(mid_arc * k)
+        return cls(
+            height=height,
+            width=width,
+            apex_x=off_x + NATIVE_SIZE[1] * scale / 2,
+            apex_y=off_y + _FAN_TOP_Y * scale - r_near,
+            r_near=r_near,
+            r_far=r_near + depth_px,
+            half_angle=half,
+            depth_mm=DEPTH_MM,
+            rows=rows,
+            cols=cols,
+        )
+
+    @property
+    def scale(self) -> float:
+        """Output pixels per native pixel."""
+        return (self.r_far - self.r_near) / _FAN_DEPTH_PX
+
+    @property
+    def rows_per_mm(self) -> float:
+        return self.rows / self.depth_mm
+
+    @property
+    def px_per_mm(self) -> float:
+        return (self.r_far - self.r_near) / self.depth_mm
+
+    @property
+    def probe_radius_mm(self) -> float:
+        return self.r_near / self.px_per_mm
+
+    def cols_per_mm(self, depth_mm: float) -> float:
+        """Beam columns per millimetre of lateral distance at a depth below the probe face."""
+        arc_mm = (self.probe_radius_mm + depth_mm) * 2 * self.half_angle
+        return self.cols / arc_mm
+
+    def polar_to_xy(self, row: np.ndarray | float, col: np.ndarray | float):
+        """Pixel coordinates (x, y) of polar sample centres (row, col); arrays or scalars."""
+        r = self.r_near + (np.asarray(row) + 0.5) / self.rows * (self.r_far - self.r_near)
+        phi = (np.asarray(col) + 0.5) / self.cols * 2 * self.half_angle - self.half_angle
+        return self.apex_x + r * np.sin(phi), self.apex_y + r * np.cos(phi)
+
+    def xy_to_polar(self, x: np.ndarray | float, y: np.ndarray | float):
+        """Fractional polar (row, col) of pixel coordinates; outside the fan is out of range."""
+        dx = np.asarray(x, dtype=np.float64) - self.apex_x
+        dy = np.asarray(y, dtype=np.float64) - self.apex_y
+        r = np.hypot(dx, dy)
+        phi = np.arctan2(dx, dy)
+        row = (r - self.r_near) / (self.r_far - self.r_near) * self.rows - 0.5
+        col = (phi + self.half_angle) / (2 * self.half_angle) * self.cols - 0.5
+        return row, col
+
+    @cached_property
+    def fan_box(self) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), exclusive ends: the smallest pixel box holding the fan."""
+        rows = np.array([-0.5, self.rows - 0.5])
+        cols = np.linspace(-0.5, self.cols - 0.5, 65)
+        xs, ys = self.polar_to_xy(rows[:, None], cols[None, :])
+        x0 = max(int(math.floor(xs.min())) - 1, 0)
+        y0 = max(int(math.floor(ys.min())) - 1, 0)
+        x1 = min(int(math.ceil(xs.max())) + 2, self.width)
+        y1 = min(int(math.ceil(ys.max())) + 2, self.height)
+        return x0, y0, x1, y1
+
+    @cached_property
+    def remap_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (map_x, map_y) over ``fan_box`` for ``cv2.remap``; outside the fan is -10."""
+        x0, y0, x1, y1 = self.fan_box
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+        row, col = self.xy_to_polar(xs + 0.0, ys + 0.0)
+        inside = (row >= -0.5) & (row <= self.rows - 0.5) & (col >= -0.5) & (col <= self.cols - 0.5)
+        # Stay a hair inside the last sample so bilinear reads never leave the image (a read
+        # outside would blend in whatever the destination held before).
+        map_x = np.where(inside, np.clip(col, 0, self.cols - 1.01), -10).astype(np.float32)
+        map_y = np.where(inside, np.clip(row, 0, self.rows - 1.01), -10).astype(np.float32)
+        return map_x, map_y
+
+    @cached_property
+    def sector_mask(self) -> np.ndarray:
+        """HxW bool: pixels inside the fan."""
+        mask = np.zeros((self.height, self.width), dtype=bool)
+        x0, y0, x1, y1 = self.fan_box
+        mask[y0:y1, x0:x1] = self.remap_maps[0] >= 0
+        return mask

@@ -1,0 +1,383 @@
+"""What a phantom video shows and when: randomised scene parameters, motion and exact truth.
+
+A scene is a strip of lung ("the world") wider than the probe's view, laid out in beam columns
+of the polar image (see geometry.py). Pattern instances occupy intervals of that strip; the
+probe dwells and sweeps along it, the lung slides under the chest wall with breathing, and the
+ribs stay fixed under the probe. A pattern is visible in a frame when enough of one of its
+instances lies in the view and outside the rib shadows; that rule, evaluated on the same
+offsets the renderer uses, is the frame-level truth.
+
+Nothing here draws pixels: truth is computed without rendering, so label statistics over large
+generated sets are cheap (see ``truth_table``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.config import PATTERNS
+from plugins.phantom.geometry import Geometry
+
+# Instance kinds and the pattern each one shows.
+KIND_PATTERN: dict[str, str] = {
+    "b_line": "b_lines",
+    "confluent": "b_lines",
+    "consolidation": "consolidation",
+    "effusion": "pleural_effusion",
+}
+
+# Visibility rule: an instance counts when this share of its width is in view and unshadowed,
+# or at least this share of the view width is (for instances wider than that).
+VISIBLE_SHARE_OF_INSTANCE = 0.5
+VISIBLE_SHARE_OF_VIEW = {"b_line": 1.0, "confluent": 0.10, "consolidation": 0.10, "effusion": 0.12}
+A_LINE_SHARE_OF_VIEW = 0.15  # A-lines count when they span this share of the view
+EFFUSION_EDGE_PAD = 0.15  # the fluid's sloped edges stay within this share of its width
+
+# Probability that a scene's strip holds each pattern somewhere (tuned with
+# ``python -m plugins.phantom.balance`` for 30-60 % of frames positive per pattern).
+SCENE_PREVALENCE = {"a_lines": 0.75, "b_lines": 0.8, "consolidation": 0.62, "pleural_effusion": 0.5}
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One synthetic patient: what stays the same across that patient's videos."""
+
+    pleura_mm: float  # chest-wall thickness, skin to parietal pleura
+    skin_mm: float
+    fat_mm: float
+    rib_width_mm: float
+    rib_gap_mm: float  # intercostal space
+    rib_rise_mm: float  # rib surface above the pleura
+    wall_level: float  # mean grey of the chest-wall muscle
+    gain: float  # grey offset applied to everything
+    attenuation: float  # grey lost from the top to the bottom of the image after TGC
+    speckle_mm: float  # lateral speckle grain (probe frequency)
+    contrast: float  # grey levels per dB of speckle
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Anatomy:
+        return cls(
+            pleura_mm=float(rng.uniform(14.0, 30.0)),
+            skin_mm=float(rng.uniform(1.5, 3.0)),
+            fat_mm=float(rng.uniform(2.0, 9.0)),
+            rib_width_mm=float(rng.uniform(9.0, 13.0)),
+            rib_gap_mm=float(rng.uniform(22.0, 34.0)),
+            rib_rise_mm=float(rng.uniform(2.5, 5.5)),
+            wall_level=float(rng.uniform(55.0, 85.0)),
+            gain=float(rng.uniform(-12.0, 12.0)),
+            attenuation=float(rng.uniform(10.0, 30.0)),
+            speckle_mm=float(rng.uniform(0.7, 1.1)),
+            contrast=float(rng.uniform(2.2, 3.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One occurrence of a pattern on the strip; ``u0``/``u1`` are world columns (for an
+    effusion, its extent half-way between pleura and diaphragm)."""
+
+    kind: str
+    u0: float
+    u1: float
+    strength: float  # 0..1: brightness / contrast of the cue
+    depth_mm: float = 0.0  # consolidation: deepest extent below the pleura; effusion: diaphragm
+    seed: int = 0  # texture details
+
+    @property
+    def pattern(self) -> str:
+        return KIND_PATTERN[self.kind]
+
+    @property
+    def width(self) -> float:
+        return self.u1 - self.u0
+
+
+@dataclass(frozen=True)
+class Motion:
+    """Breathing, lung sliding, probe sweep and jitter."""
+
+    resp_per_min: float
+    resp_phase: float  # 0..1 at t = 0
+    insp_fraction: float  # share of the cycle spent breathing in
+    slide_mm: float  # lung excursion under the chest wall at full inspiration
+    keyframes: tuple[tuple[float, float], ...]  # (seconds, world column of the view's left edge)
+    jitter_mm: float
+    jitter_seed: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    anatomy: Anatomy
+    pleura_mm: float
+    rib_phase_mm: float  # centre of the first rib, from the view's left edge at the pleura
+    world_cols: int
+    instances: tuple[Instance, ...]
+    a_lines: tuple[tuple[float, float, float], ...]  # (u0, u1, strength) before other patterns
+    motion: Motion
+    seed: int  # textures
+    num_frames: int
+    fps: float
+
+
+@dataclass(frozen=True)
+class FrameMotion:
+    """Per-frame offsets, shared by the renderer and the truth."""
+
+    wall_x: np.ndarray  # world column under frame column 0 for the chest wall
+    lung_x: np.ndarray  # the same below the pleura (adds lung sliding)
+    shift_y: np.ndarray  # polar rows the body moves down (probe jitter)
+    resp: np.ndarray  # breathing 0 (end of expiration) .. 1 (end of inspiration)
+
+
+def breathing(t: np.ndarray, motion: Motion) -> np.ndarray:
+    """Smooth breathing curve in 0..1: a faster rise (inspiration) and a slower fall."""
+    phase = np.mod(t * motion.resp_per_min / 60.0 + motion.resp_phase, 1.0)
+    insp = motion.insp_fraction
+    warped = np.where(phase < insp, 0.5 * phase / insp, 0.5 + 0.5 * (phase - insp) / (1 - insp))
+    return 0.5 - 0.5 * np.cos(2 * np.pi * warped)
+
+
+def _sweep(t: np.ndarray, keyframes: tuple[tuple[float, float], ...]) -> np.ndarray:
+    times = np.array([k[0] for k in keyframes])
+    xs = np.array([k[1] for k in keyframes])
+    if len(times) == 1:
+        return np.full_like(t, xs[0])
+    i = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+    span = np.maximum(times[i + 1] - times[i], 1e-9)
+    f = np.clip((t - times[i]) / span, 0.0, 1.0)
+    ease = 0.5 - 0.5 * np.cos(np.pi * f)  # probe accelerates and decelerates smoothly
+    return xs[i] + (xs[i + 1] - xs[i]) * ease
+
+
+def _jitter(t: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """Hand tremor: a few random slow sinusoids, total RMS ``amplitude``."""
+    out = np.zeros_like(t)
+    for _ in range(3):
+        freq = rng.uniform(0.3, 2.5)
+        out += np.sin(2 * np.pi * (freq * t + rng.uniform()))
+    return out * amplitude * math.sqrt(2.0 / 3.0)
+
+
+def frame_motion(scene: Scene, geometry: Geometry) -> FrameMotion:
+    m = scene.motion
+    t = np.arange(scene.num_frames) / scene.fps
+    cpm = geometry.cols_per_mm(scene.pleura_mm)
+    rng = np.random.default_rng(m.jitter_seed)
+    jitter_x = _jitter(t, m.jitter_mm * cpm, rng)
+    jitter_y = _jitter(t, m.jitter_mm * geometry.rows_per_mm, rng)
+    resp = breathing(t, m)
+    wall_x = _sweep(t, m.keyframes) + jitter_x
+    lung_x = wall_x + m.slide_mm * cpm * resp
+    return FrameMotion(wall_x=wall_x, lung_x=lung_x, shift_y=jitter_y, resp=resp)
+
+
+def ribs(scene: Scene, geometry: Geometry) -> list[tuple[float, float]]:
+    """(centre, width) of each rib touching the view, in frame columns at the pleura."""
+    a = scene.anatomy
+    cpm = geometry.cols_per_mm(scene.pleura_mm)
+    period = (a.rib_width_mm + a.rib_gap_mm) * cpm
+    width = a.rib_width_mm * cpm
+    first = scene.rib_phase_mm * cpm
+    k0 = math.floor((-width - first) / period)
+    k1 = math.ceil((geometry.cols + width - first) / period)
+    return [(first + k * period, width) for k in range(k0, k1 + 1)]
+
+
+def shadow_profile(scene: Scene, geometry: Geometry) -> np.ndarray:
+    """(cols,) 0..1: how much of each frame column the rib shadows cover (soft edges)."""
+    c = np.arange(geometry.cols, dtype=np.float64)
+    edge = max(1.0, 2.0 * geometry.cols_per_mm(scene.pleura_mm))  # ~2 mm penumbra
+    shade = np.zeros_like(c)
+    for centre, width in ribs(scene, geometry):
+        shade = np.maximum(shade, np.clip((width / 2 - np.abs(c - centre)) / edge + 0.5, 0, 1))
+    return shade
+
+
+def a_line_profile(scene: Scene) -> np.ndarray:
+    """(world_cols,) A-line strength per world column, zero where another pattern replaces
+    the aerated lung that makes them."""
+    u = np.arange(scene.world_cols, dtype=np.float64)
+    strength = np.zeros(scene.world_cols)
+    for u0, u1, s in scene.a_lines:
+        strength[(u >= u0) & (u < u1)] = s
+    for inst in scene.instances:
+        pad = inst.width * (0.25 if inst.kind == "b_line" else EFFUSION_EDGE_PAD)
+        strength[(u >= inst.u0 - pad) & (u < inst.u1 + pad)] = 0.0
+    return strength
+
+
+def _visible_counts(cum: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unshadowed frame columns c with a <= c < b, from the cumulative visibility ``cum``."""
+    n = len(cum) - 1
+    lo = np.clip(np.ceil(a), 0, n).astype(np.int64)
+    hi = np.clip(np.ceil(b), 0, n).astype(np.int64)
+    return np.maximum(cum[hi] - cum[lo], 0)
+
+
+def truth_table(scene: Scene, geometry: Geometry, motion: FrameMotion | None = None) -> np.ndarray:
+    """(num_frames, 4) bool, columns in ``engine.config.PATTERNS`` order."""
+    motion = frame_motion(scene, geometry) if motion is None else motion
+    visible = shadow_profile(scene, geometry) < 0.5
+    cum = np.concatenate([[0], np.cumsum(visible)])
+    view = geometry.cols
+    table = np.zeros((scene.num_frames, len(PATTERNS)), dtype=bool)
+    x = motion.lung_x
+    for inst in scene.instances:
+        need = min(VISIBLE_SHARE_OF_INSTANCE * inst.width, VISIBLE_SHARE_OF_VIEW[inst.kind] * view)
+        seen = _visible_counts(cum, inst.u0 - x, inst.u1 - x)
+        table[:, PATTERNS.index(inst.pattern)] |= seen >= max(need, 1.0)
+    profile = a_line_profile(scene)
+    cols = np.arange(view)
+    idx = np.clip(np.rint(x[:, None] + cols[None, :]).astype(np.int64), 0, scene.world_cols - 1)
+    a_cols = ((profile[idx] > 0) & visible[None, :]).sum(axis=1)
+    table[:, PATTERNS.index("a_lines")] = a_cols >= A_LINE_SHARE_OF_VIEW * view
+    return table
+
+
+def truth_ranges(table: np.ndarray) -> dict[str, list[tuple[int, int]]]:
+    """Per pattern, the inclusive frame ranges where it is visible."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for j, name in enumerate(PATTERNS):
+        col = np.concatenate([[False], table[:, j], [False]]).astype(np.int8)
+        starts = np.flatnonzero(np.diff(col) == 1)
+        ends = np.flatnonzero(np.diff(col) == -1) - 1
+        out[name] = [(int(s), int(e)) for s, e in zip(starts, ends, strict=True)]
+    return out
+
+
+def _place(
+    rng: np.random.Generator, width: float, lo: float, hi: float, taken: list[tuple[float, float]]
+) -> tuple[float, float] | None:
+    """A free interval of ``width`` inside [lo, hi], at least a few columns from the others."""
+    gap = 0.04 * (hi - lo)
+    for _ in range(40):
+        if hi - lo <= width:
+            return None
+        u0 = rng.uniform(lo, hi - width)
+        if all(u0 + width + gap <= a or u0 >= b + gap for a, b in taken):
+            taken.append((u0, u0 + width))
+            return u0, u0 + width
+    return None
+
+
+def _b_lines(rng, cpm, view, lo, hi, taken) -> list[Instance]:
+    strength = float(rng.uniform(0.45, 1.0))
+    if rng.random() < 0.3:  # confluent "white lung"
+        span = _place(rng, rng.uniform(0.25, 0.55) * view, lo, hi, taken)
+        if span is None:
+            return []
+        return [Instance("confluent", *span, strength, seed=int(rng.integers(2**31)))]
+    n = int(rng.integers(1, 6))
+    widths = rng.uniform(2.5, 6.0, size=n) * cpm
+    gaps = rng.uniform(1.0, 3.5, size=n) * widths.max()
+    span = _place(rng, float(widths.sum() + gaps[:-1].sum()), lo, hi, taken)
+    if span is None:
+        return []
+    out, u = [], span[0]
+    for w, g in zip(widths, gaps, strict=True):
+        s = float(np.clip(strength * rng.uniform(0.8, 1.2), 0.35, 1.0))
+        out.append(Instance("b_line", u, u + w, s, seed=int(rng.integers(2**31))))
+        u += w + g
+    return out
+
+
+def sample_scene(
+    rng: np.random.Generator,
+    geometry: Geometry,
+    anatomy: Anatomy,
+    num_frames: int,
+    fps: float,
+    present: Mapping[str, bool] | None = None,
+    sweep: bool = True,
+) -> Scene:
+    """Random scene for one video. ``present`` forces a pattern onto (or off) the strip;
+    ``sweep=False`` holds the probe still (breathing and jitter remain)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames: expected >= 1, got {num_frames}")
+    unknown = set(present or {}) - set(PATTERNS)
+    if unknown:
+        raise ValueError(f"present: unknown pattern(s) {sorted(unknown)}; expected {PATTERNS}")
+    pleura_mm = anatomy.pleura_mm * float(rng.uniform(0.92, 1.08))
+    cpm = geometry.cols_per_mm(pleura_mm)
+    view = geometry.cols
+    motion_seed = int(rng.integers(2**31))
+    slide_mm = float(rng.uniform(2.5, 9.0))
+    slide = slide_mm * cpm
+    world_cols = int(math.ceil(view * rng.uniform(2.2, 2.8) + slide + 16))
+    x_max = world_cols - view - slide - 8
+
+    # Probe path: dwell, glide to another place, dwell ...
+    duration = num_frames / fps
+    x = float(rng.uniform(8, x_max))
+    keyframes = [(0.0, x)]
+    t = 0.0
+    while sweep and t < duration:
+        t += float(rng.uniform(0.7, 2.5))
+        keyframes.append((t, x))
+        for _ in range(10):
+            nx = float(rng.uniform(8, x_max))
+            if abs(nx - x) >= 0.35 * view:
+                break
+        t += float(rng.uniform(0.5, 1.4))
+        x = nx
+        keyframes.append((t, x))
+    xs = [k[1] for k in keyframes]
+    lo, hi = min(xs), max(xs) + view + slide  # the part of the strip this video can show
+
+    want = {p: rng.random() < SCENE_PREVALENCE[p] for p in PATTERNS}
+    want.update(present or {})
+    taken: list[tuple[float, float]] = []
+    instances: list[Instance] = []
+    if want["pleural_effusion"]:
+        span = _place(rng, rng.uniform(0.5, 1.0) * view, lo, hi, taken)
+        if span is not None:
+            diaphragm = min(pleura_mm + rng.uniform(35.0, 75.0), 0.85 * geometry.depth_mm)
+            strength = float(rng.uniform(0.5, 1.0))
+            seed = int(rng.integers(2**31))
+            instances.append(Instance("effusion", *span, strength, diaphragm, seed))
+    if want["consolidation"]:
+        for _ in range(1 + int(rng.random() < 0.25)):
+            span = _place(rng, max(rng.uniform(0.15, 0.4) * view, 8 * cpm), lo, hi, taken)
+            if span is not None:
+                depth = float(rng.uniform(10.0, 35.0))
+                strength = float(rng.uniform(0.5, 1.0))
+                seed = int(rng.integers(2**31))
+                instances.append(Instance("consolidation", *span, strength, depth, seed))
+    if want["b_lines"]:
+        for _ in range(1 + int(rng.random() < 0.45)):
+            instances.extend(_b_lines(rng, cpm, view, lo, hi, taken))
+
+    a_lines: list[tuple[float, float, float]] = []
+    if want["a_lines"]:
+        strength = float(rng.uniform(0.45, 1.0))
+        a_lines.append((0.0, float(world_cols), strength))
+        if rng.random() < 0.5:  # a stretch of aerated lung without visible A-lines
+            w = rng.uniform(0.3, 0.8) * view
+            u0 = float(rng.uniform(lo, max(lo, hi - w)))
+            a_lines = [(0.0, u0, strength), (u0 + w, float(world_cols), strength)]
+
+    motion = Motion(
+        resp_per_min=float(rng.uniform(12.0, 30.0)),
+        resp_phase=float(rng.uniform()),
+        insp_fraction=float(rng.uniform(0.35, 0.45)),
+        slide_mm=slide_mm,
+        keyframes=tuple(keyframes),
+        jitter_mm=float(rng.uniform(0.15, 0.6)),
+        jitter_seed=motion_seed,
+    )
+    return Scene(
+        anatomy=anatomy,
+        pleura_mm=pleura_mm,
+        rib_phase_mm=float(rng.uniform(0.0, anatomy.rib_width_mm + anatomy.rib_gap_mm)),
+        world_cols=world_cols,
+        instances=tuple(instances),
+        a_lines=tuple(a_lines),
+        motion=motion,
+        seed=int(rng.integers(2**31)),
+        num_frames=num_frames,
+        fps=fps,
+    )

@@ -1,0 +1,87 @@
+"""``PhantomVideo``: one synthetic lung-ultrasound video with its frame-level truth."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from engine.config import PATTERNS
+from plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from plugins.phantom.render import Renderer
+from plugins.phantom.scene import (
+    Anatomy,
+    Scene,
+    frame_motion,
+    sample_scene,
+    truth_ranges,
+    truth_table,
+)
+
+DEFAULT_FPS = 30.0
+
+
+class PhantomVideo:
+    """A deterministic video: the same arguments give the same bytes.
+
+    ``seed`` (an int or a sequence of ints, as ``numpy.random.default_rng`` takes) draws the
+    scene; ``anatomy`` shares a synthetic patient between videos (drawn from ``seed`` when
+    None). ``present`` forces patterns onto or off the scene's strip and ``sweep=False`` holds
+    the probe still; both exist for tests and demos. Truth is known before any pixel is drawn.
+    """
+
+    def __init__(
+        self,
+        seed: int | Sequence[int],
+        size: tuple[int, int] = NATIVE_SIZE,
+        fps: float = DEFAULT_FPS,
+        num_frames: int = 150,
+        anatomy: Anatomy | None = None,
+        present: Mapping[str, bool] | None = None,
+        sweep: bool = True,
+    ):
+        if not fps > 0:
+            raise ValueError(f"fps: expected > 0, got {fps}")
+        self.geometry = Geometry.for_size(*size)
+        self.fps = float(fps)
+        rng = np.random.default_rng(seed)
+        anatomy = Anatomy.sample(rng) if anatomy is None else anatomy
+        self.scene: Scene = sample_scene(
+            rng, self.geometry, anatomy, num_frames, self.fps, present, sweep
+        )
+        self.motion = frame_motion(self.scene, self.geometry)
+        self.truth: np.ndarray = truth_table(self.scene, self.geometry, self.motion)
+        self._renderer: Renderer | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.geometry.height, self.geometry.width
+
+    def __len__(self) -> int:
+        return self.scene.num_frames
+
+    @property
+    def renderer(self) -> Renderer:
+        """Built on first use: the textures cost a few tens of milliseconds."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.scene, self.geometry, self.motion)
+        return self._renderer
+
+    def frame(self, index: int) -> np.ndarray:
+        """HxWx3 uint8 BGR frame ``index``."""
+        return self.renderer.frame(index)
+
+    def polar(self, index: int) -> np.ndarray:
+        """Copy of frame ``index`` before scan conversion: rows are depth, columns beams."""
+        return self.renderer.polar(index).copy()
+
+    def truth_at(self, index: int) -> dict[str, bool]:
+        return {name: bool(v) for name, v in zip(PATTERNS, self.truth[index], strict=True)}
+
+    def truth_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """Per pattern, inclusive 0-based frame ranges where it is visible."""
+        return truth_ranges(self.truth)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, dict[str, bool]]]:
+        for i in range(len(self)):
+            yield self.frame(i), self.truth_at(i)
