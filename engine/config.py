@@ -52,6 +52,10 @@ class ModelConfig:
             raise ValueError(
                 f"pattern_names: expected {self.num_patterns} names, got {len(self.pattern_names)}"
             )
+        if not 1 <= self.clip_step <= self.clip_length:
+            raise ValueError(
+                f"clip_step: expected 1..clip_length ({self.clip_length}), got {self.clip_step}"
+            )
         if len(self.thresholds) != self.num_patterns:
             raise ValueError(
                 f"thresholds: expected {self.num_patterns} values, got {len(self.thresholds)}"

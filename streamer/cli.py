@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from engine.errors import LuvnetError
@@ -41,6 +42,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # FFmpeg and OpenCV print their own multi-line warnings on broken files; our errors are
+    # one line. Must be set before cv2 is first imported.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     argv = sys.argv[1:] if argv is None else argv
     parser, _ = build_parser()
     if not argv or argv[0] not in COMMANDS:
