@@ -17,7 +17,9 @@ Backpressure (a deliberate choice, style item 8): PUB keeps at most ``sndhwm`` m
 subscriber and silently drops newer ones for a subscriber that is slow or gone; it never
 blocks. A send the socket refuses locally (``zmq.Again``) is counted in ``dropped`` and its
 seq is consumed, so subscribers see every loss as a seq gap. Messages sent before a subscriber
-has connected are lost too; the once-a-second status message lets late joiners catch up.
+has connected are lost too; the once-a-second status message lets late joiners catch up, and a
+run that must not lose its first messages (a test, recording a file from frame 0) can call
+``wait_for_subscriber(timeout_s)`` first: the socket is an XPUB, which sees subscriptions.
 
 The bind address must be loopback (``tcp://127.0.0.1:PORT``, ``tcp://[::1]:PORT``,
 ``tcp://localhost:PORT``), ``ipc://`` or ``inproc://`` unless ``allow_remote=True``: the stream
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Self
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 from engine.errors import LuvnetError
 from streamer.protocol import (
@@ -91,7 +94,7 @@ def check_bind_endpoint(endpoint: str, allow_remote: bool = False) -> bool:
 
 
 class ScorePublisher:
-    """One PUB socket on its own ZeroMQ context; see the module docstring."""
+    """One PUB (XPUB) socket on its own ZeroMQ context; see the module docstring."""
 
     def __init__(
         self,
@@ -119,11 +122,13 @@ class ScorePublisher:
         self._lock = threading.Lock()
         self._closed = False
         self._context = zmq.Context()
-        self._auth = None
-        self._socket = self._context.socket(zmq.PUB)
+        self._auth: ThreadAuthenticator | None = None
+        # XPUB sends exactly like PUB and also reports subscriptions (wait_for_subscriber).
+        self._socket = self._context.socket(zmq.XPUB)
         try:
             self._socket.linger = 0  # close() must not wait for unsent messages
             self._socket.sndhwm = sndhwm
+            self._socket.xpub_verbose = 1  # report every subscriber, not only new topics
             if keys is not None:
                 self._auth = start_authenticator(self._context, keys)
                 apply_server_curve(self._socket, keys)
@@ -162,6 +167,28 @@ class ScorePublisher:
             else:
                 self.sent_status += 1
             return True
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Wait until a subscriber (an authorised one, with CURVE) has subscribed to one of our
+        topics, at most ``timeout_s``; True if one has. Messages published afterwards reach it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:  # short slices, so publish() from other threads keeps going
+                if self.closed:
+                    raise LuvnetError("wait_for_subscriber: the publisher is closed")
+                while self._socket.poll(0, zmq.POLLIN):
+                    event = self._socket.recv(zmq.NOBLOCK)
+                    # b"\x01" + topic prefix subscribes, b"\x00" + prefix unsubscribes.
+                    if event[:1] == b"\x01" and self._matches(event[1:]):
+                        return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.01, remaining))
+
+    def _matches(self, subscription: bytes) -> bool:
+        topics = [f"{self.topic_prefix}.{kind}".encode() for kind in KINDS]
+        return any(topic.startswith(subscription) for topic in topics)
 
     def close(self) -> None:
         """Close the socket and context at once (linger 0); safe to call twice."""

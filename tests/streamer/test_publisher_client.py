@@ -124,6 +124,17 @@ def test_topic_prefix_selects_one_stream(raw_pub: tuple[zmq.Socket, str]) -> Non
     assert {m.stream_id for m in received} == {"cam1"}, "luvnet.cam1 must not match luvnet.cam10"
 
 
+def test_wait_for_subscriber_then_nothing_is_lost(pub: ScorePublisher) -> None:
+    assert pub.wait_for_subscriber(0.05) is False
+    with ScoreSubscriber(pub.endpoint) as first, ScoreSubscriber(pub.endpoint) as second:
+        assert pub.wait_for_subscriber(10)
+        assert pub.wait_for_subscriber(10)  # each subscriber is reported once
+        pub.publish(make_score(frame=0))
+        got = [first.recv(5000), second.recv(5000)]
+    assert all(isinstance(m, ScoreMessage) and m.seq == 0 for m in got), got
+    assert pub.wait_for_subscriber(0.05) is False
+
+
 def publish_all(pub: ScorePublisher, msg: ScoreMessage, n: int) -> list[bool]:
     """Publish n messages in a thread; fail instead of hanging if publish ever blocks."""
     results: list[bool] = []

@@ -17,7 +17,7 @@ from streamer.security import (
     load_client_keys,
     load_server_keys,
 )
-from tests.streamer.message_factory import join, make_status
+from tests.streamer.message_factory import make_status
 
 
 @pytest.fixture
@@ -94,18 +94,18 @@ def test_only_authorised_subscribers_receive(keys: Path, tmp_path: Path) -> None
     )
     with (
         ScorePublisher("tcp://127.0.0.1:*", curve_keys=keys) as pub,
-        ScoreSubscriber(pub.endpoint, curve=load_client_keys(keys)) as allowed,
         ScoreSubscriber(pub.endpoint, curve=intruder) as refused,
         ScoreSubscriber(pub.endpoint) as plaintext,
     ):
-        join(lambda: pub.publish(make_status()), allowed)
-        heard = 0
-        for _ in range(20):  # a bounded wait while messages demonstrably flow
-            pub.publish(make_status())
-            heard += allowed.recv(50) is not None
-            assert refused.recv(0) is None and plaintext.recv(0) is None
-        while allowed.recv(300) is not None:
-            heard += 1
+        assert not pub.wait_for_subscriber(0.5), "a refused subscriber must not get through"
+        with ScoreSubscriber(pub.endpoint, curve=load_client_keys(keys)) as allowed:
+            assert pub.wait_for_subscriber(10)
+            for _ in range(20):  # a bounded wait while messages demonstrably flow
+                pub.publish(make_status())
+                assert refused.recv(0) is None and plaintext.recv(0) is None
+            heard = 0
+            while allowed.recv(300) is not None:
+                heard += 1
         assert heard == 20, f"the authorised subscriber: expected all 20 messages, got {heard}"
         assert refused.recv(100) is None and plaintext.recv(100) is None
     assert refused.received_count == plaintext.received_count == 0
