@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "covid-blues-manifest": ("engine.covid_blues", "build a manifest for the COVID-BLUES videos"),
     "export": ("engine.export", "export encoder and head to ONNX"),
     "bench": ("bench.run", "latency of the pipeline stages, cached vs naive, backends"),
+    "keys": ("streamer.keys_cli", "create CURVE keys for an authenticated score stream"),
 }
 
 

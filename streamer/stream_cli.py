@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlay", type=Path, metavar="OUT.mp4", help="also write annotated video"
     )
     parser.add_argument("--quiet", action="store_true", help="no per-second status line")
+    parser.add_argument(
+        "--wait-subscriber",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before the first frame, wait up to S seconds for a subscriber (PUB keeps no history)",
+    )
     add_publisher_arguments(parser)
 
 
@@ -131,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
                     _print_status(msg)
 
         pipeline = compose_stream(settings, publish, sinks)
+        if args.wait_subscriber > 0 and not publisher.wait_for_subscriber(args.wait_subscriber):
+            print("luvnet stream: no subscriber yet; starting anyway", file=sys.stderr)
         print(
             f"luvnet stream: {settings.source} -> {publisher.endpoint} "
             f"(model {pipeline.identity.model_id}, {pipeline.identity.backend} on "

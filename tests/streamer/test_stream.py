@@ -61,7 +61,18 @@ def run_stream(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedPr
     sub = PlainSubscriber(endpoint)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "streamer.cli", "stream", "--bind", endpoint, "--quiet", *args],
+            [
+                sys.executable,
+                "-m",
+                "streamer.cli",
+                "stream",
+                "--bind",
+                endpoint,
+                "--quiet",
+                "--wait-subscriber",
+                "20",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=timeout,
