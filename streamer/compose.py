@@ -34,7 +34,7 @@ class StreamSettings:
     realtime: bool = True
     loop: bool = False
     drop_policy: str | None = None  # None: "latest" when realtime, else "block"
-    max_frames: int | None = None
+    max_frames: int | None = None  # stop after this many frames scored and published
     crop_box: tuple[int, int, int, int] | None = None
     calibrate_frames: int = 8
     stream_id: str = "default"
@@ -85,7 +85,6 @@ def compose_stream(
     grabber = FrameGrabber(
         source or open_source(settings.source, options),
         policy=policy,
-        max_frames=settings.max_frames,
     )
     config = checkpoint.config
     return StreamPipeline(
@@ -109,6 +108,7 @@ def compose_stream(
             stream_id=settings.stream_id,
         ),
         sinks=sinks,
+        max_frames=settings.max_frames,
     )
 
 

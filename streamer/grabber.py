@@ -46,7 +46,6 @@ class FrameGrabber:
         policy: str = "latest",
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
-        max_frames: int | None = None,
     ) -> None:
         if policy not in DROP_POLICIES:
             raise ValueError(f"policy: expected one of {DROP_POLICIES}, got {policy!r}")
@@ -54,7 +53,6 @@ class FrameGrabber:
         self.policy = policy
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
-        self.max_frames = max_frames
         self.captured = 0
         self.dropped = 0
         self.reconnects = 0
@@ -91,6 +89,8 @@ class FrameGrabber:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self.state not in ("ended", "error"):
+            self.state = "ended"  # stopped on request: the stream is over either way
         self.source.close()
 
     # -- grabber thread
@@ -136,9 +136,6 @@ class FrameGrabber:
         if not self._open_with_backoff():
             return
         while not self._stop.is_set():
-            if self.max_frames is not None and self.captured >= self.max_frames:
-                self._end("ended")
-                return
             try:
                 frame = self.source.read()
             except SourceEnded:

@@ -62,6 +62,7 @@ class StreamPipeline:
         config: ModelConfig,
         identity: StreamIdentity,
         sinks: list[Sink] | None = None,
+        max_frames: int | None = None,
     ) -> None:
         self.grabber = grabber
         self.preprocess = preprocess
@@ -72,6 +73,7 @@ class StreamPipeline:
         self.config = config
         self.identity = identity
         self.sinks = sinks or []
+        self.max_frames = max_frames
         self.counters = StreamCounters()
         self._window_key: tuple[int, int] | None = None
         self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
@@ -155,6 +157,8 @@ class StreamPipeline:
                         break
                     continue
                 self._process(frame)
+                if self.max_frames is not None and self.counters.published >= self.max_frames:
+                    break
         finally:
             self.grabber.stop()
             self.publish(self.status())  # the final state: ended, error or stopped

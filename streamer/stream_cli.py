@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not pace files/phantom at their frame rate; score every frame (no drops)",
     )
     parser.add_argument("--loop", action="store_true", help="replay a file forever")
-    parser.add_argument("--max-frames", type=_positive, help="stop after N captured frames")
+    parser.add_argument(
+        "--max-frames", type=_positive, help="stop after N frames scored and published"
+    )
     parser.add_argument("--crop", type=_box, metavar="X,Y,W,H", help="fixed sector box")
     parser.add_argument("--size", metavar="HxW", help="requested capture/phantom size")
     parser.add_argument("--fps", type=float, help="requested capture/phantom frame rate")
