@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -48,6 +48,12 @@ class Geometry:
 
     @classmethod
     def for_size(cls, height: int, width: int) -> Geometry:
+        """The layout for an output size; one shared instance per size, so the remap tables
+        are computed once per process."""
+        return _for_size(cls, int(height), int(width))
+
+    @classmethod
+    def _layout(cls, height: int, width: int) -> Geometry:
         if height < MIN_SIDE or width < MIN_SIDE:
             raise ValueError(f"size: expected at least {MIN_SIDE}x{MIN_SIDE}, got {height}x{width}")
         scale = min(height / NATIVE_SIZE[0], width / NATIVE_SIZE[1])
@@ -144,3 +150,8 @@ class Geometry:
         x0, y0, x1, y1 = self.fan_box
         mask[y0:y1, x0:x1] = self.remap_maps[0] >= 0
         return mask
+
+
+@lru_cache(maxsize=16)
+def _for_size(cls: type[Geometry], height: int, width: int) -> Geometry:
+    return cls._layout(height, width)

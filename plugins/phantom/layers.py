@@ -130,7 +130,7 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     haze0, fade, floor = rng.uniform(25, 45), rng.uniform(25, 50), rng.uniform(20, 34)
     haze = np.where(below > 0, haze0 * np.exp(-below / fade) + floor, a.wall_level - 12.0)
     lung = np.broadcast_to(haze, shape).astype(np.float32)
-    lung_speckle = speckle_db(rng, shape, g.sig_r * 1.3, g.sig_c * 1.8)
+    lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c * 1.4)
     lung += a.contrast * lung_speckle
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
@@ -170,7 +170,7 @@ def _effusion(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Generat
     diaphragm = (
         inst.depth_mm
         + float(rng.uniform(-15, 15)) * x
-        - float(rng.uniform(4, 14)) * (1 - (x / 0.7) ** 2)
+        - float(rng.uniform(8, 22)) * (1 - (x / 0.7) ** 2)
         + 0.5 * smooth_noise(rng, c1 - c0, 3 * g.cpm)[None, :]
     )
     diaphragm = np.clip(diaphragm, s.pleura_mm + 15.0, 0.95 * g.geometry.depth_mm)
@@ -245,17 +245,19 @@ def _consolidation(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Ge
     u = np.arange(c0, c1, dtype=np.float32)
     x = np.clip((u - inst.u0) / inst.width, 0, 1)
     n = c1 - c0
-    shape = np.clip(np.sin(np.pi * x), 0, 1) ** 0.6 * (
-        1 + 0.2 * smooth_noise(rng, n, 0.15 * inst.width)
-    )
-    jag = float(rng.uniform(1.5, 3.5)) * smooth_noise(rng, n, 1.2 * g.cpm)
-    depth = np.clip(inst.depth_mm * shape + jag * (shape > 0.2), 0, None)[None, :]
+    # Outline: a lobulated bump whose deep border is ragged (the "shred" sign).
+    lobes = 1 + 0.15 * smooth_noise(rng, n, 0.2 * inst.width)
+    shape = np.clip(np.sin(np.pi * x), 0, 1) ** 0.4 * lobes
+    jag = float(rng.uniform(2.0, 4.0)) * smooth_noise(rng, n, 1.6 * g.cpm)
+    reach = min(inst.depth_mm, 0.7 * inst.width / g.cpm)  # wider than deep
+    depth = np.clip(reach * shape + jag * np.clip(shape * 3, 0, 1), 0, None)[None, :]
     d = g.depth(lung.shape[0])
     below = d - s.pleura_mm
     region = lung[:, c0:c1]
     inside = (below > 0.5) & (below < depth)
-    speck = speckle_db(rng, region.shape, g.sig_r * 0.8, g.sig_c * 0.7)
-    tissue = float(rng.uniform(55, 85)) + 35 * inst.strength + a.contrast * speck
+    speck = speckle_db(rng, region.shape, g.sig_r, g.sig_c)
+    patchy = 12.0 * smooth_field(rng, region.shape, g.mm_rows(2.5), 2.5 * g.cpm)
+    tissue = float(rng.uniform(70, 100)) + 30 * inst.strength + a.contrast * speck + patchy
     # Dirty lung behind the shred line: short comet tails that fade within a centimetre.
     for _ in range(int(rng.integers(0, 4))):
         uc = rng.uniform(0, n)
@@ -265,25 +267,28 @@ def _consolidation(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Ge
     _blend(region, tissue, _soft(inside, 0.8))
     shred = float(rng.uniform(40, 90)) * (0.6 + 0.4 * smooth_noise(rng, n, g.cpm)[None, :])
     region += shred * _gauss(below - depth, 0.6) * (depth > 1.0)
-    # Air bronchograms: bright specks and short branching streaks inside the tissue.
+    # Air bronchograms: bright dots and short tubular streaks inside the tissue.
     specks = np.zeros_like(region)
     area_mm2 = float(np.sum(depth)) / g.cpm
-    for _ in range(int(np.clip(area_mm2 / rng.uniform(12, 35), 3, 40))):
+    for _ in range(int(np.clip(area_mm2 / rng.uniform(20, 50), 2, 25))):
         cu = float(rng.uniform(0.1, 0.9) * (inst.u1 - inst.u0) + inst.u0 - c0)
         lim = float(depth[0, int(np.clip(cu, 0, n - 1))])
-        if lim < 3.0:
+        if lim < 4.0:
             continue
-        cd = s.pleura_mm + float(rng.uniform(1.5, lim - 1.0))
-        angle = float(rng.uniform(0, 180))
-        level = float(rng.uniform(80, 150))
+        cd = s.pleura_mm + float(rng.uniform(2.0, lim - 1.5))
+        angle = float(rng.uniform(0, 360))
+        level = float(rng.uniform(60, 120))
         for _ in range(1 + int(rng.random() < 0.4) * int(rng.integers(1, 3))):
-            length = rng.uniform(0.3, 1.2)  # half-length, mm
-            centre = (int(round(cu * 16)), int(round(g.row_of(cd) * 16)))
-            axes = (int(max(length * g.cpm, 0.6) * 16), int(max(g.mm_rows(0.25), 0.5) * 16))
-            cv2.ellipse(specks, centre, axes, angle, 0, 360, level, -1, cv2.LINE_AA, 4)
-            cu += math.cos(math.radians(angle)) * 2 * length * g.cpm
-            cd += math.sin(math.radians(angle)) * 2 * length
-    region += specks * inside
+            length = float(rng.uniform(0.4, 1.5))  # half-length, mm
+            thick = float(rng.uniform(0.35, 0.7))
+            centre = (cu, g.row_of(cd))
+            axes = (2 * max(length * g.cpm, 0.8), 2 * max(g.mm_rows(thick), 0.8))
+            # The angle is drawn in sample space, where a column and a row differ in mm;
+            # good enough for specks of random orientation.
+            cv2.ellipse(specks, (centre, axes, angle), level, -1, cv2.LINE_AA)
+            cu += math.cos(math.radians(angle)) * 2.2 * length * g.cpm
+            cd += math.sin(math.radians(angle)) * 2.2 * length
+    region += _soft(specks, 0.7) * inside
 
 
 def _b_line(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Generator) -> None:

@@ -341,9 +341,9 @@ def sample_scene(
             instances.append(Instance("effusion", *span, strength, diaphragm, seed))
     if want["consolidation"]:
         for _ in range(1 + int(rng.random() < 0.25)):
-            span = _place(rng, max(rng.uniform(0.15, 0.4) * view, 8 * cpm), lo, hi, taken)
+            span = _place(rng, max(rng.uniform(0.2, 0.5) * view, 10 * cpm), lo, hi, taken)
             if span is not None:
-                depth = float(rng.uniform(10.0, 35.0))
+                depth = float(rng.uniform(12.0, 40.0))
                 strength = float(rng.uniform(0.5, 1.0))
                 seed = int(rng.integers(2**31))
                 instances.append(Instance("consolidation", *span, strength, depth, seed))

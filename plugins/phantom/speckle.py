@@ -29,13 +29,15 @@ def _blur(field: np.ndarray, sigma_rows: float, sigma_cols: float) -> np.ndarray
 def speckle_db(
     rng: np.random.Generator, shape: tuple[int, int], sigma_rows: float, sigma_cols: float
 ) -> np.ndarray:
-    """float32 speckle in dB, mean 0 (std about 5.6 dB, the Rayleigh value), given PSF sigmas
+    """float32 speckle in dB, mean 0 (std about 4.5 dB once the nulls are capped), given PSF sigmas
     in samples along depth (rows) and across beams (cols)."""
     re = _blur(rng.standard_normal(shape, dtype=np.float32), sigma_rows, sigma_cols)
     im = _blur(rng.standard_normal(shape, dtype=np.float32), sigma_rows, sigma_cols)
     power = cv2.add(cv2.multiply(re, re), cv2.multiply(im, im))
     power *= 1.0 / max(float(power.mean()), 1e-12)
-    np.maximum(power, 1e-4, out=power)  # caps the deep nulls at -40 dB
+    # Scanners soften the deep nulls (dynamic-range compression, display smoothing); without
+    # this the nulls draw dark cell walls around every grain.
+    np.maximum(power, 0.1, out=power)
     db = cv2.log(power)
     db *= np.float32(10.0 / np.log(10.0))
     db -= np.float32(db.mean())

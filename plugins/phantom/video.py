@@ -67,6 +67,10 @@ class PhantomVideo:
             self._renderer = Renderer(self.scene, self.geometry, self.motion)
         return self._renderer
 
+    def release(self) -> None:
+        """Free the textures (truth and scene stay); the next frame rebuilds them."""
+        self._renderer = None
+
     def frame(self, index: int) -> np.ndarray:
         """HxWx3 uint8 BGR frame ``index``."""
         return self.renderer.frame(index)
