@@ -33,6 +33,8 @@ _SPEC = re.compile(r"^(?P<seed>\d*)(?:\?frames=(?P<frames>\d+))?$")
 class PhantomSource:
     """``FrameSource`` over consecutive phantom scenes of one synthetic patient."""
 
+    retry_open = True  # nothing external can fail; a retry simply resumes the stream
+
     def __init__(
         self,
         seed: int = 0,
