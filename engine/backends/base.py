@@ -1,0 +1,134 @@
+"""What every backend is: two fixed-shape callables plus the facts about how they were made.
+
+``encode(frames [1, 3, S, S]) -> embedding [1, D]`` and
+``head(window [1, L, D], mask [1, L]) -> (logits [1, P], attention [1, P, L, N_a])``.
+Shapes are fixed when the backend is created (compiled engines are built for them), so
+both calls check them and name the expected shape; dtype and device are converted if
+needed (a no-op when the caller already matches :attr:`Backend.dtype` and the device).
+Logits and attention always come back as float32; the embedding in the backend's dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.backends.parity import Parity
+
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
+
+EncodeFn = Callable[[torch.Tensor], torch.Tensor]
+HeadFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What the caller asked for; every loader receives one."""
+
+    device: torch.device
+    precision: str
+    image_size: int
+    window: int
+    cache_dir: Path
+    inductor_mode: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.image_size, self.image_size)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Metadata a consumer logs or publishes: what runs, where, how it was verified."""
+
+    name: str
+    device: str
+    precision: str
+    image_size: int
+    window: int
+    embed_dim: int
+    load_s: float = 0.0  # wall time to build/compile/load and warm up
+    parity: Parity | None = None  # set by create_backend, for every backend
+    reason: str = ""  # set by ``auto``: what it picked and why
+    details: dict[str, Any] = field(default_factory=dict)  # backend-specific facts
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["parity"] = self.parity.to_dict() if self.parity else None
+        return data
+
+    def summary(self) -> str:
+        parity = self.parity.summary() if self.parity else "parity not checked"
+        text = f"{self.name} on {self.device} {self.precision}, loaded in {self.load_s:.1f} s, "
+        return text + parity + (f"; {self.reason}" if self.reason else "")
+
+
+class Backend:
+    """Fixed-shape ``encode`` and ``head`` over one model on one device."""
+
+    def __init__(
+        self,
+        info: BackendInfo,
+        encode: EncodeFn,
+        head: HeadFn,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        self._encode = encode
+        self._head = head
+        size = info.image_size
+        self._frame_shape = torch.Size((1, 3, size, size))
+        self._window_shape = torch.Size((1, info.window, info.embed_dim))
+        self._full_mask = torch.ones(1, info.window, dtype=torch.bool, device=device)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def with_info(self, **changes: Any) -> Backend:
+        """The same callables with updated metadata (parity figures, auto's reason)."""
+        info = dataclasses.replace(self.info, **changes)
+        return Backend(info, self._encode, self._head, device=self.device, dtype=self.dtype)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frames [1, 3, S, S] -> embedding [1, D] in :attr:`dtype`."""
+        if frames.shape != self._frame_shape:
+            raise ValueError(
+                f"{self.name}.encode: expected frames {tuple(self._frame_shape)}, "
+                f"got {tuple(frames.shape)}"
+            )
+        return self._encode(frames.to(self.device, self.dtype))
+
+    def head(
+        self, window: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window [1, L, D], mask [1, L] (True = real; None = all) -> float32 logits, attention."""
+        if window.shape != self._window_shape:
+            raise ValueError(
+                f"{self.name}.head: expected window {tuple(self._window_shape)}, "
+                f"got {tuple(window.shape)}"
+            )
+        if mask is None:
+            mask = self._full_mask
+        elif mask.shape != self._full_mask.shape:
+            raise ValueError(
+                f"{self.name}.head: expected mask {tuple(self._full_mask.shape)}, "
+                f"got {tuple(mask.shape)}"
+            )
+        logits, attention = self._head(
+            window.to(self.device, self.dtype), mask.to(self.device, torch.bool)
+        )
+        return logits.float(), attention.float()
