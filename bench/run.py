@@ -19,12 +19,13 @@ import torch
 from bench.modes import run_cached, run_heads, run_naive, run_paced
 from bench.plot import plot_cdfs
 from bench.stats import machine_info, peak_memory, summarize
+from engine.backends import create_backend
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ModelConfig, PreprocessConfig
 from engine.errors import LuvnetError
 from engine.model import build_model
 from plugins.sources.base import SourceEnded, SourceOptions
-from streamer.compose import StreamSettings, _backend, resolve_device
+from streamer.compose import StreamSettings, resolve_device
 from streamer.sources import open_source
 
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint_dir = _checkpoint_path(args, Path(scratch))
         checkpoint = load_checkpoint(checkpoint_dir)
-        model = checkpoint.model.to(device=device, dtype=dtype).eval()
+        model = checkpoint.model.to(device=device).eval()
         length = model.config.clip_length
         needed = max(args.frames + args.warmup, length + args.naive_frames)
         frames = _read_frames(args.source, needed, size)
@@ -121,20 +122,27 @@ def run(args: argparse.Namespace) -> int:
             "ratios": {},
         }
         modes: dict[str, dict[str, list[float]]] = {}
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            settings = StreamSettings(backend=backend, precision=args.precision)
-            encode, _, name = _backend(settings, model, checkpoint, device)
-            _log(f"cached/{name}: {args.frames} frames after {args.warmup} warm-up")
-            modes[f"cached_{name}"] = run_cached(
+        names = [b.strip() for b in args.backends.split(",") if b.strip()]
+        # Backends copy the fp32 model; the head state then runs in the backend's dtype.
+        loaded = [create_backend(n, model, device=device, precision=args.precision) for n in names]
+        model = model.to(dtype)
+        report["backends"] = {b.name: b.info.to_dict() for b in loaded}
+        for backend in loaded:
+            _log(f"cached/{backend.name}: {args.frames} frames after {args.warmup} warm-up")
+            modes[f"cached_{backend.name}"] = run_cached(
                 model,
                 frames[: args.frames + args.warmup],
-                encode,
+                backend.encode,
                 device,
                 dtype,
                 "incremental",
                 args.warmup,
             )
-        eager_encode = _backend(StreamSettings(), model, checkpoint, device)[0]
+
+        @torch.inference_mode()
+        def eager_encode(frames: torch.Tensor) -> torch.Tensor:
+            return model.embed(frames)
+
         _log(f"naive: {args.naive_frames} frames, {length} encoder calls each")
         modes["naive_eager"] = run_naive(
             model, frames, eager_encode, device, dtype, args.naive_frames

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine.backends import create_backend
 from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import LuvnetError
 from plugins.sources.base import FrameSource, SourceOptions
@@ -28,7 +29,7 @@ class StreamSettings:
     source: str = "phantom"
     checkpoint: Path | None = None  # None: the demo model
     device: str = "auto"
-    backend: str = "eager"
+    backend: str = "eager"  # eager | auto | inductor | tensorrt | onnxruntime
     precision: str = "fp32"
     head_mode: str = "incremental"
     realtime: bool = True
@@ -70,14 +71,21 @@ def compose_stream(
     """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app)."""
     device = resolve_device(settings.device)
     checkpoint = load_stream_checkpoint(settings.checkpoint)
+    if settings.precision == "fp16" and device.type != "cuda":
+        raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
     model = checkpoint.model.to(device).eval()
-    dtype = torch.float16 if settings.precision == "fp16" else torch.float32
-    if dtype == torch.float16:
-        if device.type != "cuda":
-            raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
-        model = model.half()
-    encode, head_fn, backend_name = _backend(settings, model, checkpoint, device)
-    _warm_up(encode, checkpoint, device, dtype)
+    backend = create_backend(
+        settings.backend,
+        model,
+        device=device,
+        precision=settings.precision,
+        image_size=checkpoint.config.preprocess.image_size,
+        window=checkpoint.config.clip_length,
+    )
+    # The head stage's own state (ring, incremental taps) lives in the backend's dtype.
+    dtype = backend.dtype
+    model = model.to(dtype)
+    head_fn = backend.head if settings.head_mode == "window" else None
     options = SourceOptions(
         realtime=settings.realtime, loop=settings.loop, **settings.source_options
     )
@@ -96,53 +104,18 @@ def compose_stream(
             box=settings.crop_box,
             calibrate_frames=settings.calibrate_frames,
         ),
-        embed=EmbedStage(encode),
+        embed=EmbedStage(backend.encode),
         head=HeadStage(model, mode=settings.head_mode, head=head_fn),
         postprocess=PostprocessStage(),
         publish=publish,
         config=config,
         identity=StreamIdentity(
             model_id=checkpoint.model_id,
-            backend=backend_name,
+            backend=backend.name,
             device=str(device),
             stream_id=settings.stream_id,
+            detail=backend.info.summary(),
         ),
         sinks=sinks,
         max_frames=settings.max_frames,
     )
-
-
-def _warm_up(encode, checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> None:
-    """First calls allocate and pick kernels: pay for them before the first message."""
-    size = checkpoint.config.preprocess.image_size
-    frame = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        encode(frame)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _backend(settings: StreamSettings, model, checkpoint: Checkpoint, device: torch.device):
-    """(encode, head, name) for the chosen backend; eager needs nothing compiled."""
-    if settings.backend == "eager":
-        if device.type == "cuda":
-            model.encoder.to(memory_format=torch.channels_last)
-
-        @torch.inference_mode()
-        def encode(frames: torch.Tensor) -> torch.Tensor:
-            return model.embed(frames)
-
-        return encode, None, "eager"
-    from engine.backends import create_backend
-
-    backend = create_backend(
-        settings.backend,
-        model,
-        device=device,
-        precision=settings.precision,
-        image_size=checkpoint.config.preprocess.image_size,
-        window=checkpoint.config.clip_length,
-        model_id=checkpoint.model_id,
-    )
-    log.info("backend %s: %s", backend.name, backend.reason)
-    return backend.encode, backend.head, backend.name

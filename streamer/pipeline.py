@@ -37,6 +37,7 @@ class StreamIdentity:
     backend: str
     device: str
     stream_id: str = "default"
+    detail: str = ""  # the backend's own summary (parity figures, why auto chose it)
 
 
 @dataclass

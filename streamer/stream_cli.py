@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"luvnet stream: {settings.source} -> {publisher.endpoint} "
             f"(model {pipeline.identity.model_id}, {pipeline.identity.backend} on "
-            f"{pipeline.identity.device})",
+            f"{pipeline.identity.device})\nluvnet stream: backend {pipeline.identity.detail}",
             file=sys.stderr,
             flush=True,
         )
