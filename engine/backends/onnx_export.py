@@ -8,11 +8,11 @@ Layout of an export directory::
     luvnet-onnx.json  shapes, names, model id, preprocessing, patterns, file hashes
 
 The JSON is written last, so its presence means the export is complete (the onnxruntime
-backend relies on that for its cache). Two exporters: ``torchscript`` (torch's legacy
-exporter, ``dynamo=False``; any opset up to 20, no extra dependency; deprecated upstream
-but working with torch 2.14) and ``dynamo`` (``torch.export`` based; needs ``onnxscript``;
-opset 18 or newer, because it converts lower requests down from 18 and that conversion
-fails on the trunk's reductions).
+backend relies on that for its cache). Both exporters need the ``onnx`` package. Two
+exporters: ``torchscript`` (torch's legacy exporter, ``dynamo=False``; opsets 13-20;
+deprecated upstream but working with torch 2.14) and ``dynamo`` (``torch.export`` based;
+needs ``onnxscript``; opset 18 or newer, because it converts lower requests down from 18
+and that conversion fails on the trunk's reductions).
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ def _check_exporter(exporter: str, opset: int) -> None:
             f"--opset: the {exporter} exporter writes opsets {allowed.start}-{allowed.stop - 1}, "
             f"got {opset}{hint}"
         )
+    try:
+        import onnx  # noqa: F401  (both exporters serialise through it)
+    except ImportError as err:
+        raise LuvnetError(
+            "ONNX export needs the onnx package: pip install 'luvnet[onnx]' (or: pip install onnx)"
+        ) from err
     if exporter == "dynamo":
         try:
             import onnxscript  # noqa: F401

@@ -26,12 +26,13 @@ from tests.engine.test_model import randomize_batchnorm
 SIZE = 64
 WINDOW = 30
 HAS_CUDA = torch.cuda.is_available()
-HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+# The onnxruntime backend exports first, which needs the onnx package too.
+HAS_ORT = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 HAS_TRT = importlib.util.find_spec("torch_tensorrt") is not None
 
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none on this machine)")
 needs_ort = pytest.mark.skipif(
-    not HAS_ORT, reason="onnxruntime not installed (pip install 'luvnet[onnx]')"
+    not HAS_ORT, reason="onnx/onnxruntime not installed (pip install 'luvnet[onnx]')"
 )
 needs_trt = pytest.mark.skipif(
     not (HAS_CUDA and HAS_TRT), reason="needs a CUDA GPU and torch-tensorrt"
@@ -225,7 +226,9 @@ def test_tensorrt_not_installed_gives_the_install_hint(model, cache_dir):
     assert "pip install 'luvnet[tensorrt]'" in text and "\n" not in text
 
 
-@pytest.mark.skipif(HAS_ORT, reason="onnxruntime is installed here")
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is not None, reason="onnxruntime is installed here"
+)
 def test_onnxruntime_not_installed_gives_the_install_hint(model, cache_dir):
     with pytest.raises(LuvnetError, match=r"pip install 'luvnet\[onnx\]'"):
         create_backend("onnxruntime", model, image_size=SIZE, cache_dir=cache_dir)

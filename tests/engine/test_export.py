@@ -24,10 +24,14 @@ from engine.errors import LuvnetError
 from engine.model import VARIANT_BUILDERS, build_luvnet
 from tests.engine.test_model import randomize_batchnorm
 
-HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+HAS_ONNX = importlib.util.find_spec("onnx") is not None
+HAS_ORT = HAS_ONNX and importlib.util.find_spec("onnxruntime") is not None
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
+needs_onnx = pytest.mark.skipif(
+    not HAS_ONNX, reason="onnx not installed (pip install 'luvnet[onnx]')"
+)
 needs_ort = pytest.mark.skipif(
-    not HAS_ORT, reason="onnxruntime not installed (pip install 'luvnet[onnx]')"
+    not HAS_ORT, reason="onnx/onnxruntime not installed (pip install 'luvnet[onnx]')"
 )
 SIZE = 64
 
@@ -72,6 +76,7 @@ def run_onnx(directory, frames: np.ndarray, window: np.ndarray, mask: np.ndarray
     return embedding, logits, attention
 
 
+@needs_onnx
 def test_cli_writes_both_graphs_and_a_description(exported, checkpoint):
     out, stdout = exported
     for name in (ENCODER_FILE, HEAD_FILE, META_FILE):
@@ -171,6 +176,13 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert result.returncode == 2
     assert "no such directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.skipif(HAS_ONNX, reason="onnx is installed here")
+def test_export_without_onnx_gives_the_install_hint(checkpoint, tmp_path):
+    result = run_export("--format", "onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "pip install 'luvnet[onnx]'" in result.stderr
 
 
 def test_reading_a_directory_without_an_export(tmp_path):
