@@ -6,7 +6,7 @@ by the backend that needs them."""
 from engine.backends.base import Backend, BackendInfo, BackendSpec
 from engine.backends.cache import default_cache_dir
 from engine.backends.factory import BACKEND_NAMES, create_backend
-from engine.backends.parity import TOLERANCES, Parity, Tolerance
+from engine.backends.parity import TOLERANCES, Parity, ParityError, Tolerance
 
 __all__ = [
     "BACKEND_NAMES",
@@ -15,6 +15,7 @@ __all__ = [
     "BackendInfo",
     "BackendSpec",
     "Parity",
+    "ParityError",
     "Tolerance",
     "create_backend",
     "default_cache_dir",

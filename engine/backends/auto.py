@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from engine.backends.base import Backend, BackendSpec
-from engine.backends.parity import Reference
+from engine.backends.parity import ParityError, Reference
 from engine.errors import LuvnetError
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ def _try(name: str, load: Loader, skipped: list[str]) -> Backend | None:
     try:
         return load(name)
     except Exception as err:  # auto's job is to fall through; the reason records why
+        # A wrong answer is worth a warning; a missing package or device is routine.
+        level = logging.WARNING if isinstance(err, ParityError) else logging.INFO
         debug = log.isEnabledFor(logging.DEBUG)
-        log.info("auto: %s not used: %s", name, _one_line(err), exc_info=debug)
+        log.log(level, "auto: %s not used: %s", name, _one_line(err), exc_info=debug)
         skipped.append(f"{name}: {_one_line(err)}")
         return None
 

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 PARITY_SEED = 20250701
 
 
+class ParityError(LuvnetError):
+    """A backend computes something other than eager fp32 on the fixed input."""
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """Largest accepted max-abs differences from eager fp32."""
@@ -138,10 +142,10 @@ def measure_parity(backend: Backend, reference: Reference, tolerance: Tolerance)
 
 
 def verify(backend: Backend, reference: Reference, tolerance: Tolerance) -> Backend:
-    """The backend with its parity figures attached; a LuvnetError past the tolerance."""
+    """The backend with its parity figures attached; a ParityError past the tolerance."""
     parity = measure_parity(backend, reference, tolerance)
     if not parity.ok:
-        raise LuvnetError(
+        raise ParityError(
             f"backend {backend.name} ({backend.info.device} {backend.info.precision}) FAILED "
             f"the parity check against eager fp32: {parity.summary()}; refusing to use it "
             "(use the eager backend, or delete its cache directory if it was loaded from one)"

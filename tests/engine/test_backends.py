@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from engine.backends import BACKEND_NAMES, TOLERANCES, Tolerance, create_backend
+from engine.backends import BACKEND_NAMES, TOLERANCES, ParityError, Tolerance, create_backend
 from engine.backends.auto import CPU_CANDIDATES
 from engine.backends.cache import model_fingerprint
 from engine.backends.factory import load_verified, make_spec
@@ -166,9 +166,25 @@ def test_parity_failure_is_loud(model, cache_dir):
         inductor_mode=None,
     )
     reference = reference_outputs(model, SIZE, WINDOW)
-    with pytest.raises(LuvnetError, match="FAILED the parity check against eager fp32") as err:
+    with pytest.raises(ParityError, match="FAILED the parity check against eager fp32") as err:
         load_verified("eager", other, spec, reference, TOLERANCES["fp32"])
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_auto_falls_through_candidates_that_fail_parity(model, cache_dir):
+    with pytest.raises(LuvnetError, match=r"auto: no backend loaded \(tensorrt: needs CUDA") as err:
+        create_backend(
+            "auto",
+            model,
+            image_size=SIZE,
+            cache_dir=cache_dir,
+            tolerance=Tolerance(logits=-1.0, scores=-1.0),
+        )
+    text = str(err.value)
+    assert "eager: backend eager (cpu fp32) FAILED" in text
+    assert "inductor: backend inductor (cpu fp32) FAILED" in text
+    assert "\n" not in text
 
 
 def test_tolerance_override_applies(model, cache_dir):
