@@ -22,7 +22,7 @@ from typing import Any
 from engine.checkpoint import file_sha256, load_checkpoint
 from engine.clips import default_cache_dir
 from engine.errors import LuvnetError
-from engine.inference import Scored, predict, resolve_device
+from engine.inference import Scored, channels_last, predict, resolve_device
 from engine.manifest import Manifest, ManifestRow, read_manifest
 from engine.metrics import compute_metrics, write_metrics
 from engine.predictions import write_predictions
@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         pin_memory=device.type == "cuda",
     )
-    bar = ProgressBar(len(loader), f"evaluate {args.split}")
+    bar = ProgressBar(len(loader), f"evaluate {args.split}", show_loss=False)
     scored = predict(
-        ckpt.model,
+        channels_last(ckpt.model),
         loader,
         ckpt.config.preprocess,
         root=manifest.path.resolve().parent,

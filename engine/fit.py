@@ -36,7 +36,14 @@ from engine.distributed import DistEnv
 from engine.errors import LuvnetError
 from engine.evaluate import write_results
 from engine.history import TensorBoardLog, write_history
-from engine.inference import Scored, autocast, model_input, predict
+from engine.inference import (
+    RealFrameModel,
+    Scored,
+    autocast,
+    channels_last,
+    model_input,
+    predict,
+)
 from engine.loss import masked_bce
 from engine.metrics import compute_metrics
 from engine.model import LUVNet
@@ -128,7 +135,7 @@ class FoldTrainer:
         manifest_root: Path,
         label: str,
     ) -> None:
-        self.model = model.to(device)
+        self.model = channels_last(model.to(device))
         self.config = config
         self.val = val
         self.paths = paths
@@ -152,7 +159,7 @@ class FoldTrainer:
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
         self.progress = Progress()
         self.pin = device.type == "cuda"
-        self.wrapped: torch.nn.Module = self.model
+        self.wrapped: torch.nn.Module = RealFrameModel(self.model)
         self._t0 = time.monotonic()
         self._base_elapsed = 0.0
 
@@ -206,7 +213,7 @@ class FoldTrainer:
             return self.progress
         if self.env.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+            self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids)
         tb_on = self.s.tensorboard and self.env.is_main
         tb = TensorBoardLog(self.paths.root / "tensorboard", tb_on)
         try:
@@ -329,7 +336,9 @@ class FoldTrainer:
             self.val, batch_size=self.s.batch_size, num_workers=self.s.num_workers,
             pin_memory=self.pin,
         )  # fmt: skip
-        bar = ProgressBar(len(loader), f"{self.label} validate", enabled=self.env.is_main)
+        bar = ProgressBar(
+            len(loader), f"{self.label} validate", enabled=self.env.is_main, show_loss=False
+        )
         scored = predict(
             self.model,
             loader,

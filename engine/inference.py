@@ -57,19 +57,59 @@ def score_clips(
     device = next(model.parameters()).device
     clip = model_input(frames_u8, preprocess, device)
     mask = mask.to(device, non_blocking=True)
-    b, length = clip.shape[:2]
     with autocast(device, amp):
-        emb = model.embed(clip.flatten(0, 1)).reshape(b, length, -1)
-        logits, attention = model.head(emb, mask)
+        logits, attention = model.head(embed_real_frames(model, clip, mask), mask)
     return logits.float(), attention.float()
+
+
+def embed_real_frames(model: LUVNet, clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Embeddings [B, L, D] of a clip [B, L, 3, S, S], running ``model.embed`` on the real
+    frames only; padded positions hold zeros.
+
+    Exact: every head ignores padded frames (engine/heads.py), so their embeddings never
+    reach the output. It saves the trunk pass over the padding of each video's last clip
+    (20% of the frames of a 60-frame video), and in training it keeps the padding copies out
+    of the trunk's BatchNorm statistics.
+    """
+    real = mask.to(torch.bool)
+    if bool(real.all()):
+        return model.embed(clip.flatten(0, 1)).unflatten(0, clip.shape[:2])
+    feats = model.embed(clip[real])
+    emb = feats.new_zeros((*clip.shape[:2], feats.shape[-1]))
+    emb[real] = feats
+    return emb
+
+
+class RealFrameModel(torch.nn.Module):
+    """``forward(clip, mask) = head(embed_real_frames(...))``: what training runs (and what
+    DistributedDataParallel wraps, so gradient synchronisation sees one forward call)."""
+
+    def __init__(self, model: LUVNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.head(embed_real_frames(self.model, clip, mask), mask)
 
 
 def model_input(
     frames_u8: torch.Tensor, preprocess: PreprocessConfig, device: torch.device
 ) -> torch.Tensor:
     """uint8 [B, L, S, S] -> normalised float [B, L, 3, S, S] on ``device``: only the uint8
-    frames cross to the device, the 12x larger float frames are made there."""
-    return normalize(frames_u8.to(device, non_blocking=True), preprocess)
+    frames cross to the device, the 12x larger float frames are made there.
+
+    The frames are laid out channels-last (NHWC strides once ``flatten(0, 1)`` folds the clip
+    into the batch): with a channels-last model that made convolutions ~1.7x faster on the
+    2-core CPU (mobilenet_v3_small, 112 px, training); the values are the same either way.
+    """
+    b, length = frames_u8.shape[:2]
+    flat = normalize(frames_u8.to(device, non_blocking=True).flatten(0, 1), preprocess)
+    return flat.contiguous(memory_format=torch.channels_last).unflatten(0, (b, length))
+
+
+def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with 4-D weights in channels-last layout (see :func:`model_input`)."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def clip_refs(batch: dict[str, Any], root: Path | None) -> list[ClipRef]:

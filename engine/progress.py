@@ -31,6 +31,7 @@ class ProgressBar:
         width: int = 24,
         log_every_s: float = 30.0,
         enabled: bool = True,
+        show_loss: bool = True,
     ) -> None:
         self.total = max(total, 0)
         self.desc = desc
@@ -40,6 +41,7 @@ class ProgressBar:
         self.width = width
         self.log_every_s = log_every_s
         self.enabled = enabled
+        self.show_loss = show_loss
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.t0 = time.monotonic()
         self.last_log = -float("inf")
@@ -66,8 +68,9 @@ class ProgressBar:
         eta = self.eta_s()
         loss = "--" if self.mean_loss is None else f"{self.mean_loss:.4f}"
         left = "--" if eta is None else format_duration(eta)
+        shown = f" loss {loss}" if self.show_loss else ""
         return (
-            f"{self.desc} [{bar}] {self.count}/{self.total} loss {loss} {rate} "
+            f"{self.desc} [{bar}] {self.count}/{self.total}{shown} {rate} "
             f"elapsed {format_duration(elapsed)} eta {left}"
         )
 

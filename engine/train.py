@@ -28,7 +28,7 @@ from engine.config import MODEL_VARIANTS, ModelConfig, PreprocessConfig
 from engine.errors import LuvnetError
 from engine.evaluate import write_results
 from engine.fit import FitSettings, FoldPaths, FoldTrainer, settings_fingerprint
-from engine.inference import predict, resolve_device
+from engine.inference import channels_last, predict, resolve_device
 from engine.loss import auto_pos_weight, parse_pos_weight
 from engine.manifest import Manifest, read_manifest
 from engine.model import build_model
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--classifier-hidden", type=int, default=512, help="classifier width")
     model.add_argument("--dropout", type=float, default=0.5, help="classifier dropout")
     model.add_argument("--image-size", type=int, default=256, help="letterbox canvas S")
+    model.add_argument(
+        "--crop-box", default=None, help="fixed sector box x,y,w,h (default: detect per video)"
+    )
     model.add_argument("--clip-length", type=int, default=30, help="frames per clip L")
     model.add_argument("--clip-step", type=int, default=24, help="frames between clip starts")
     split = parser.add_argument_group("split")
@@ -132,8 +135,22 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         dropout=args.dropout,
         clip_length=args.clip_length,
         clip_step=args.clip_step,
-        preprocess=PreprocessConfig(image_size=args.image_size),
+        preprocess=PreprocessConfig(
+            image_size=args.image_size, crop_box=parse_crop_box(args.crop_box)
+        ),
     )
+
+
+def parse_crop_box(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise LuvnetError(f"--crop-box: expected x,y,w,h (4 integers), got {text!r}") from None
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise LuvnetError(f"--crop-box: expected x, y >= 0 and w, h >= 1, got {text!r}")
+    return (x, y, w, h)
 
 
 def build_fold_model(config: ModelConfig, weights: str | None, seed: int) -> torch.nn.Module:
@@ -233,6 +250,7 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
         num_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
     cache = args.cache or default_cache_dir()
     root = manifest.path.resolve().parent
+    build_fold_model(config, args.weights, args.seed)  # bad heads/kernel/weights fail here, early
     if env.is_main:
         args.out.mkdir(parents=True, exist_ok=True)
         write_run_json(args.out, args, config, plan, manifest_sha)
@@ -312,9 +330,14 @@ def evaluate_best(
     loader = eval_loader(
         test_set, batch_size=args.batch_size, num_workers=num_workers, pin_memory=False
     )
-    bar = ProgressBar(len(loader), f"{paths.root.name} test")
+    bar = ProgressBar(len(loader), f"{paths.root.name} test", show_loss=False)
     scored = predict(
-        ckpt.model, loader, ckpt.config.preprocess, root=root, amp=args.amp, on_batch=bar.update
+        channels_last(ckpt.model),
+        loader,
+        ckpt.config.preprocess,
+        root=root,
+        amp=args.amp,
+        on_batch=bar.update,
     )
     bar.close()
     metrics = write_results(

@@ -1,0 +1,155 @@
+"""luvnet evaluate through the real CLI: same scores as training's own evaluation, splits,
+one-line errors; and the shared scoring path equals the model's forward."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import save_checkpoint
+from engine.config import PreprocessConfig
+from engine.inference import score_clips
+from engine.metrics import read_metrics
+from engine.model import build_luvnet
+from engine.predictions import read_predictions
+from streamer.cli import main
+from tests.engine.tiny_data import make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
+    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
+    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
+    "--lr", "1e-3", "--device", "cpu", "--epochs", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    manifest = make_dataset(root / "videos", seed=3)
+    cache, out = root / "cache", root / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    assert main([*argv, *TINY]) == 0
+    return manifest, cache, out
+
+
+def _luvnet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_cli_scores_match_the_training_run(run, tmp_path: Path, split: str):
+    manifest, cache, out = run
+    result = _luvnet(
+        "evaluate", "--checkpoint", str(out / "fold_0" / "best"), "--manifest", str(manifest),
+        "--split", split, "--out", str(tmp_path), "--cache", str(cache), "--device", "cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"{split}: " in result.stdout and "micro" in result.stdout
+    metrics = read_metrics(tmp_path / "metrics.json")
+    ours = read_predictions(tmp_path / "predictions.csv")
+    theirs = read_predictions(out / "fold_0" / f"predictions_{split}.csv")
+    assert [c.clip_id for c in ours.clips] == [c.clip_id for c in theirs.clips]
+    np.testing.assert_array_equal(ours.labels, theirs.labels)
+    # One implementation: the CLI reproduces what training wrote (up to float32 kernels).
+    np.testing.assert_allclose(ours.probs, theirs.probs, rtol=1e-5, atol=1e-6)
+    assert metrics["threshold_source"] == "given"
+    assert metrics["n_clips"] == len(ours.clips)
+
+
+def test_split_all_scores_every_clip(run, tmp_path: Path):
+    manifest, cache, out = run
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "fold_0" / "best"),
+                "--manifest",
+                str(manifest),
+                "--split",
+                "all",
+                "--out",
+                str(tmp_path),
+                "--cache",
+                str(cache),
+                "--device",
+                "cpu",
+            ]  # fmt: skip
+        )
+        == 0
+    )
+    predictions = read_predictions(tmp_path / "predictions.csv")
+    with manifest.open() as fh:
+        videos = {row["video"] for row in csv.DictReader(fh)}
+    assert {c.video for c in predictions.clips} == videos
+    # 12-frame videos, clips of 8 every 6: [0, 8) and [6, 12).
+    assert len(predictions.clips) == 2 * len(videos)
+
+
+def test_manifest_split_column_is_used_without_recorded_patients(tmp_path: Path):
+    manifest = make_dataset(tmp_path / "videos", patients=4, videos_per_patient=1, seed=5)
+    rows = manifest.read_text().splitlines()
+    splits = ["train", "train", "val", "test"]
+    lines = [rows[0] + ",split"] + [f"{r},{s}" for r, s in zip(rows[1:], splits, strict=True)]
+    manifest.write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    model = build_luvnet("mobilenet_v3_small", kernel_size=3, fusion_hidden=32)
+    config = model.config.replace(
+        clip_length=8, clip_step=6, preprocess=PreprocessConfig(image_size=32)
+    )
+    save_checkpoint(model, tmp_path / "ckpt", config=config, provenance={})
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "ckpt"), "--manifest", str(manifest)]
+    argv += ["--out", str(out), "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main(argv) == 0
+    assert {c.patient_id for c in read_predictions(out / "predictions.csv").clips} == {"P03"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "{tmp}/none"], "no such directory"),
+        (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
+        (["--device", "tpu"], "--device: expected cuda, cuda:N or cpu, got 'tpu'"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(run, tmp_path: Path, args, message):
+    manifest, cache, out = run
+    base = {"--checkpoint": str(out / "fold_0" / "best"), "--manifest": str(manifest)}
+    base |= {"--out": str(tmp_path / "e"), "--cache": str(cache)}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value.format(tmp=tmp_path)
+    result = _luvnet("evaluate", *(x for pair in base.items() for x in pair))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("luvnet evaluate: error: ") and message in result.stderr
+
+
+def test_score_clips_equals_forward_with_padding():
+    torch.manual_seed(0)
+    model = build_luvnet("mobilenet_v3_small", kernel_size=3, fusion_hidden=32).eval()
+    cfg = PreprocessConfig(image_size=32)
+    frames = torch.randint(0, 256, (2, 6, 32, 32), dtype=torch.uint8)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    logits, attention = score_clips(model, frames, mask, cfg)
+    from engine.preprocess import normalize
+
+    with torch.no_grad():
+        ref_logits, ref_attention = model(normalize(frames, cfg), mask)
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(attention, ref_attention)
+    assert attention[1, :, 4:].abs().max() == 0, "padded frames must get no attention"

@@ -1,0 +1,265 @@
+"""luvnet train on tiny hand-made videos: outputs, thresholds, report, budget, SIGKILL resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import file_sha256, load_checkpoint
+from engine.loss import masked_bce, parse_pos_weight
+from engine.metrics import read_metrics, youden_thresholds
+from engine.predictions import read_predictions
+from engine.train_state import join_optimizer_state, load_state, save_state, split_optimizer_state
+from streamer.cli import main
+from tests.engine.tiny_data import make_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+# A few seconds per run on the 2-core CPU: tiny trunk input, short clips, small head.
+TINY = [
+    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
+    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
+    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
+    "--lr", "1e-3", "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return make_dataset(root / "videos"), root / "cache"
+
+
+@pytest.fixture(scope="module")
+def trained(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    manifest, cache = data
+    out = tmp_path_factory.mktemp("run") / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    assert main([*argv, *TINY, "--epochs", "2"]) == 0
+    return out
+
+
+def test_run_writes_checkpoints_history_and_metrics(trained: Path, data: tuple[Path, Path]):
+    fold = trained / "fold_0"
+    for name in (
+        "best/model.safetensors",
+        "best/config.json",
+        "last/state.json",
+        "history.csv",
+        "metrics_val.json",
+        "predictions_val.csv",
+        "metrics_test.json",
+        "predictions_test.csv",
+    ):
+        assert (fold / name).is_file(), f"missing {name}"
+    run = json.loads((trained / "run.json").read_text())
+    assert (run["model"], run["backbone"]) == ("luvnet", "mobilenet_v3_small")
+    with (fold / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["val_loss"]) > 0 for r in rows)
+    state = load_state(fold / "last")
+    assert state is not None
+    assert (state.progress.epoch, state.progress.stop_reason) == (2, "max_epochs")
+    for split in ("val", "test"):
+        metrics = read_metrics(fold / f"metrics_{split}.json")
+        assert metrics["n_clips"] == len(read_predictions(fold / f"predictions_{split}.csv").clips)
+
+
+def test_youden_thresholds_land_in_the_checkpoint(trained: Path, data: tuple[Path, Path]):
+    fold = trained / "fold_0"
+    val = read_predictions(fold / "predictions_val.csv")
+    expected = youden_thresholds(val.labels, val.probs)
+    ckpt = load_checkpoint(fold / "best")
+    assert all(t is not None for t in expected), "tiny set should define every threshold"
+    assert ckpt.config.thresholds == pytest.approx(expected, abs=0.0)
+    test_metrics = read_metrics(fold / "metrics_test.json")
+    assert test_metrics["threshold_source"] == "given"
+    applied = [test_metrics["patterns"][p]["threshold"] for p in ckpt.config.pattern_names]
+    assert applied == list(ckpt.config.thresholds)
+
+
+def test_provenance_records_manifest_hash_and_patient_split(trained, data):
+    manifest, _ = data
+    ckpt = load_checkpoint(trained / "fold_0" / "best")
+    assert ckpt.provenance["manifest_sha256"] == file_sha256(manifest)
+    patients = ckpt.provenance["split"]["patients"]
+    train, val, test = (set(patients[k]) for k in ("train", "val", "test"))
+    assert train and val and test
+    assert not (train & val or train & test or val & test), "patients must not cross splits"
+    tested = {c.patient_id for c in read_predictions(trained / "fold_0/predictions_test.csv").clips}
+    assert tested == test
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_report_reads_the_run(trained: Path, split: str, capsys: pytest.CaptureFixture[str]):
+    assert main(["report", str(trained), "--split", split]) == 0
+    out = capsys.readouterr().out
+    assert "| luvnet (mobilenet_v3_small) | 1 |" in out, out
+
+
+def test_budget_stops_cleanly_and_keeps_a_best_checkpoint(data, tmp_path: Path):
+    manifest, cache = data
+    out = tmp_path / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    assert main([*argv, *TINY, "--epochs", "50", "--max-minutes", "0.0001"]) == 0
+    state = load_state(out / "fold_0" / "last")
+    assert state is not None and state.progress.stop_reason == "budget"
+    assert state.progress.history[-1]["partial"] is True
+    assert len(state.progress.history) == 1
+    assert load_checkpoint(out / "fold_0" / "best").config.backbone == "mobilenet_v3_small"
+    assert (out / "fold_0" / "metrics_test.json").is_file()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamer.cli", *args]
+
+
+def _wait_for_mid_epoch(proc: subprocess.Popen, state_json: Path, timeout: float = 120.0) -> None:
+    """Until the saved state is in epoch 2 (index 1) past its second batch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed mid-epoch"
+        try:
+            progress = json.loads(state_json.read_text())["progress"]
+        except (OSError, ValueError, KeyError):
+            progress = None
+        if progress and progress["epoch"] == 1 and progress["step"] >= 2:
+            return
+        time.sleep(0.01)
+    raise AssertionError("no mid-epoch state saved in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_same_command_continues(data, tmp_path: Path):
+    manifest, cache = data
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY]
+    command = [*base, "--epochs", "2", "--batch-size", "1", "--save-every", "1"]
+    killed = tmp_path / "killed"
+    state_json = killed / "fold_0" / "last" / "state.json"
+    proc = subprocess.Popen(
+        _cli(*command, "--out", str(killed)),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_mid_epoch(proc, state_json)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = json.loads(state_json.read_text())["progress"]
+    assert before["epoch"] == 1 and before["step"] >= 2
+
+    resumed = subprocess.run(
+        _cli(*command, "--out", str(killed)), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"epoch 2, batch {before['step']}" in resumed.stderr, resumed.stderr[-2000:]
+    assert "epoch 1/2" not in resumed.stderr, "the resumed run retrained epoch 1"
+    after = load_state(killed / "fold_0" / "last")
+    assert after is not None
+    assert after.progress.epoch == 2 and after.progress.stop_reason == "max_epochs"
+    assert [row["epoch"] for row in after.progress.history] == [1, 2]
+    # Epoch 1 was not redone: its row, timings included, is the one saved before the kill.
+    assert after.progress.history[0] == before["history"][0]
+
+    # The continuation is the same training: same batches, augmentation and RNG as a run that
+    # was never interrupted (CPU kernels are deterministic; a small tolerance for BLAS order).
+    straight = tmp_path / "straight"
+    done = subprocess.run(
+        _cli(*command, "--out", str(straight)), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = load_state(straight / "fold_0" / "last")
+    assert reference is not None
+    assert after.progress.global_step == reference.progress.global_step
+    for key, value in reference.model.items():
+        if value.is_floating_point():
+            assert torch.allclose(after.model[key], value, rtol=1e-3, atol=1e-5), key
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "-1", "--lr: expected a positive number, got -1.0"),
+        ("--model", "resnet", "--model: expected one of luvnet, no-temporal, frame, usvn"),
+        ("--fold", "7", "fold: expected 0..1, got 7"),
+        ("--kernel-size", "4", "--kernel-size: expected an odd positive number, got 4"),
+        ("--pos-weight", "1,2", "--pos-weight: expected 'auto' or 4 positive numbers"),
+        ("--crop-box", "1,2", "--crop-box: expected x,y,w,h (4 integers), got '1,2'"),
+        ("--num-heads", "7", "does not divide embed_dim 576"),
+        ("--test-fraction", "1.5", "--test-fraction: expected a number in [0, 1), got 1.5"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+):
+    manifest, cache = data
+    argv = ["train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY]
+    argv += ["--cache", str(cache), "--epochs", "1", flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("luvnet train: error: "), err
+    assert message in err, err
+
+
+def test_missing_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    missing = tmp_path / "nope.csv"
+    assert main(["train", "--manifest", str(missing), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err, err
+
+
+def test_masked_bce_ignores_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
+    labels = torch.tensor([[1.0, float("nan"), 0.0, float("nan")]])
+    expected = (np.log1p(np.exp(-2.0)) + np.log1p(np.exp(0.5))) / 2
+    assert masked_bce(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    weighted = masked_bce(logits, labels, torch.tensor([3.0, 1.0, 1.0, 1.0])).item()
+    assert weighted == pytest.approx((3 * np.log1p(np.exp(-2.0)) + np.log1p(np.exp(0.5))) / 2)
+    assert parse_pos_weight("auto", ["a", "b"]) == "auto"
+    assert parse_pos_weight("1,2.5", ["a", "b"]) == [1.0, 2.5]
+
+
+def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path: Path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        model(torch.randn(5, 3)).square().sum().backward()
+        opt.step()
+    tensors, rest = split_optimizer_state(opt.state_dict())
+    json.dumps(rest)  # the non-tensor part must be plain JSON
+    joined = join_optimizer_state(tensors, json.loads(json.dumps(rest)))
+    original = opt.state_dict()
+    for pid, entries in original["state"].items():
+        for key, value in entries.items():
+            assert torch.equal(joined["state"][pid][key], value), (pid, key)
+    from engine.train_state import Progress
+
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    fingerprint = {"seed": 0}
+    save_state(tmp_path, progress=Progress(epoch=1), fingerprint=fingerprint, model=model,
+               optimizer=opt, scaler=scaler)  # fmt: skip
+    save_state(tmp_path, progress=Progress(epoch=2), fingerprint=fingerprint, model=model,
+               optimizer=opt, scaler=scaler)  # fmt: skip
+    assert len(list(tmp_path.glob("state-*.safetensors"))) == 1, "older generations are removed"
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = load_state(tmp_path)
+    assert loaded is not None and loaded.progress.epoch == 2
+    fresh = torch.optim.Adam(model.parameters(), lr=0.01)
+    fresh.load_state_dict(loaded.optimizer)
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], original["state"][0]["exp_avg"])
