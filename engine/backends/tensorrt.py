@@ -144,20 +144,28 @@ def _build(
     trt: ModuleType,
     module: torch.nn.Module,
     args: tuple[torch.Tensor, ...],
-    path: Path,
     options: dict[str, Any],
 ) -> Callable[..., Any]:
     program = torch.export.export(module, args)
-    compiled = trt.dynamo.compile(program, list(args), **options)
+    return trt.dynamo.compile(program, list(args), **options)
+
+
+def _save(
+    trt: ModuleType, compiled: Callable[..., Any], args: tuple[torch.Tensor, ...], path: Path
+) -> None:
+    """Cache a built program; a failure costs a rebuild next start, never this one."""
     # Save beside, then rename: a crash never leaves a half-written engine under the key.
     partial = path.parent / f".partial-{os.getpid()}"
-    partial.mkdir(parents=True, exist_ok=True)
-    trt.save(
-        compiled, str(partial / path.name), output_format="exported_program", inputs=list(args)
-    )
-    (partial / path.name).replace(path)
-    shutil.rmtree(partial, ignore_errors=True)
-    return compiled
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+        trt.save(
+            compiled, str(partial / path.name), output_format="exported_program", inputs=list(args)
+        )
+        (partial / path.name).replace(path)
+    except Exception as err:  # e.g. no C++ runtime: ExportedProgram saving needs it
+        log.warning("tensorrt: cannot cache %s (%s); it is rebuilt on the next start", path, err)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -192,18 +200,23 @@ def load(model: LUVNet, spec: BackendSpec) -> Backend:
         device=spec.device,
         timing_cache=timing,
     )
-    runner = model_copy(model, spec.dtype)
     frames = torch.zeros(spec.frame_shape, device=spec.device, dtype=spec.dtype)
     window = torch.zeros(1, spec.window, model.embed_dim, device=spec.device, dtype=spec.dtype)
     mask = torch.ones(1, spec.window, dtype=torch.bool, device=spec.device)
-    parts = {
-        "encoder": (EncoderGraph(runner), (frames,)),
-        "head": (HeadGraph(runner), (window, mask)),
-    }
+    example_args = {"encoder": (frames,), "head": (window, mask)}
+    graphs: dict[str, torch.nn.Module] = {}
+
+    def graph(name: str) -> torch.nn.Module:
+        # The half copy of the model is only needed to build, not to load a cached engine.
+        if not graphs:
+            runner = model_copy(model, spec.dtype)
+            graphs.update(encoder=EncoderGraph(runner), head=HeadGraph(runner))
+        return graphs[name]
+
     engines: dict[str, Callable[..., Any]] = {}
     details: dict[str, Any] = {"cache_dir": str(directory), "options": sorted(options)}
-    for name, (module, args) in parts.items():
-        path = directory / f"{name}.ep"
+    for name, args in example_args.items():
+        path = directory / f"{name}.pt2"  # torch.export archives: .pt2
         start = time.perf_counter()
         engine, hit = None, False
         if path.is_file():
@@ -213,13 +226,14 @@ def load(model: LUVNet, spec: BackendSpec) -> Backend:
                 log.warning("tensorrt: cannot load %s (%s); rebuilding", path, err)
         if engine is None:
             try:
-                engine = _build(trt, module, args, path, options)
+                engine = _build(trt, graph(name), args, options)
             except Exception as err:
                 first = (str(err).strip().splitlines() or [""])[0][:300]
                 raise LuvnetError(
                     f"tensorrt backend: building the {name} engine failed "
                     f"({type(err).__name__}: {first}); use the inductor or eager backend"
                 ) from err
+            _save(trt, engine, args, path)
         with torch.inference_mode():
             for _ in range(WARMUP_CALLS):
                 engine(*args)
