@@ -1,0 +1,377 @@
+"""Soak test: the real live stream for a long time, watched for leaks, losses and miscounts.
+
+Usage::
+
+    python -m bench.soak --minutes 30 --source phantom --backbone mobilenet_v3_small
+    python -m bench.soak --minutes 10 --source file:scan.mp4 --loop --checkpoint DIR
+
+Runs ``compose_stream`` with a real :class:`~streamer.publisher.ScorePublisher` on loopback and
+a real :class:`~streamer.client.ScoreSubscriber` that keeps up, on its own thread. Every
+``--sample-s`` seconds it samples the process's resident memory (``/proc/self/statm``), GPU
+memory (when on CUDA), threads and open file descriptors. At the end it reports and checks:
+
+- **memory growth** after the first ``--warmup-s`` seconds (caches, allocator pools and the
+  phantom's scene textures settle in that time): last sample over the first sample taken after
+  the warm-up, and the largest sample after it; target under ``--max-growth`` (2%);
+- **seq gaps** seen by the subscriber (target zero) and whether it received every score the
+  publisher sent;
+- **drop accounting**: frames_captured - frames_published in the final status message equals
+  frames_dropped plus the frames that failed in the pipeline plus the (at most one) frame still
+  waiting in the grabber's slot when the stream was stopped.
+
+Exit status 0 when every check passed, 1 when one failed, 2 for a usage error. The report is
+printed; ``--json`` also writes it with every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from bench.stats import machine_info
+from engine.checkpoint import save_checkpoint
+from engine.config import ModelConfig, PreprocessConfig
+from engine.errors import LuvnetError
+from engine.model import build_model
+from streamer.client import ScoreSubscriber
+from streamer.compose import StreamSettings, compose_stream, resolve_device
+from streamer.protocol import ScoreMessage, StatusMessage
+from streamer.publisher import ScorePublisher
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Sample:
+    t_s: float  # seconds since the stream started
+    rss_mib: float
+    gpu_allocated_mib: float | None
+    gpu_reserved_mib: float | None
+    threads: int
+    open_fds: int
+    captured: int
+    published: int
+    dropped: int
+    received: int  # score messages the subscriber has taken
+
+
+def rss_mib() -> float:
+    """Resident set size now (not the peak): field 2 of /proc/self/statm, in pages."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE_BYTES / 2**20
+    except OSError:  # not Linux: the peak is the best the resource module offers
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _count(path: str) -> int:
+    try:
+        return len(os.listdir(path))
+    except OSError:
+        return -1
+
+
+class KeepingUpSubscriber:
+    """A ScoreSubscriber on its own thread that takes every message as it arrives."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sub = ScoreSubscriber(endpoint)  # created here, then used only by the thread
+        self.scores = 0
+        self.last_status: StatusMessage | None = None
+        self.first_score_seq: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-subscriber", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self.sub.recv(100)
+            if isinstance(msg, ScoreMessage):
+                if self.first_score_seq is None:
+                    self.first_score_seq = msg.seq
+                self.scores += 1
+            elif isinstance(msg, StatusMessage):
+                self.last_status = msg
+
+    def drain_until_final(self, published: int, timeout_s: float = 10.0) -> None:
+        """Wait until the final status (frames_published == published) has arrived."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.last_status
+            final = status is not None and status.state in ("ended", "error")
+            if final and status.frames_published == published and self.scores >= published:
+                break
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(5)
+        self.sub.close()
+
+
+def _checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
+    if args.checkpoint:
+        return args.checkpoint
+    config = ModelConfig(
+        backbone=args.backbone, preprocess=PreprocessConfig(image_size=args.image_size)
+    )
+    torch.manual_seed(0)  # random init: the soak measures the plumbing, not the scores
+    return save_checkpoint(build_model(config).eval(), scratch / f"soak-{args.backbone}")
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    h, _, w = text.lower().partition("x")
+    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+        raise LuvnetError(f"--size: expected HxW such as 462x616, got {text!r}")
+    return int(h), int(w)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, required=True, help="how long to stream")
+    parser.add_argument("--source", default="phantom", help="phantom[:SEED] | file:PATH | ...")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", type=Path, help="checkpoint directory")
+    model.add_argument(
+        "--backbone", default="mobilenet_v3_small", help="random-init LUV-Net on this trunk"
+    )
+    parser.add_argument("--image-size", type=int, default=256, help="with --backbone")
+    parser.add_argument("--size", help="phantom/capture frame size HxW")
+    parser.add_argument("--fps", type=float, help="phantom/capture frame rate")
+    parser.add_argument("--loop", action="store_true", help="replay a file source forever")
+    parser.add_argument(
+        "--as-fast-as-possible",
+        action="store_true",
+        help="block policy: score every frame instead of pacing and dropping",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--backend", default="eager")
+    parser.add_argument("--head", default="incremental", dest="head_mode")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument(
+        "--warmup-s", type=float, default=60.0, help="growth is measured after this"
+    )
+    parser.add_argument(
+        "--max-growth", type=float, default=0.02, help="allowed RSS growth after the warm-up"
+    )
+    parser.add_argument("--json", type=Path, dest="json_out", help="write the report here")
+
+
+def growth(samples: list[Sample], warmup_s: float, key: str) -> dict[str, float] | None:
+    """Last and peak value after the warm-up, relative to the first sample after it."""
+    after = [s for s in samples if s.t_s >= warmup_s and getattr(s, key) is not None]
+    if len(after) < 2:
+        return None
+    base, last = getattr(after[0], key), getattr(after[-1], key)
+    peak = max(getattr(s, key) for s in after)
+    if base <= 0:
+        return {"base": base, "last": last, "peak": peak, "growth": 0.0, "peak_growth": 0.0}
+    return {
+        "base": base,
+        "last": last,
+        "peak": peak,
+        "growth": (last - base) / base,
+        "peak_growth": (peak - base) / base,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.minutes <= 0 or args.sample_s <= 0:
+        raise LuvnetError("--minutes and --sample-s: expected positive numbers")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # an early stop still reports
+        signal.signal(sig, lambda *_: stop.set())
+    samples: list[Sample] = []
+    with tempfile.TemporaryDirectory() as scratch, ScorePublisher("tcp://127.0.0.1:*") as pub:
+        checkpoint = _checkpoint(args, Path(scratch))
+        options = {"size": _size(args.size), "fps": args.fps}
+        settings = StreamSettings(
+            source=args.source,
+            checkpoint=checkpoint,
+            device=str(device),
+            backend=args.backend,
+            head_mode=args.head_mode,
+            realtime=not args.as_fast_as_possible,
+            loop=args.loop,
+            source_options={k: v for k, v in options.items() if v is not None},
+        )
+        pipeline = compose_stream(settings, pub.publish)
+        subscriber = KeepingUpSubscriber(pub.endpoint)
+        subscriber.start()
+        if not pub.wait_for_subscriber(30):
+            raise LuvnetError(f"the soak subscriber did not connect to {pub.endpoint}")
+        started = time.monotonic()
+
+        def sample() -> None:
+            cuda = device.type == "cuda"
+            samples.append(
+                Sample(
+                    t_s=time.monotonic() - started,
+                    rss_mib=rss_mib(),
+                    gpu_allocated_mib=torch.cuda.memory_allocated(device) / 2**20 if cuda else None,
+                    gpu_reserved_mib=torch.cuda.memory_reserved(device) / 2**20 if cuda else None,
+                    threads=threading.active_count(),
+                    open_fds=_count("/proc/self/fd"),
+                    captured=pipeline.grabber.captured,
+                    published=pipeline.counters.published,
+                    dropped=pipeline.grabber.dropped,
+                    received=subscriber.scores,
+                )
+            )
+            last = samples[-1]
+            print(
+                f"soak: {last.t_s:7.0f} s  rss {last.rss_mib:8.1f} MiB  captured {last.captured}"
+                f"  published {last.published}  dropped {last.dropped}  received {last.received}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        def sampler() -> None:
+            deadline = started + args.minutes * 60
+            while not stop.is_set():
+                sample()
+                if stop.wait(min(args.sample_s, max(0.0, deadline - time.monotonic()))):
+                    break
+                if time.monotonic() >= deadline:
+                    stop.set()
+
+        watcher = threading.Thread(target=sampler, name="soak-sampler", daemon=True)
+        watcher.start()
+        published = pipeline.run(stop)
+        stop.set()
+        watcher.join(5)
+        sample()
+        # A frame the grabber took but the loop had not when it stopped: not lost, not dropped.
+        left_in_slot = 1 if pipeline.grabber.get(timeout_s=0) is not None else 0
+        subscriber.drain_until_final(published)
+        seconds = time.monotonic() - started
+        final = subscriber.last_status
+
+    failed = pipeline.counters.failed_frames
+    report: dict[str, object] = {
+        "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
+        "machine": machine_info(device),
+        "source": args.source,
+        "model_id": pipeline.identity.model_id,
+        "backend": pipeline.identity.backend,
+        "seconds": seconds,
+        "published": published,
+        "failed_frames": failed,
+        "left_in_slot": left_in_slot,
+        "last_error": pipeline.counters.last_error or pipeline.grabber.last_error,
+        "reconnects": pipeline.grabber.reconnects,
+        "subscriber": {
+            "scores": subscriber.scores,
+            "first_seq": subscriber.first_score_seq,
+            "gaps": subscriber.sub.gap_count,
+            "missed": subscriber.sub.missed_count,
+            "malformed": subscriber.sub.malformed_count,
+            "restarts": subscriber.sub.restart_count,
+        },
+        "publisher": {"sent_scores": pub.sent_scores, "dropped": pub.dropped},
+        "final_status": final.to_dict() if final is not None else None,
+        "rss": growth(samples, args.warmup_s, "rss_mib"),
+        "gpu_allocated": growth(samples, args.warmup_s, "gpu_allocated_mib"),
+        "gpu_reserved": growth(samples, args.warmup_s, "gpu_reserved_mib"),
+        "threads": [min(s.threads for s in samples), max(s.threads for s in samples)],
+        "open_fds": [min(s.open_fds for s in samples), max(s.open_fds for s in samples)],
+        "samples": [asdict(s) for s in samples],
+    }
+    checks = _checks(report, args.max_growth)
+    report["checks"] = checks
+    _print_report(report)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(ok for ok, _ in checks.values()) else 1
+
+
+def _checks(report: dict, max_growth: float) -> dict[str, tuple[bool, str]]:
+    sub, final = report["subscriber"], report["final_status"]
+    checks: dict[str, tuple[bool, str]] = {}
+    rss = report["rss"]
+    if rss is None:
+        checks["rss growth"] = (False, "too short: fewer than two samples after the warm-up")
+    else:
+        ok = rss["growth"] < max_growth and rss["peak_growth"] < max_growth
+        checks["rss growth"] = (
+            ok,
+            f"{rss['base']:.1f} -> {rss['last']:.1f} MiB ({rss['growth']:+.2%}), "
+            f"peak {rss['peak']:.1f} MiB ({rss['peak_growth']:+.2%}); limit {max_growth:.0%}",
+        )
+    gpu = report["gpu_reserved"]
+    if gpu is not None:
+        checks["gpu growth"] = (
+            gpu["growth"] < max_growth,
+            f"reserved {gpu['base']:.1f} -> {gpu['last']:.1f} MiB ({gpu['growth']:+.2%})",
+        )
+    checks["seq gaps"] = (
+        sub["gaps"] == 0 and sub["malformed"] == 0,
+        f"{sub['gaps']} gaps ({sub['missed']} missed), {sub['malformed']} malformed",
+    )
+    delivered = sub["scores"] == report["published"] and sub["first_seq"] in (0, None)
+    checks["delivered"] = (
+        delivered,
+        f"subscriber received {sub['scores']} of {report['published']} scores published "
+        f"(first seq {sub['first_seq']})",
+    )
+    if final is None:
+        checks["drop accounting"] = (False, "no final status message received")
+    else:
+        lost = final["frames_captured"] - final["frames_published"]
+        counted = final["frames_dropped"] + report["failed_frames"] + report["left_in_slot"]
+        checks["drop accounting"] = (
+            lost == counted and final["frames_published"] == report["published"],
+            f"captured {final['frames_captured']} - published {final['frames_published']} = "
+            f"{lost}; dropped {final['frames_dropped']} + failed {report['failed_frames']} + "
+            f"left in slot {report['left_in_slot']} = {counted}",
+        )
+    return checks
+
+
+def _print_report(report: dict) -> None:
+    machine = report["machine"]
+    print(f"command: {report['command']}")
+    print(
+        f"machine: {machine['cpu']} x{machine['cpu_count']} (torch threads "
+        f"{machine['torch_threads']}), {machine.get('gpu', 'no GPU')}, torch {machine['torch']}"
+    )
+    rate = report["published"] / max(report["seconds"], 1e-9)
+    print(
+        f"ran {report['seconds'] / 60:.1f} min on {report['source']} ({report['backend']}): "
+        f"{report['published']} scores ({rate:.1f}/s), reconnects {report['reconnects']}, "
+        f"threads {report['threads']}, open fds {report['open_fds']}"
+    )
+    for name, (ok, detail) in report["checks"].items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except LuvnetError as err:
+        print(f"soak: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
