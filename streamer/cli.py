@@ -57,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     module_name, usage = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub_parser = argparse.ArgumentParser(prog=f"luvnet {name}", description=usage)
-    module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(rest)
     try:
+        # Inside the try: importing torch takes seconds, and Ctrl-C then must not print a
+        # traceback either.
+        module = importlib.import_module(module_name)
+        sub_parser = argparse.ArgumentParser(prog=f"luvnet {name}", description=usage)
+        module.add_arguments(sub_parser)
+        args = sub_parser.parse_args(rest)
         return int(module.run(args) or 0)
     except LuvnetError as err:
         print(f"luvnet {name}: error: {err}", file=sys.stderr)
