@@ -117,12 +117,34 @@ def _print_status(msg: StatusMessage) -> None:
     )
 
 
+class _StopDuringStartup(BaseException):
+    """SIGTERM/Ctrl-C before the loop: unwinds model load, compile and --wait-subscriber, which
+    never look at the stop flag (a CPU compile takes minutes). BaseException, so that no
+    ``except Exception`` on the way (a backend falling back to the next one) swallows it."""
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="luvnet stream: %(message)s")
     stop = threading.Event()
-    # SIGTERM and Ctrl-C only set a flag: the loop notices within one frame or 50 ms.
+    starting = [True]
+
+    # In the loop, SIGTERM and Ctrl-C only set a flag: it is noticed within one frame or 50 ms.
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if starting[0]:
+            starting[0] = False  # a second signal must not interrupt the unwinding
+            raise _StopDuringStartup
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
+    try:
+        return _run(args, stop, starting)
+    except _StopDuringStartup:
+        print("luvnet stream: stopped during start-up", file=sys.stderr)
+        return 0
+
+
+def _run(args: argparse.Namespace, stop: threading.Event, starting: list[bool]) -> int:
     settings = settings_from_args(args)
     sinks = []
     if args.overlay or getattr(args, "overlay_window", False):
@@ -149,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        starting[0] = False
         published = pipeline.run(stop)
     for sink in sinks:
         sink.close()
