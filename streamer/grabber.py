@@ -135,6 +135,9 @@ class FrameGrabber:
     def _run(self) -> None:
         if not self._open_with_backoff():
             return
+        # Grows while a reopened source fails again before its first frame (a camera that
+        # accepts connections but sends nothing): no reconnect storm, no log flood.
+        retry_s = self.backoff_initial_s
         while not self._stop.is_set():
             try:
                 frame = self.source.read()
@@ -148,15 +151,17 @@ class FrameGrabber:
                     else (f"{self.source.name}: {type(err).__name__}: {err}")
                 )
                 self.source.close()
-                self._fail(message, self.backoff_initial_s)
+                self._fail(message, retry_s)
                 if self.state == "error":
                     return
                 self.reconnects += 1
-                self._stop.wait(self.backoff_initial_s)
+                self._stop.wait(retry_s)
+                retry_s = min(retry_s * 2, self.backoff_max_s)
                 if not self._open_with_backoff():
                     return
                 self.generation += 1
                 continue
+            retry_s = self.backoff_initial_s
             self._put(
                 GrabbedFrame(
                     image=frame.image,
