@@ -19,6 +19,10 @@ Messages before the first one this subscriber sees are not gaps: PUB/SUB has no 
 
 Backpressure: at most ``rcvhwm`` messages wait here; past that ZeroMQ drops new ones, which
 shows up as gaps.
+
+A frame over ``MAX_MESSAGE_BYTES`` makes ZeroMQ drop the connection as a protocol error, and
+libzmq never reconnects after one; the subscriber notices (socket monitor) and reconnects
+itself, counted in ``reconnect_count``; what was missed meanwhile shows up as a gap.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Self
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from engine.errors import LuvnetError
 from streamer.protocol import (
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RCVHWM = 1000
 _POLL_SLICE_MS = 100  # blocking waits wake this often so Ctrl-C is handled promptly
 _MAX_TRACKED = 256  # streams x kinds remembered for gap detection
+# libzmq announces its own reconnect right after a disconnect; silence this long means it gave up.
+_ABANDONED_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,9 @@ class ScoreSubscriber:
         self.gap_count = 0
         self.missed_count = 0
         self.restart_count = 0
+        self.reconnect_count = 0  # connections ZeroMQ dropped for good and we re-established
+        self._dropped_at: float | None = None
+        self._monitor: zmq.Socket | None = None
         self.gaps: collections.deque[Gap] = collections.deque(maxlen=100)
         # (stream_id, kind) -> (session, last seq)
         self._last: collections.OrderedDict[tuple[str, str], tuple[int, int]] = (
@@ -103,6 +113,9 @@ class ScoreSubscriber:
                 apply_client_curve(self._socket, curve)
             # The trailing dot keeps "luvnet.cam1" from also matching "luvnet.cam10.*".
             self._socket.setsockopt_string(zmq.SUBSCRIBE, f"{topic_prefix}.")
+            self._monitor = self._socket.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+            )
             try:
                 self._socket.connect(endpoint)
             except zmq.ZMQError as err:
@@ -122,12 +135,30 @@ class ScoreSubscriber:
                 wait = _POLL_SLICE_MS
             else:
                 wait = max(0, min(_POLL_SLICE_MS, round((deadline - time.monotonic()) * 1000)))
+            self._keep_connected()
             if self._socket.poll(wait, zmq.POLLIN):
                 msg = self._decode(self._socket.recv_multipart(zmq.NOBLOCK))
                 if msg is not None:
                     return msg
             elif deadline is not None and time.monotonic() >= deadline:
                 return None
+
+    def _keep_connected(self) -> None:
+        assert self._monitor is not None
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            self._dropped_at = time.monotonic() if event == zmq.EVENT_DISCONNECTED else None
+        if (
+            self._dropped_at is not None
+            and time.monotonic() - self._dropped_at > _ABANDONED_AFTER_S
+        ):
+            self._dropped_at = None
+            self.reconnect_count += 1
+            log.warning(
+                "%s: connection dropped (oversized or malformed data); reconnecting", self.endpoint
+            )
+            self._socket.disconnect(self.endpoint)
+            self._socket.connect(self.endpoint)
 
     def _decode(self, frames: list[bytes]) -> Message | None:
         try:
@@ -172,6 +203,9 @@ class ScoreSubscriber:
 
     def close(self) -> None:
         """Close the socket and terminate the context at once (linger 0); safe to call twice."""
+        if self._monitor is not None and not self._monitor.closed:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         if not self._socket.closed:
             self._socket.close(linger=0)
         if not self._context.closed:
