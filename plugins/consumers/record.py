@@ -15,7 +15,8 @@ One JSON object per line, appended (a file can hold several recordings):
 
 The file is flushed every ``FLUSH_INTERVAL_S`` and on exit (``--count`` score messages,
 ``--duration`` seconds, SIGINT or SIGTERM). A write failure (disk full, read-only place) stops
-the recording with a one-line error.
+the recording with a one-line error; a line the disk took only part of is cut off, so every
+line left in the file is whole JSON.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class JsonlWriter:
         except OSError as err:
             raise LuvnetError(f"--out {path}: cannot open for appending ({err.strerror})") from None
         self._flushed_at = time.monotonic()
+        self._torn = False
 
     def _failed(self, err: OSError) -> LuvnetError:
+        self._torn = True  # part of a line may have reached the disk: cut it when closed
         return LuvnetError(f"--out {self.path}: write failed ({err.strerror}); recording stopped")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -94,11 +97,34 @@ class JsonlWriter:
         finally:
             with contextlib.suppress(OSError):  # the flush above already reported it
                 file.close()
+            if self._torn:
+                _drop_partial_line(self.path)
 
     def discard(self) -> None:
         """Close after an error without raising again."""
         with contextlib.suppress(LuvnetError):
             self.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Truncate a regular file after its last newline, so every line left is whole JSON (a
+    full disk accepts part of a buffer). Best effort: the error is reported either way."""
+    with contextlib.suppress(OSError):
+        if not path.is_file():
+            return
+        with path.open("rb+") as raw:
+            end = raw.seek(0, os.SEEK_END)
+            pos = end
+            while pos > 0:
+                start = max(0, pos - 65536)
+                raw.seek(start)
+                newline = raw.read(pos - start).rfind(b"\n")
+                if newline >= 0:
+                    pos = start + newline + 1
+                    break
+                pos = start
+            if pos < end:
+                raw.truncate(pos)
 
 
 def gap_record(gap: Gap) -> dict[str, Any]:
