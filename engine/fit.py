@@ -162,11 +162,17 @@ class FoldTrainer:
         self.wrapped: torch.nn.Module = RealFrameModel(self.model)
         self._t0 = time.monotonic()
         self._base_elapsed = 0.0
+        self._cpu0 = time.process_time()
+        self._base_cpu = 0.0
 
     # --- state ---------------------------------------------------------------------------
 
     def elapsed(self) -> float:
         return self._base_elapsed + (time.monotonic() - self._t0)
+
+    def cpu(self) -> float:
+        """CPU seconds this process used on the fold (all threads), summed over invocations."""
+        return self._base_cpu + (time.process_time() - self._cpu0)
 
     def resume(self) -> bool:
         state = load_state(self.paths.last)
@@ -181,12 +187,15 @@ class FoldTrainer:
         self.progress = state.progress
         self._base_elapsed = state.progress.elapsed_s
         self._t0 = time.monotonic()
+        self._base_cpu = state.progress.cpu_s
+        self._cpu0 = time.process_time()
         return True
 
     def save(self) -> None:
         if not self.env.is_main:
             return
         self.progress.elapsed_s = self.elapsed()
+        self.progress.cpu_s = self.cpu()
         save_state(
             self.paths.last,
             progress=self.progress,
@@ -373,6 +382,7 @@ class FoldTrainer:
             "epoch_s": None,
             "val_s": val_s,
             "elapsed_s": self.elapsed(),
+            "cpu_s": self.cpu(),
             "best": improved,
             "partial": partial,
         }

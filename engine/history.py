@@ -21,7 +21,15 @@ BASE_COLUMNS: tuple[str, ...] = (
     "val_micro_auc",
     "val_macro_auc",
 )
-TAIL_COLUMNS: tuple[str, ...] = ("lr", "epoch_s", "val_s", "elapsed_s", "best", "partial")
+TAIL_COLUMNS: tuple[str, ...] = (
+    "lr",
+    "epoch_s",
+    "val_s",
+    "elapsed_s",
+    "cpu_s",
+    "best",
+    "partial",
+)
 
 
 def history_columns(pattern_names: Sequence[str]) -> list[str]:

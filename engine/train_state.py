@@ -43,6 +43,7 @@ class Progress:
     step: int = 0  # batches of that epoch already trained
     global_step: int = 0  # optimizer steps over the whole fold
     elapsed_s: float = 0.0  # wall clock spent on this fold, summed over invocations
+    cpu_s: float = 0.0  # CPU time of the process(es) in that wall clock (shared machines)
     best_val_loss: float | None = None
     best_epoch: int | None = None
     bad_epochs: int = 0  # epochs since the best validation loss (early-stopping counter)
