@@ -164,7 +164,10 @@ def load_checkpoint(
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise LuvnetError(f"{weights_path}: unreadable safetensors file ({err})") from err
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except ValueError as err:  # e.g. num_heads that does not divide the trunk's width
+        raise LuvnetError(f"{directory / CONFIG_FILE}: {err}") from err
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

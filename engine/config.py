@@ -52,6 +52,26 @@ class ModelConfig:
             raise ValueError(
                 f"pattern_names: expected {self.num_patterns} names, got {len(self.pattern_names)}"
             )
+        for name in (
+            "num_patterns",
+            "num_heads",
+            "fusion_hidden",
+            "classifier_hidden",
+            "clip_length",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if (
+            not isinstance(self.kernel_size, int)
+            or self.kernel_size < 1
+            or self.kernel_size % 2 == 0
+        ):
+            raise ValueError(
+                f"kernel_size: expected an odd positive integer, got {self.kernel_size!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected 0 <= dropout < 1, got {self.dropout!r}")
         if not 1 <= self.clip_step <= self.clip_length:
             raise ValueError(
                 f"clip_step: expected 1..clip_length ({self.clip_length}), got {self.clip_step}"

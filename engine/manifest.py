@@ -167,6 +167,13 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise LuvnetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    try:
+        return _parse(path, text, check_files)
+    except csv.Error as err:  # e.g. a cell over the csv module's field size limit
+        raise LuvnetError(f"{path}: {err}; expected a plain CSV manifest") from None
+
+
+def _parse(path: Path, text: str, check_files: bool) -> Manifest:
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [name.strip() for name in next(reader, [])]
     _check_header(path, header)
