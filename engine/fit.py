@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Subset
 
 from engine import distributed as ddp
+from engine.bn_calibration import recalibrate_batchnorm
 from engine.checkpoint import save_checkpoint
 from engine.clips import ClipAugment, ClipDataset
 from engine.config import ModelConfig
@@ -73,6 +75,7 @@ class FitSettings:
     num_workers: int = 0
     pos_weight: tuple[float, ...] | None = None
     tensorboard: bool = True
+    bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,8 @@ class FoldTrainer:
     def validate_and_record(self, *, partial: bool, tb: TensorBoardLog) -> None:
         p, names = self.progress, self.config.pattern_names
         t0 = time.monotonic()
+        if self.s.bn_recalibrate > 0:
+            self.recalibrate_batchnorm()
         loader = eval_loader(
             self.val, batch_size=self.s.batch_size, num_workers=self.s.num_workers,
             pin_memory=self.pin,
@@ -399,6 +404,31 @@ class FoldTrainer:
             + (" (best)" if improved else f" (best epoch {p.best_epoch + 1})")
             + (" [stopped early: time budget]" if partial else "")
         )
+
+    def recalibrate_batchnorm(self) -> None:
+        """Precise BN (engine/bn_calibration.py) on a fixed, epoch-seeded set of training
+        clips without augmentation; the global RNG is left as it was (dropout draws)."""
+        base = self.train_set.base
+        generator = torch.Generator().manual_seed(self.s.seed * 7907 + self.progress.epoch)
+        count = min(len(base), self.s.bn_recalibrate * self.s.batch_size)
+        indices = torch.randperm(len(base), generator=generator)[:count].tolist()
+        loader = eval_loader(
+            Subset(base, indices),
+            batch_size=self.s.batch_size,
+            num_workers=self.s.num_workers,
+            pin_memory=self.pin,
+        )
+        forward_model = RealFrameModel(self.model)
+
+        def forward(batch: dict[str, Any]) -> object:
+            clip = model_input(batch["frames"], self.config.preprocess, self.device)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            with autocast(self.device, self.s.amp):
+                return forward_model(clip, mask)
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            recalibrate_batchnorm(self.model, loader, forward)
 
     def save_best(self, scored: Scored, metrics: dict[str, Any]) -> None:
         names = self.config.pattern_names

@@ -85,6 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--save-every", type=int, default=200, help="optimizer steps between state saves"
     )
+    opt.add_argument(
+        "--bn-recalibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="re-estimate BatchNorm statistics on N training batches before each validation "
+        "(for high-lr training from scratch; default 0 = off, the paper's protocol)",
+    )
     run_group.add_argument(
         "--cache", type=Path, default=None, help="frame cache folder (default $LUVNET_CACHE)"
     )
@@ -110,7 +118,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     _positive("--classifier-hidden", args.classifier_hidden)
-    for name in ("patience", "save_every", "num_workers", "seed"):
+    for name in ("patience", "save_every", "num_workers", "seed", "bn_recalibrate"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name), zero_ok=True)
     if args.kernel_size < 1 or args.kernel_size % 2 == 0:
         raise LuvnetError(f"--kernel-size: expected an odd positive number, got {args.kernel_size}")
@@ -278,6 +286,7 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             budget_s=budget,
             num_workers=num_workers,
             pos_weight=pos_weights(pos_spec, train_set),
+            bn_recalibrate=args.bn_recalibrate,
         )
         extra = {
             "manifest_sha256": manifest_sha,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.bn_calibration import recalibrate_batchnorm
 from engine.checkpoint import file_sha256, load_checkpoint
 from engine.loss import masked_bce, parse_pos_weight
 from engine.metrics import read_metrics, youden_thresholds
@@ -44,7 +45,7 @@ def trained(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     manifest, cache = data
     out = tmp_path_factory.mktemp("run") / "run"
     argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
-    assert main([*argv, *TINY, "--epochs", "2"]) == 0
+    assert main([*argv, *TINY, "--epochs", "2", "--bn-recalibrate", "2"]) == 0
     return out
 
 
@@ -263,3 +264,20 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path: Path
     fresh = torch.optim.Adam(model.parameters(), lr=0.01)
     fresh.load_state_dict(loaded.optimizer)
     assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], original["state"][0]["exp_avg"])
+
+
+def test_batchnorm_recalibration_replaces_stale_statistics():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    norm = model[1]
+    norm.running_mean.fill_(100.0)  # stale, as after fast weight updates
+    batches = [{"x": torch.randn(16, 3)} for _ in range(4)]
+    with torch.no_grad():
+        features = torch.cat([model[0](b["x"]) for b in batches])
+    count = recalibrate_batchnorm(model, batches, lambda b: model(b["x"]))
+    assert count == 4
+    torch.testing.assert_close(norm.running_mean, features.mean(0))
+    # Cumulative average of the per-batch unbiased variances.
+    per_batch = torch.stack([model[0](b["x"]).var(0) for b in batches]).mean(0).detach()
+    torch.testing.assert_close(norm.running_var, per_batch)
+    assert norm.momentum == 0.1, "the layer's momentum is restored"
