@@ -5,10 +5,13 @@ usage: luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size Hx
                       [--videos-per-patient M]
 
 Writes ``DIR/phantom_0000.mp4`` ... (OpenCV, 'mp4v'), ``DIR/manifest.csv`` in the training
-manifest format (engine/manifest.py) with exact per-frame truth as frame ranges, and
-``DIR/contact_sheet.png``. Video i of seed K is the same whatever N is. Videos of one synthetic
-patient (``--videos-per-patient``) share the chest wall, ribs and image settings, so
-patient-level splits are meaningful; patient ids are ``phantom-K-PPPP``.
+manifest format (engine/manifest.py): every pattern cell holds the exact frame ranges where the
+pattern is visible (``12-40;88-120``, 0-based, inclusive) or ``0``; and ``DIR/contact_sheet.png``.
+
+Videos of one synthetic patient (``--videos-per-patient``, default 1) share the chest wall,
+ribs and image settings, so patient-level splits are meaningful; patient ids are
+``phantom-K-PPPP`` (K the seed, P = i // M). Video i is independent of N and can be rebuilt:
+``PhantomVideo([K, 2, i], size, fps, frames, anatomy=Anatomy.sample(default_rng([K, 1, P])))``.
 """
 
 from __future__ import annotations
@@ -33,18 +36,27 @@ CONTACT_SHEET_NAME = "contact_sheet.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    parser.add_argument("--videos", type=int, default=8, help="number of videos (default 8)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each video")
-    parser.add_argument("--seed", type=int, default=0, help="set seed (non-negative)")
-    parser.add_argument("--size", default="x".join(map(str, NATIVE_SIZE)), metavar="HxW")
-    parser.add_argument("--fps", type=float, default=DEFAULT_FPS)
-    parser.add_argument(
+    parser.usage = (
+        "luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F]"
+    )
+    add = parser.add_argument
+    add("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
+    add("--videos", type=int, default=8, metavar="N", help="number of videos (default 8)")
+    add("--seconds", type=float, default=6.0, metavar="S", help="length of each (default 6)")
+    add("--seed", type=int, default=0, metavar="K", help="seed of the set (default 0)")
+    add(
+        "--size",
+        default="x".join(map(str, NATIVE_SIZE)),
+        metavar="HxW",
+        help="frame size, even numbers (default 924x1232, the paper's scanner)",
+    )
+    add("--fps", type=float, default=DEFAULT_FPS, metavar="F", help="frame rate (default 30)")
+    add(
         "--videos-per-patient",
         type=int,
         default=1,
         metavar="M",
-        help="videos per synthetic patient",
+        help="videos sharing one synthetic patient's anatomy (default 1)",
     )
 
 

@@ -130,27 +130,27 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     haze0, fade, floor = rng.uniform(25, 45), rng.uniform(25, 50), rng.uniform(20, 34)
     haze = np.where(below > 0, haze0 * np.exp(-below / fade) + floor, a.wall_level - 12.0)
     lung = np.broadcast_to(haze, shape).astype(np.float32)
-    lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c * 1.4)
+    lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c)
     lung += a.contrast * lung_speckle
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
-    sigma = max(g.mm_rows(float(rng.uniform(0.45, 0.8))), 0.7)
+    sigma = max(g.mm_rows(float(rng.uniform(0.6, 1.0))), 0.7)
     amp = float(rng.uniform(120, 190))
-    texture = 1.0 + 0.25 * smooth_noise(rng, shape[1], 1.5 * g.cpm)[None, :]
+    texture = 1.0 + 0.15 * smooth_noise(rng, shape[1], 1.5 * g.cpm)[None, :]
     grain = smooth_field(rng, shape, max(sigma * 0.6, 0.3), 0.8 * g.cpm)
     strength = a_line_profile(s).astype(np.float32)
     strength = cv2.GaussianBlur(strength[None, :], (0, 0), sigmaX=max(1.0, 1.5 * g.cpm))
-    decay = float(rng.uniform(0.55, 0.8))
+    decay = float(rng.uniform(0.65, 0.85))
     k = 1
     while k * s.pleura_mm < g.geometry.depth_mm + 3:
-        sig_k = sigma * (1 + 0.2 * (k - 1))
+        sig_k = sigma * (1 + 0.3 * (k - 1))  # later echoes blur
         centre = g.row_of(k * s.pleura_mm)
         r0, r1 = max(int(centre - 4 * sig_k), 0), min(int(centre + 4 * sig_k) + 2, shape[0])
         if r1 > r0:
             rows = np.arange(r0, r1, dtype=np.float32)[:, None]
             profile = _gauss(rows - centre, sig_k)
-            weight = 1.0 if k == 1 else 0.9 * decay ** (k - 2) * strength
-            line = amp * profile * weight * (texture + 0.2 * grain[r0:r1])
+            weight = 1.0 if k == 1 else decay ** (k - 2) * strength
+            line = amp * profile * weight * (texture + 0.12 * grain[r0:r1])
             lung[r0:r1] += line
         k += 1
     return lung
@@ -367,7 +367,7 @@ def build_layers(scene: Scene, geometry: Geometry) -> Layers:
         sig_r=0.3 * scene.anatomy.speckle_mm * rpm,
         sig_c=0.6 * scene.anatomy.speckle_mm * cpm,
     )
-    split = scene.pleura_mm * rpm - 0.5 - 2.0 * max(0.45 * rpm, 0.7)
+    split = scene.pleura_mm * rpm - 0.5 - max(2.2 * rpm, 1.4)  # above the pleural line
     wall = _wall(g, rng, split)
     lung = _pleura_and_haze(g, rng, (geometry.rows + 2 * margin, scene.world_cols))
     order = {"consolidation": 0, "effusion": 1, "confluent": 2, "b_line": 3}

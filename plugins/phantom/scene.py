@@ -31,14 +31,17 @@ KIND_PATTERN: dict[str, str] = {
 }
 
 # Visibility rule: an instance counts when this share of its width is in view and unshadowed,
-# or at least this share of the view width is (for instances wider than that).
+# or, for wide instances, at least this share of the view width (a single B-line: half of it).
 VISIBLE_SHARE_OF_INSTANCE = 0.5
-VISIBLE_SHARE_OF_VIEW = {"b_line": 1.0, "confluent": 0.10, "consolidation": 0.10, "effusion": 0.12}
-A_LINE_SHARE_OF_VIEW = 0.15  # A-lines count when they span this share of the view
+# The shares are small on purpose: a stretch that is plainly visible must not be labelled
+# absent just because a rib or another pattern hides the rest (about 6-8 mm at the pleura).
+VISIBLE_SHARE_OF_VIEW = {"b_line": 1.0, "confluent": 0.08, "consolidation": 0.08, "effusion": 0.08}
+A_LINE_SHARE_OF_VIEW = 0.10  # A-lines count when they span this share of the view
 EFFUSION_EDGE_PAD = 0.15  # the fluid's sloped edges stay within this share of its width
+CONSOLIDATION_TAPER = 0.1  # share of a consolidation's width at each end too thin to count
 
-# Probability that a scene's strip holds each pattern somewhere (tuned with
-# ``python -m plugins.phantom.balance`` for 30-60 % of frames positive per pattern).
+# Probability that a scene's strip holds each pattern somewhere, tuned so that a generated set
+# has 30-60 % of frames positive per pattern (``luvnet phantom`` prints the shares).
 SCENE_PREVALENCE = {"a_lines": 0.75, "b_lines": 0.8, "consolidation": 0.62, "pleural_effusion": 0.5}
 
 
@@ -227,8 +230,11 @@ def truth_table(scene: Scene, geometry: Geometry, motion: FrameMotion | None = N
     table = np.zeros((scene.num_frames, len(PATTERNS)), dtype=bool)
     x = motion.lung_x
     for inst in scene.instances:
-        need = min(VISIBLE_SHARE_OF_INSTANCE * inst.width, VISIBLE_SHARE_OF_VIEW[inst.kind] * view)
-        seen = _visible_counts(cum, inst.u0 - x, inst.u1 - x)
+        # A consolidation tapers to nothing at its ends; only its body counts.
+        trim = CONSOLIDATION_TAPER * inst.width if inst.kind == "consolidation" else 0.0
+        u0, u1 = inst.u0 + trim, inst.u1 - trim
+        need = min(VISIBLE_SHARE_OF_INSTANCE * (u1 - u0), VISIBLE_SHARE_OF_VIEW[inst.kind] * view)
+        seen = _visible_counts(cum, u0 - x, u1 - x)
         table[:, PATTERNS.index(inst.pattern)] |= seen >= max(need, 1.0)
     profile = a_line_profile(scene)
     cols = np.arange(view)
@@ -333,7 +339,7 @@ def sample_scene(
     taken: list[tuple[float, float]] = []
     instances: list[Instance] = []
     if want["pleural_effusion"]:
-        span = _place(rng, rng.uniform(0.5, 1.0) * view, lo, hi, taken)
+        span = _place(rng, rng.uniform(0.45, 0.9) * view, lo, hi, taken)
         if span is not None:
             diaphragm = min(pleura_mm + rng.uniform(35.0, 75.0), 0.85 * geometry.depth_mm)
             strength = float(rng.uniform(0.5, 1.0))
@@ -353,7 +359,7 @@ def sample_scene(
 
     a_lines: list[tuple[float, float, float]] = []
     if want["a_lines"]:
-        strength = float(rng.uniform(0.45, 1.0))
+        strength = float(rng.uniform(0.65, 1.0))
         a_lines.append((0.0, float(world_cols), strength))
         if rng.random() < 0.5:  # a stretch of aerated lung without visible A-lines
             w = rng.uniform(0.3, 0.8) * view
