@@ -28,30 +28,22 @@ _TITLE = {
 Pick = tuple[int, int]  # (video index, frame index)
 
 
-def _steadiest(column: np.ndarray) -> int:
-    """Middle frame of the longest run where the pattern is visible."""
-    padded = np.concatenate([[0], column.astype(np.int8), [0]])
-    starts = np.flatnonzero(np.diff(padded) == 1)
-    ends = np.flatnonzero(np.diff(padded) == -1)
-    k = int(np.argmax(ends - starts))
-    return int((starts[k] + ends[k] - 1) // 2)
-
-
 def choose_frames(
-    tables: Sequence[np.ndarray], per_pattern: int = PER_PATTERN
+    tables: Sequence[np.ndarray], coverage: Sequence[np.ndarray], per_pattern: int = PER_PATTERN
 ) -> dict[str, list[Pick]]:
     """Per pattern, up to ``per_pattern`` (video, frame) picks from different videos where it is
-    visible: first where it shows with the fewest other patterns, then in video order."""
+    visible: in each video the frame where it covers most of the view; first the video where it
+    shows with the fewest other patterns, then the most prominent ones."""
     picks: dict[str, list[Pick]] = {}
     for j, name in enumerate(PATTERNS):
         options = []
-        for v, table in enumerate(tables):
+        for v, (table, cover) in enumerate(zip(tables, coverage, strict=True)):
             if table[:, j].any():
-                f = _steadiest(table[:, j])
-                options.append((int(table[f].sum()), v, f))
+                f = int(np.argmax(np.where(table[:, j], cover[:, j], -1.0)))
+                options.append((int(table[f].sum()), -float(cover[f, j]), v, f))
         alone = sorted(options)[:1]
-        rest = [o for o in options if o not in alone]
-        picks[name] = [(v, f) for _, v, f in alone + rest][:per_pattern]
+        rest = sorted((o for o in options if o not in alone), key=lambda o: o[1])
+        picks[name] = [(v, f) for _, _, v, f in alone + rest][:per_pattern]
     return picks
 
 

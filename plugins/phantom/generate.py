@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     videos = plan_videos(args, size, frames)
     tables = [v.truth for v in videos]
     names = [f"phantom_{i:04d}.mp4" for i in range(len(videos))]
-    picks = choose_frames(tables)
+    picks = choose_frames(tables, [v.coverage for v in videos])
     wanted = {pick for pick_list in picks.values() for pick in pick_list}
     kept: dict[tuple[int, int], np.ndarray] = {}
     rows = []

@@ -221,13 +221,17 @@ def _visible_counts(cum: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.maximum(cum[hi] - cum[lo], 0)
 
 
-def truth_table(scene: Scene, geometry: Geometry, motion: FrameMotion | None = None) -> np.ndarray:
-    """(num_frames, 4) bool, columns in ``engine.config.PATTERNS`` order."""
+def coverage_table(
+    scene: Scene, geometry: Geometry, motion: FrameMotion | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame and pattern (``engine.config.PATTERNS`` order): the truth (bool) and how much
+    of the view the pattern covers, unshadowed (float, share of the view width)."""
     motion = frame_motion(scene, geometry) if motion is None else motion
     visible = shadow_profile(scene, geometry) < 0.5
     cum = np.concatenate([[0], np.cumsum(visible)])
     view = geometry.cols
-    table = np.zeros((scene.num_frames, len(PATTERNS)), dtype=bool)
+    truth = np.zeros((scene.num_frames, len(PATTERNS)), dtype=bool)
+    cover = np.zeros((scene.num_frames, len(PATTERNS)), dtype=np.float64)
     x = motion.lung_x
     for inst in scene.instances:
         # A consolidation tapers to nothing at its ends; only its body counts.
@@ -235,13 +239,22 @@ def truth_table(scene: Scene, geometry: Geometry, motion: FrameMotion | None = N
         u0, u1 = inst.u0 + trim, inst.u1 - trim
         need = min(VISIBLE_SHARE_OF_INSTANCE * (u1 - u0), VISIBLE_SHARE_OF_VIEW[inst.kind] * view)
         seen = _visible_counts(cum, u0 - x, u1 - x)
-        table[:, PATTERNS.index(inst.pattern)] |= seen >= max(need, 1.0)
+        j = PATTERNS.index(inst.pattern)
+        truth[:, j] |= seen >= max(need, 1.0)
+        cover[:, j] += seen / view
     profile = a_line_profile(scene)
     cols = np.arange(view)
     idx = np.clip(np.rint(x[:, None] + cols[None, :]).astype(np.int64), 0, scene.world_cols - 1)
-    a_cols = ((profile[idx] > 0) & visible[None, :]).sum(axis=1)
-    table[:, PATTERNS.index("a_lines")] = a_cols >= A_LINE_SHARE_OF_VIEW * view
-    return table
+    a_share = ((profile[idx] > 0) & visible[None, :]).sum(axis=1) / view
+    j = PATTERNS.index("a_lines")
+    truth[:, j] = a_share >= A_LINE_SHARE_OF_VIEW
+    cover[:, j] = a_share
+    return truth, cover
+
+
+def truth_table(scene: Scene, geometry: Geometry, motion: FrameMotion | None = None) -> np.ndarray:
+    """(num_frames, 4) bool, columns in ``engine.config.PATTERNS`` order."""
+    return coverage_table(scene, geometry, motion)[0]
 
 
 def truth_ranges(table: np.ndarray) -> dict[str, list[tuple[int, int]]]:

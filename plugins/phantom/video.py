@@ -12,10 +12,10 @@ from plugins.phantom.render import Renderer
 from plugins.phantom.scene import (
     Anatomy,
     Scene,
+    coverage_table,
     frame_motion,
     sample_scene,
     truth_ranges,
-    truth_table,
 )
 
 DEFAULT_FPS = 30.0
@@ -50,7 +50,8 @@ class PhantomVideo:
             rng, self.geometry, anatomy, num_frames, self.fps, present, sweep
         )
         self.motion = frame_motion(self.scene, self.geometry)
-        self.truth: np.ndarray = truth_table(self.scene, self.geometry, self.motion)
+        # truth: (frames, 4) bool; coverage: share of the view each pattern covers, unshadowed.
+        self.truth, self.coverage = coverage_table(self.scene, self.geometry, self.motion)
         self._renderer: Renderer | None = None
 
     @property
