@@ -22,7 +22,7 @@ from typing import Any
 from engine.checkpoint import file_sha256, load_checkpoint
 from engine.clips import default_cache_dir
 from engine.errors import LuvnetError
-from engine.inference import Scored, channels_last, predict, resolve_device
+from engine.inference import Scored, channels_last, predict, resolve_device, set_threads
 from engine.manifest import Manifest, ManifestRow, read_manifest
 from engine.metrics import compute_metrics, write_metrics
 from engine.predictions import write_predictions
@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cache", type=Path, default=None, help="frame cache folder (default $LUVNET_CACHE)"
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def write_results(
@@ -100,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         raise LuvnetError(f"--batch-size: expected a positive integer, got {args.batch_size}")
     if args.num_workers < 0:
         raise LuvnetError(f"--num-workers: expected 0 or more, got {args.num_workers}")
+    if args.threads is not None and args.threads < 1:
+        raise LuvnetError(f"--threads: expected a positive integer, got {args.threads}")
+    set_threads(args.threads)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint, map_location=device)
     manifest = read_manifest(args.manifest)

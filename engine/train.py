@@ -28,7 +28,7 @@ from engine.config import MODEL_VARIANTS, ModelConfig, PreprocessConfig
 from engine.errors import LuvnetError
 from engine.evaluate import write_results
 from engine.fit import FitSettings, FoldPaths, FoldTrainer, settings_fingerprint
-from engine.inference import channels_last, predict, resolve_device
+from engine.inference import channels_last, predict, resolve_device, set_threads
 from engine.loss import auto_pos_weight, parse_pos_weight
 from engine.manifest import Manifest, read_manifest
 from engine.model import build_model
@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--device", default=None, help="cuda or cpu (default: cuda if any)")
     run_group.add_argument("--num-workers", type=int, default=None, help="DataLoader workers")
     run_group.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; use 1 on a CPU shared with other jobs)",
+    )
+    run_group.add_argument(
         "--max-minutes", type=float, default=None, help="wall-clock budget for all folds"
     )
     run_group.add_argument(
@@ -118,7 +124,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     _positive("--classifier-hidden", args.classifier_hidden)
-    for name in ("patience", "save_every", "num_workers", "seed", "bn_recalibrate"):
+    for name in ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name), zero_ok=True)
     if args.kernel_size < 1 or args.kernel_size % 2 == 0:
         raise LuvnetError(f"--kernel-size: expected an odd positive number, got {args.kernel_size}")
@@ -237,6 +243,7 @@ def dataset_labels(dataset: ClipDataset) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    set_threads(args.threads)
     env = ddp.from_environment()
     device_name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     device = resolve_device(device_name)

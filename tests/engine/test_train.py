@@ -30,7 +30,7 @@ TINY = [
     "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
     "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
     "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
-    "--lr", "1e-3", "--device", "cpu",
+    "--lr", "1e-3", "--device", "cpu", "--threads", "1",
 ]  # fmt: skip
 
 
