@@ -269,39 +269,98 @@ def truth_ranges(table: np.ndarray) -> dict[str, list[tuple[int, int]]]:
 
 
 def _place(
-    rng: np.random.Generator, width: float, lo: float, hi: float, taken: list[tuple[float, float]]
+    rng: np.random.Generator,
+    width: float,
+    lo: float,
+    hi: float,
+    taken: list[tuple[float, float]],
+    required: bool = False,
 ) -> tuple[float, float] | None:
-    """A free interval of ``width`` inside [lo, hi], at least a few columns from the others."""
+    """A free interval of ``width`` inside [lo, hi], a few columns from the others; when
+    ``required``, shrink the width until one fits."""
     gap = 0.04 * (hi - lo)
-    for _ in range(40):
-        if hi - lo <= width:
-            return None
-        u0 = rng.uniform(lo, hi - width)
-        if all(u0 + width + gap <= a or u0 >= b + gap for a, b in taken):
-            taken.append((u0, u0 + width))
-            return u0, u0 + width
+    for _ in range(4 if required else 1):
+        for _ in range(40):
+            if hi - lo <= width:
+                break
+            u0 = float(rng.uniform(lo, hi - width))
+            if all(u0 + width + gap <= a or u0 >= b + gap for a, b in taken):
+                taken.append((u0, u0 + width))
+                return u0, u0 + width
+        width *= 0.6
     return None
 
 
-def _b_lines(rng, cpm, view, lo, hi, taken) -> list[Instance]:
-    strength = float(rng.uniform(0.45, 1.0))
-    if rng.random() < 0.3:  # confluent "white lung"
-        span = _place(rng, rng.uniform(0.25, 0.55) * view, lo, hi, taken)
-        if span is None:
-            return []
-        return [Instance("confluent", *span, strength, seed=int(rng.integers(2**31)))]
-    n = int(rng.integers(1, 6))
-    widths = rng.uniform(2.5, 6.0, size=n) * cpm
-    gaps = rng.uniform(1.0, 3.5, size=n) * widths.max()
-    span = _place(rng, float(widths.sum() + gaps[:-1].sum()), lo, hi, taken)
+@dataclass(frozen=True)
+class _Strip:
+    """What placing needs to know about the scene being drawn."""
+
+    rng: np.random.Generator
+    cpm: float  # columns per mm at the pleura
+    view: int
+    lo: float  # the part of the strip the probe path shows
+    hi: float
+    pleura_mm: float
+    depth_mm: float  # deepest sample
+    taken: list[tuple[float, float]]
+
+
+def _effusions(strip: _Strip, required: bool) -> list[Instance]:
+    rng = strip.rng
+    span = _place(
+        rng, rng.uniform(0.45, 0.9) * strip.view, strip.lo, strip.hi, strip.taken, required
+    )
     if span is None:
         return []
-    out, u = [], span[0]
-    for w, g in zip(widths, gaps, strict=True):
-        s = float(np.clip(strength * rng.uniform(0.8, 1.2), 0.35, 1.0))
-        out.append(Instance("b_line", u, u + w, s, seed=int(rng.integers(2**31))))
-        u += w + g
+    diaphragm = min(strip.pleura_mm + rng.uniform(35.0, 75.0), 0.85 * strip.depth_mm)
+    strength = float(rng.uniform(0.5, 1.0))
+    return [Instance("effusion", *span, strength, diaphragm, int(rng.integers(2**31)))]
+
+
+def _consolidations(strip: _Strip, required: bool) -> list[Instance]:
+    rng, out = strip.rng, []
+    for _ in range(1 + int(rng.random() < 0.25)):
+        width = max(rng.uniform(0.2, 0.5) * strip.view, 10 * strip.cpm)
+        span = _place(rng, width, strip.lo, strip.hi, strip.taken, required and not out)
+        if span is not None:
+            depth = float(rng.uniform(12.0, 40.0))
+            strength = float(rng.uniform(0.5, 1.0))
+            out.append(Instance("consolidation", *span, strength, depth, int(rng.integers(2**31))))
     return out
+
+
+def _b_lines(strip: _Strip, required: bool) -> list[Instance]:
+    """1-2 clusters, each 1-5 separate beams or a confluent band (30 %)."""
+    rng, out = strip.rng, []
+    for _ in range(1 + int(rng.random() < 0.45)):
+        need = required and not out
+        strength = float(rng.uniform(0.45, 1.0))
+        if rng.random() < 0.3:  # confluent "white lung"
+            width = rng.uniform(0.25, 0.55) * strip.view
+            span = _place(rng, width, strip.lo, strip.hi, strip.taken, need)
+            if span is not None:
+                out.append(Instance("confluent", *span, strength, seed=int(rng.integers(2**31))))
+            continue
+        n = int(rng.integers(1, 6))
+        widths = rng.uniform(2.5, 6.0, size=n) * strip.cpm
+        gaps = rng.uniform(1.0, 3.5, size=n) * widths.max()
+        span = _place(
+            rng, float(widths.sum() + gaps[:-1].sum()), strip.lo, strip.hi, strip.taken, need
+        )
+        if span is None:
+            continue
+        # A cluster squeezed by ``_place`` keeps its beams and narrows the gaps between them.
+        squeeze = min(1.0, (span[1] - span[0]) / float(widths.sum() + gaps[:-1].sum()))
+        u = span[0]
+        for w, g in zip(widths.tolist(), gaps.tolist(), strict=True):
+            w *= max(squeeze, 0.6)
+            s = float(np.clip(strength * rng.uniform(0.8, 1.2), 0.35, 1.0))
+            out.append(Instance("b_line", u, u + w, s, seed=int(rng.integers(2**31))))
+            u += w + g * squeeze
+    return out
+
+
+_PLACERS = {"pleural_effusion": _effusions, "consolidation": _consolidations, "b_lines": _b_lines}
 
 
 def sample_scene(
@@ -313,8 +372,9 @@ def sample_scene(
     present: Mapping[str, bool] | None = None,
     sweep: bool = True,
 ) -> Scene:
-    """Random scene for one video. ``present`` forces a pattern onto (or off) the strip;
-    ``sweep=False`` holds the probe still (breathing and jitter remain)."""
+    """Random scene for one video. ``present`` forces a pattern onto (or off) the part of the
+    strip the probe passes over; ``sweep=False`` holds the probe still (breathing and jitter
+    remain)."""
     if num_frames < 1:
         raise ValueError(f"num_frames: expected >= 1, got {num_frames}")
     unknown = set(present or {}) - set(PATTERNS)
@@ -349,26 +409,12 @@ def sample_scene(
 
     want = {p: rng.random() < SCENE_PREVALENCE[p] for p in PATTERNS}
     want.update(present or {})
-    taken: list[tuple[float, float]] = []
+    strip = _Strip(rng, cpm, view, lo, hi, pleura_mm, geometry.depth_mm, taken=[])
+    forced = {p for p, on in (present or {}).items() if on}
     instances: list[Instance] = []
-    if want["pleural_effusion"]:
-        span = _place(rng, rng.uniform(0.45, 0.9) * view, lo, hi, taken)
-        if span is not None:
-            diaphragm = min(pleura_mm + rng.uniform(35.0, 75.0), 0.85 * geometry.depth_mm)
-            strength = float(rng.uniform(0.5, 1.0))
-            seed = int(rng.integers(2**31))
-            instances.append(Instance("effusion", *span, strength, diaphragm, seed))
-    if want["consolidation"]:
-        for _ in range(1 + int(rng.random() < 0.25)):
-            span = _place(rng, max(rng.uniform(0.2, 0.5) * view, 10 * cpm), lo, hi, taken)
-            if span is not None:
-                depth = float(rng.uniform(12.0, 40.0))
-                strength = float(rng.uniform(0.5, 1.0))
-                seed = int(rng.integers(2**31))
-                instances.append(Instance("consolidation", *span, strength, depth, seed))
-    if want["b_lines"]:
-        for _ in range(1 + int(rng.random() < 0.45)):
-            instances.extend(_b_lines(rng, cpm, view, lo, hi, taken))
+    for name in sorted(_PLACERS, key=lambda p: p not in forced):  # forced ones first
+        if want[name]:
+            instances.extend(_PLACERS[name](strip, name in forced))
 
     a_lines: list[tuple[float, float, float]] = []
     if want["a_lines"]:

@@ -26,7 +26,8 @@ class PhantomVideo:
 
     ``seed`` (an int or a sequence of ints, as ``numpy.random.default_rng`` takes) draws the
     scene; ``anatomy`` shares a synthetic patient between videos (drawn from ``seed`` when
-    None). ``present`` forces patterns onto or off the scene's strip and ``sweep=False`` holds
+    None). ``present`` forces patterns onto or off the part of the strip the probe passes over
+    (a forced pattern can still hide behind a rib: check ``truth``) and ``sweep=False`` holds
     the probe still; both exist for tests and demos. Truth is known before any pixel is drawn.
     """
 
