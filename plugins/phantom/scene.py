@@ -350,13 +350,14 @@ def _b_lines(strip: _Strip, required: bool) -> list[Instance]:
         if span is None:
             continue
         # A cluster squeezed by ``_place`` keeps its beams and narrows the gaps between them.
-        squeeze = min(1.0, (span[1] - span[0]) / float(widths.sum() + gaps[:-1].sum()))
+        total = float(widths.sum() + gaps[:-1].sum())
+        squeeze = (span[1] - span[0]) / total if span[1] - span[0] < 0.999 * total else 1.0
         u = span[0]
         for w, g in zip(widths.tolist(), gaps.tolist(), strict=True):
-            w *= max(squeeze, 0.6)
+            w = w * max(squeeze, 0.6) if squeeze < 1.0 else w
             s = float(np.clip(strength * rng.uniform(0.8, 1.2), 0.35, 1.0))
             out.append(Instance("b_line", u, u + w, s, seed=int(rng.integers(2**31))))
-            u += w + g * squeeze
+            u += w + (g * squeeze if squeeze < 1.0 else g)
     return out
 
 
