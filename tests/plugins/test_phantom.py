@@ -187,6 +187,38 @@ def test_consolidation_is_tissue_like_under_the_pleura():
     assert checked >= 2, f"expected at least 2 visible consolidations to check, found {checked}"
 
 
+def _widest_unshadowed(video: PhantomVideo) -> slice:
+    free = np.concatenate([[False], shadow_profile(video.scene, video.geometry) < 0.05, [False]])
+    edges = np.flatnonzero(np.diff(free.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    return slice(int(starts[k]), int(ends[k]))
+
+
+def test_lung_slides_under_a_still_chest_wall_with_breathing():
+    for seed in range(3):
+        video = PhantomVideo(seed, SIZE, num_frames=90, present=ONLY, sweep=False)
+        g, m = video.geometry, video.motion
+        slide = m.lung_x - m.wall_x
+        t = int(np.argmax(np.abs(slide - slide[0])))
+        assert abs(slide[t] - slide[0]) > 3, f"seed {seed}: breathing barely moves the lung"
+        cols = _widest_unshadowed(video)
+        pleura = video.scene.pleura_mm * g.rows_per_mm
+        wall = slice(int(pleura * 0.35), int(pleura - 2.5 * g.rows_per_mm))
+        lung = slice(int(pleura + 3 * g.rows_per_mm), int(pleura + 25 * g.rows_per_mm))
+        first, later = video.polar(0).astype(np.float32), video.polar(t).astype(np.float32)
+        # Content moves opposite to the strip offset (the view reads further along the strip).
+        moved_wall = cv2.phaseCorrelate(first[wall, cols], later[wall, cols])[0][0]
+        moved_lung = cv2.phaseCorrelate(first[lung, cols], later[lung, cols])[0][0]
+        want_wall, want_lung = m.wall_x[0] - m.wall_x[t], m.lung_x[0] - m.lung_x[t]
+        assert abs(moved_wall - want_wall) < 1.5, (
+            f"seed {seed}: wall {moved_wall:.1f} vs {want_wall:.1f}"
+        )
+        assert abs(moved_lung - want_lung) < 1.5, (
+            f"seed {seed}: lung {moved_lung:.1f} vs {want_lung:.1f}"
+        )
+
+
 def test_every_pattern_is_both_present_and_absent_across_a_set():
     geometry = Geometry.for_size(*SIZE)
     tables = []
