@@ -33,27 +33,31 @@ from engine.errors import LuvnetError
 from engine.metrics import read_metrics
 
 PHANTOM: dict[str, str] = {
-    "--videos": "120",
-    "--seconds": "1.8",  # 54 frames = exactly two 30-frame clips (step 24): no padding
+    "--videos": "240",
+    "--seconds": "1.8",  # 54 frames: 7 clips of 8, the last one 6 frames
     "--size": "240x320",
-    "--videos-per-patient": "2",
+    "--videos-per-patient": "1",  # one video per synthetic patient: most anatomies per video
     "--seed": "1",
 }
 TRAIN: dict[str, str] = {
     "--backbone": "mobilenet_v3_small",
     "--model": "luvnet",
-    "--image-size": "80",
+    "--image-size": "64",
+    "--clip-length": "8",  # 8 clips x 8 frames per step: 8 videos per BatchNorm batch
+    "--clip-step": "8",
     "--fusion-hidden": "256",
     "--classifier-hidden": "128",
-    "--lr": "1e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
-    "--batch-size": "2",
-    "--epochs": "150",
-    "--patience": "50",
+    "--lr": "2e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
+    "--batch-size": "8",
+    "--bn-recalibrate": "16",
+    "--epochs": "100",
+    "--patience": "100",
     "--folds": "5",
     "--fold": "0",
-    "--test-fraction": "0.3",
+    "--test-fraction": "0.25",
     "--seed": "0",
     "--device": "cpu",
+    "--threads": "1",
 }
 
 
