@@ -22,7 +22,7 @@ from engine.attention_curves import VideoCurves, stitch
 from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.clips import clip_spans, take_clip
 from engine.errors import LuvnetError
-from engine.inference import resolve_device, score_clips
+from engine.inference import resolve_device, score_clips, set_threads
 from engine.manifest import LabelSpec, read_manifest
 from engine.preprocess import preprocess_frames
 from engine.report import DISPLAY_NAMES
@@ -147,8 +147,14 @@ def draw_panel(
     def py(v: float) -> int:
         return int(round(y1 - (y1 - y0) * v))
 
-    probs = ", ".join(f"{p:.2f}" for p in curves.probs[:, pattern])
-    title = f"{DISPLAY_NAMES.get(name, name)}   p(clip) = {probs}   threshold {threshold:.2f}"
+    clip_probs = curves.probs[:, pattern]
+    if len(clip_probs) <= 4:
+        shown = "p(clip) = " + ", ".join(f"{p:.2f}" for p in clip_probs)
+    else:
+        shown = (
+            f"p(clip) {clip_probs.min():.2f}-{clip_probs.max():.2f} over {len(clip_probs)} clips"
+        )
+    title = f"{DISPLAY_NAMES.get(name, name)}   {shown}   threshold {threshold:.2f}"
     _text(canvas, title, (x0, top + 22), 0.55, colour=colour, thick=2)
     if truth is not None and truth.frames is not None:
         marked = truth.frames[offset : offset + n]
@@ -158,7 +164,8 @@ def draw_panel(
         note = "ground truth: present (shaded)" if marked.any() else "ground truth: absent"
     else:
         note = "ground truth: unknown" if truth is not None else "ground truth: not given"
-    _text(canvas, note, (x1 - 240, top + 22), 0.45)
+    (note_w, _), _ = cv2.getTextSize(note, FONT, 0.42, 1)
+    _text(canvas, note, (x1 - note_w, y1 + 34), 0.42)
     for v in (0.0, 0.5, 1.0):
         cv2.line(canvas, (x0, py(v)), (x1, py(v)), GRID, 1)
         _text(canvas, f"{v:.1f}", (x0 - 30, py(v) + 5), 0.4)
@@ -248,9 +255,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--clip", type=int, default=None, help="only this clip (default: all)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if any)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise LuvnetError(f"--threads: expected a positive integer, got {args.threads}")
+    set_threads(args.threads)
     if args.out.suffix.lower() != ".png":
         raise LuvnetError(f"--out {args.out}: expected a .png file name")
     ckpt = load_checkpoint(args.checkpoint, map_location=resolve_device(args.device))
