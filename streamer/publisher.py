@@ -59,6 +59,7 @@ from streamer.security import apply_server_curve, load_server_keys, start_authen
 log = logging.getLogger(__name__)
 
 DEFAULT_SNDHWM = 100  # about 3 s of scores at 30 fps per subscriber, then drop
+MAX_INBOUND_BYTES = 4096  # the largest message a subscriber may send us (see __init__)
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -129,6 +130,11 @@ class ScorePublisher:
             self._socket.linger = 0  # close() must not wait for unsent messages
             self._socket.sndhwm = sndhwm
             self._socket.xpub_verbose = 1  # report every subscriber, not only new topics
+            # Subscribers send only subscriptions (1 byte + a topic prefix) and handshake
+            # commands (CURVE INITIATE: some 300 bytes). libzmq keeps one trie node per byte
+            # of a subscription, so one 200 MiB subscription from any local process took the
+            # stream past 20 GiB; a peer sending more than this is disconnected instead.
+            self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
             if keys is not None:
                 self._auth = start_authenticator(self._context, keys)
                 apply_server_curve(self._socket, keys)
