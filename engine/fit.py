@@ -76,6 +76,8 @@ class FitSettings:
     pos_weight: tuple[float, ...] | None = None
     tensorboard: bool = True
     bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
+    lr_decay: float = 1.0  # multiply the lr by this ...
+    lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
 
 
 @dataclass(frozen=True)
@@ -337,9 +339,19 @@ class FoldTrainer:
             p.bad_epochs = int(bad)
             p.best_epoch = None if best_epoch < 0 else int(best_epoch)
             p.best_val_loss = None if best_loss < 0 else best_loss
+            self.decay_lr()
             p.epoch += 1
         p.step = 0
         p.epoch_loss_sum, p.epoch_loss_count = 0.0, 0
+
+    def decay_lr(self) -> None:
+        """Reduce-on-plateau, decided from the early-stopping counter alone, so it needs no state
+        of its own (the current lr travels in the optimizer state) and every rank agrees."""
+        s, bad = self.s, self.progress.bad_epochs
+        if s.lr_patience > 0 and bad > 0 and bad % s.lr_patience == 0:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= s.lr_decay
+            self.log(f"lr -> {self.optimizer.param_groups[0]['lr']:.3g} ({bad} epochs w/o gain)")
 
     def validate_and_record(self, *, partial: bool, tb: TensorBoardLog) -> None:
         p, names = self.progress, self.config.pattern_names

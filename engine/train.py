@@ -92,6 +92,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-every", type=int, default=200, help="optimizer steps between state saves"
     )
     opt.add_argument(
+        "--lr-decay",
+        type=float,
+        default=1.0,
+        help="multiply the lr by this after --lr-patience epochs without a better val loss",
+    )
+    opt.add_argument(
+        "--lr-patience",
+        type=int,
+        default=0,
+        help="epochs without a better validation loss before --lr-decay (0 = constant lr)",
+    )
+    opt.add_argument(
         "--bn-recalibrate",
         type=int,
         default=0,
@@ -124,12 +136,15 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name))
     _positive("--classifier-hidden", args.classifier_hidden)
-    for name in ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads"):
+    zero_ok = ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads")
+    for name in (*zero_ok, "lr_patience"):
         _positive(f"--{name.replace('_', '-')}", getattr(args, name), zero_ok=True)
     if args.kernel_size < 1 or args.kernel_size % 2 == 0:
         raise LuvnetError(f"--kernel-size: expected an odd positive number, got {args.kernel_size}")
     if not 0.0 <= args.test_fraction < 1.0:
         raise LuvnetError(f"--test-fraction: expected a number in [0, 1), got {args.test_fraction}")
+    if not 0.0 < args.lr_decay <= 1.0:
+        raise LuvnetError(f"--lr-decay: expected a factor in (0, 1], got {args.lr_decay}")
     if not 0.0 <= args.dropout < 1.0:
         raise LuvnetError(f"--dropout: expected a number in [0, 1), got {args.dropout}")
     if args.fold is not None and args.fold < 0:
@@ -294,6 +309,8 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             num_workers=num_workers,
             pos_weight=pos_weights(pos_spec, train_set),
             bn_recalibrate=args.bn_recalibrate,
+            lr_decay=args.lr_decay,
+            lr_patience=args.lr_patience,
         )
         extra = {
             "manifest_sha256": manifest_sha,

@@ -281,3 +281,19 @@ def test_batchnorm_recalibration_replaces_stale_statistics():
     per_batch = torch.stack([model[0](b["x"]).var(0) for b in batches]).mean(0).detach()
     torch.testing.assert_close(norm.running_var, per_batch)
     assert norm.momentum == 0.1, "the layer's momentum is restored"
+
+
+def test_lr_decays_after_each_epoch_without_a_better_validation_loss(data, tmp_path: Path):
+    manifest, cache = data
+    out = tmp_path / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    # An lr this high makes the validation loss worsen, so the decay has to act.
+    argv += [*TINY, "--epochs", "5", "--lr", "0.05", "--lr-decay", "0.5", "--lr-patience", "1"]
+    assert main(argv) == 0
+    with (out / "fold_0" / "history.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[0]["lr"]) == pytest.approx(0.05)
+    assert any(r["best"] == "0" for r in rows[:-1]), "no epoch without gain: decay untested"
+    for previous, row in zip(rows, rows[1:], strict=False):
+        factor = 1.0 if previous["best"] == "1" else 0.5
+        assert float(row["lr"]) == pytest.approx(float(previous["lr"]) * factor), rows
