@@ -18,6 +18,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -250,3 +252,38 @@ def test_msgpack_bombs_are_refused_in_one_line(body: bytes):
     with pytest.raises(ProtocolError, match="^body: not valid msgpack") as err:
         decode([b"luvnet.scores", body])
     assert "\n" not in str(err.value)
+
+
+def anon_rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("RssAnon:"))
+    return int(line.split()[1]) / 1024
+
+
+# A peer speaking raw XSUB, which may send any subscription it likes. In its own process:
+# libzmq tears down its own 4 MiB-deep subscription trie recursively and crashes doing so.
+HOSTILE_SUBSCRIBER = """
+import os, sys, time, zmq
+sock = zmq.Context().socket(zmq.XSUB)
+sock.connect(sys.argv[1])
+sock.send(b"\\x01luvnet." + b"x" * (4 << 20))
+time.sleep(1.0)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_one_huge_subscription_is_refused_not_stored(feed: ScorePublisher):
+    """libzmq stores a trie node per byte of a subscription: one 4 MiB subscription cost the
+    publisher about 200 MiB (a 200 MiB one, over 20 GiB) before inbound messages were capped."""
+    with ScoreSubscriber(feed.endpoint) as sub:
+        wait_until(lambda: sub.recv(100) is not None, 30, "the legitimate subscriber hears")
+        before = anon_rss_mib()
+        hostile = subprocess.run(
+            [sys.executable, "-c", HOSTILE_SUBSCRIBER, feed.endpoint], timeout=60, check=True
+        )
+        heard = [m for m in (sub.recv(200) for _ in range(100)) if m is not None]
+        grown = anon_rss_mib() - before
+    assert hostile.returncode == 0
+    assert grown < 64, f"the publisher's process grew by {grown:.0f} MiB"
+    assert len(heard) == 100 and sub.gap_count == 0
