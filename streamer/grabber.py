@@ -99,7 +99,7 @@ class FrameGrabber:
             if self.policy == "block":
                 while self._slot is not None and not self._stop.is_set():
                     self._cond.wait(0.1)
-            elif self._slot is not None:
+            if self._slot is not None:  # latest wins; "block" too once stopping
                 self.dropped += 1
             self._slot = frame
             self._cond.notify_all()
