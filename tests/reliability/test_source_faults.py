@@ -223,3 +223,20 @@ def test_a_source_that_cannot_be_retried_ends_the_stream_with_state_error(tiny_c
     last = statuses_of(messages)[-1]
     assert last.state == "error" and "device busy" in last.last_error
     assert source.opens == 1, "a source that says it cannot be retried is not retried"
+
+
+@pytest.mark.parametrize("policy", ["latest", "block"])
+def test_every_captured_frame_is_taken_dropped_or_left_in_the_slot(policy):
+    """The accounting bench.soak checks at the end of a run: nothing captured goes uncounted,
+    also when the stream stops while the grabber holds a frame it could not hand over."""
+    source = ScriptedSource(10**9)
+    grabber = FrameGrabber(source, policy=policy).start()
+    taken = sum(grabber.get(timeout_s=5) is not None for _ in range(20))
+    wait_until(lambda: grabber.captured >= taken + 1, 10, "a frame waiting in the slot")
+    time.sleep(0.1)  # "block": the grabber now waits in _put with the next frame in hand
+    grabber.stop()
+    left = 1 if grabber.get(timeout_s=0) is not None else 0
+    assert taken == 20 and left == 1
+    assert grabber.captured == taken + grabber.dropped + left, (
+        f"captured {grabber.captured}, taken {taken}, dropped {grabber.dropped}, left {left}"
+    )
