@@ -48,6 +48,8 @@ TRAIN: dict[str, str] = {
     "--fusion-hidden": "256",
     "--classifier-hidden": "128",
     "--lr": "2e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
+    "--lr-decay": "0.5",
+    "--lr-patience": "2",
     "--batch-size": "8",
     "--bn-recalibrate": "16",
     "--epochs": "100",
@@ -86,7 +88,7 @@ def build_demo(
     work: Path,
     out: Path,
     *,
-    max_minutes: float | None = 15.0,
+    max_minutes: float | None = 60.0,
     half: bool = True,
     cache: Path | None = None,
 ) -> Path:
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work", type=Path, required=True, help="phantom set and run folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--max-minutes", type=float, default=15.0, help="training budget")
+    parser.add_argument("--max-minutes", type=float, default=60.0, help="training budget")
     parser.add_argument("--float32", action="store_true", help="keep float32 weights")
     parser.add_argument("--cache", type=Path, default=None, help="frame cache folder")
     args = parser.parse_args(argv)

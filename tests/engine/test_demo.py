@@ -1,0 +1,63 @@
+"""Demo-model export: float16 weights at about half the size, loading back to the same scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
+from engine.demo import PHANTOM, TRAIN, export
+from engine.train import add_arguments
+from streamer.cli import main
+from tests.engine.tiny_data import make_dataset
+
+TINY = [
+    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
+    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
+    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
+    "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--epochs", "1",
+]  # fmt: skip
+
+
+def test_half_precision_export_halves_the_file_and_keeps_the_scores(tmp_path: Path):
+    manifest = make_dataset(tmp_path / "videos", seed=7)
+    run = tmp_path / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(run), "--cache"]
+    assert main([*argv, str(tmp_path / "cache"), *TINY]) == 0
+    fold = run / "fold_0"
+    half = export(fold, tmp_path / "half", half=True, recipe={"test": True})
+    full = load_checkpoint(fold / "best")
+    size_half = (half / WEIGHTS_FILE).stat().st_size
+    size_full = (fold / "best" / WEIGHTS_FILE).stat().st_size
+    assert size_half < 0.55 * size_full, (size_half, size_full)
+    with safe_open(str(half / WEIGHTS_FILE), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+    assert "F16" in dtypes and "F32" not in dtypes, dtypes
+    loaded = load_checkpoint(half)
+    assert loaded.config == full.config, "thresholds and preprocessing travel unchanged"
+    document = json.loads((half / CONFIG_FILE).read_text())
+    assert document["provenance"]["weights_dtype"] == "float16"
+    assert "test_auc" in document["metrics"]
+    clip = torch.randn(2, 8, 3, 32, 32)
+    with torch.no_grad():
+        a, _ = full.model(clip)
+        b, _ = loaded.model(clip)
+    torch.testing.assert_close(torch.sigmoid(a), torch.sigmoid(b), atol=2e-2, rtol=0)
+
+
+def test_recipe_flags_are_accepted_by_the_commands():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = [x for pair in TRAIN.items() for x in pair]
+    args = parser.parse_args(["--manifest", "m.csv", "--out", "o", *flags])
+    assert args.backbone == "mobilenet_v3_small" and args.lr == float(TRAIN["--lr"])
+    from plugins.phantom.generate import add_arguments as phantom_arguments
+
+    parser = argparse.ArgumentParser()
+    phantom_arguments(parser)
+    assert parser.parse_args(["--out", "x", *[x for p in PHANTOM.items() for x in p]]).videos
