@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.backends import create_backend
@@ -14,6 +15,7 @@ from engine.errors import LuvnetError
 from plugins.sources.base import FrameSource, SourceOptions
 from streamer.grabber import FrameGrabber
 from streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
+from streamer.protocol import MAX_WINDOW, ProtocolError, ScoreMessage
 from streamer.sources import open_source
 from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
 
@@ -62,6 +64,32 @@ def load_stream_checkpoint(path: Path | None) -> Checkpoint:
     return load_checkpoint(path)
 
 
+def check_publishable(checkpoint: Checkpoint) -> None:
+    """Refuse at start a checkpoint whose scores the wire schema cannot carry (a window over
+    MAX_WINDOW, pattern names or thresholds it rejects): each frame would be skipped, forever."""
+    config = checkpoint.config
+    names = config.pattern_names
+    try:
+        ScoreMessage(  # window is checked before attention, so this never allocates much
+            frame=0,
+            capture_ns=0,
+            fill=1,
+            window=config.clip_length,
+            patterns=names,
+            scores=dict.fromkeys(names, 0.0),
+            thresholds=dict(zip(names, config.thresholds, strict=True)),
+            attention=np.zeros((len(names), min(config.clip_length, MAX_WINDOW)), np.float16),
+            latency_ms={},
+            model_id=checkpoint.model_id,
+            backend="eager",
+            device="cpu",
+        )
+    except ProtocolError as err:
+        raise LuvnetError(
+            f"checkpoint {checkpoint.path}: its scores cannot be published ({err})"
+        ) from None
+
+
 def compose_stream(
     settings: StreamSettings,
     publish: Publish,
@@ -71,6 +99,7 @@ def compose_stream(
     """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app)."""
     device = resolve_device(settings.device)
     checkpoint = load_stream_checkpoint(settings.checkpoint)
+    check_publishable(checkpoint)
     if settings.precision == "fp16" and device.type != "cuda":
         raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
     model = checkpoint.model.to(device).eval()
