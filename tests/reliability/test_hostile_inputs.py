@@ -252,6 +252,26 @@ def test_a_checkpoint_config_with_impossible_sizes_is_a_one_line_error(
         compose_stream(StreamSettings(checkpoint=bad, source="phantom"), lambda _: None)
 
 
+@pytest.mark.parametrize(
+    ("model", "named"),
+    [
+        ({"clip_length": 2000}, "window: expected 1..1024"),
+        ({"clip_length": 10**9}, "window: expected 1..1024"),  # refused before allocating
+        ({"pattern_names": ["A-lines", "b", "c", "d"]}, "patterns[0]"),
+        ({"thresholds": [1.5, 0.5, 0.5, 0.5]}, "thresholds.a_lines"),
+    ],
+    ids=["window-2000", "window-1e9", "pattern-name", "threshold"],
+)
+def test_a_checkpoint_whose_scores_cannot_be_published_is_refused_at_start(
+    tiny_checkpoint, tmp_path, model, named
+):
+    """It used to stream with every single frame skipped (ProtocolError per message)."""
+    bad = _with_config(tiny_checkpoint, tmp_path, **model)
+    with pytest.raises(LuvnetError, match="its scores cannot be published") as err:
+        compose_stream(StreamSettings(checkpoint=bad, source="phantom"), lambda _: None)
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_manifest_cell_over_the_csv_field_limit_is_a_one_line_error(tmp_path):
     _avi(tmp_path / "a.avi", 2)
     manifest = tmp_path / "m.csv"
