@@ -339,10 +339,11 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             manifest_root=root,
             label=f"fold {index}",
         )
-        _note(
-            f"fold {index}: {len(train_set)} training clips ({len(fold.train)} patients), "
-            f"{len(val_set)} validation clips ({len(fold.val)} patients) on {device}"
-        )
+        if env.is_main:
+            _note(
+                f"fold {index}: {len(train_set)} training clips ({len(fold.train)} patients), "
+                f"{len(val_set)} validation clips ({len(fold.val)} patients) on {device}"
+            )
         trainer.fit()
         if env.is_main and test_set is not None:
             evaluate_best(paths, test_set, root, args, device, num_workers)

@@ -297,3 +297,25 @@ def test_lr_decays_after_each_epoch_without_a_better_validation_loss(data, tmp_p
     for previous, row in zip(rows, rows[1:], strict=False):
         factor = 1.0 if previous["best"] == "1" else 0.5
         assert float(row["lr"]) == pytest.approx(float(previous["lr"]) * factor), rows
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
+    """The DistributedDataParallel path with the Gloo backend (no GPU needed)."""
+    manifest, cache = data
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    base = [*launcher, "--nproc-per-node", "2", "-m", "streamer.cli", "train"]
+    base += ["--manifest", str(manifest), "--out", str(out), "--cache", str(cache), *TINY]
+    for epochs in ("1", "2"):
+        done = subprocess.run(
+            [*base, "--epochs", epochs], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from" in done.stderr and "epoch 2, batch 0" in done.stderr
+    state = load_state(out / "fold_0" / "last")
+    assert state is not None and [r["epoch"] for r in state.progress.history] == [1, 2]
+    assert (out / "fold_0" / "metrics_test.json").is_file()
+    # One line per fold from rank 0 only, not one per process.
+    assert done.stderr.count("training clips") == 1
