@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from engine.errors import LuvnetError
@@ -42,6 +43,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     return parser, sub
 
 
+def _import_interruptibly(module_name: str) -> tuple[object, int | None]:
+    """Import a subcommand's module (torch takes seconds); also the signal that came meanwhile.
+
+    A KeyboardInterrupt raised inside a third-party import can be swallowed by a bare
+    ``except`` there, and the command would then start as if never interrupted. So during the
+    import the signals only set a flag, checked once the import is done.
+    """
+    requested: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: requested.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return module, (requested[0] if requested else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     # FFmpeg and OpenCV print their own multi-line warnings on broken files; our errors are
     # one line. Must be set before cv2 is first imported.
@@ -58,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, usage = COMMANDS[name]
     try:
-        # Inside the try: importing torch takes seconds, and Ctrl-C then must not print a
-        # traceback either.
-        module = importlib.import_module(module_name)
+        module, interrupted = _import_interruptibly(module_name)
+        if interrupted is not None:
+            # Ctrl-C: the shell's 130; SIGTERM: a requested stop, like the stream's own 0.
+            return 130 if interrupted == signal.SIGINT else 0
         sub_parser = argparse.ArgumentParser(prog=f"luvnet {name}", description=usage)
         module.add_arguments(sub_parser)
         args = sub_parser.parse_args(rest)

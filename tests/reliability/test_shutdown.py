@@ -3,8 +3,10 @@ waiting for a subscriber. Each ends the process promptly and cleanly: no traceba
 left running, the documented exit status.
 
 Exit status (docs/reliability.md): 0 once `luvnet stream` has installed its handlers (from
-model load on); during the first seconds of imports SIGTERM keeps its default action (the
-process ends by the signal, status -15/143: nothing is bound or open yet) and Ctrl-C gives 130.
+model load on); during the imports of the first seconds both signals only set a flag that is
+checked once the import is done (Ctrl-C then gives 130, SIGTERM 0), so a KeyboardInterrupt
+cannot be swallowed by a third-party import; before luvnet's own code runs, SIGTERM keeps its
+default action (status -15).
 The stream loop itself is covered by tests/streamer/test_stream.py::test_sigterm_stops_promptly.
 """
 
