@@ -132,8 +132,8 @@ class ScorePublisher:
             self._socket.xpub_verbose = 1  # report every subscriber, not only new topics
             # Subscribers send only subscriptions (1 byte + a topic prefix) and handshake
             # commands (CURVE INITIATE: some 300 bytes). libzmq keeps one trie node per byte
-            # of a subscription, so one 200 MiB subscription from any local process took the
-            # stream past 20 GiB; a peer sending more than this is disconnected instead.
+            # of a subscription (about 50 bytes per byte): three 200 MiB subscriptions from any
+            # local process took the stream to 23 GiB; a peer sending more is disconnected.
             self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
             if keys is not None:
                 self._auth = start_authenticator(self._context, keys)
