@@ -275,7 +275,7 @@ os._exit(0)
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
 def test_one_huge_subscription_is_refused_not_stored(feed: ScorePublisher):
     """libzmq stores a trie node per byte of a subscription: one 4 MiB subscription cost the
-    publisher about 200 MiB (a 200 MiB one, over 20 GiB) before inbound messages were capped."""
+    publisher about 200 MiB (three of 200 MiB: 23 GiB) before inbound messages were capped."""
     with ScoreSubscriber(feed.endpoint) as sub:
         wait_until(lambda: sub.recv(100) is not None, 30, "the legitimate subscriber hears")
         before = anon_rss_mib()
