@@ -27,6 +27,7 @@ from engine.model import build_model
 from plugins.sources.base import SourceEnded, SourceOptions
 from streamer.compose import StreamSettings, resolve_device
 from streamer.sources import open_source
+from streamer.stream_cli import parse_size
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,13 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, dest="json_out", help="write every figure here")
     parser.add_argument("--plot", type=Path, help="latency CDFs per mode (PNG)")
-
-
-def _size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    if not (h.isdigit() and w.isdigit()):
-        raise LuvnetError(f"--size: expected HxW such as 924x1232, got {text!r}")
-    return int(h), int(w)
 
 
 def _read_frames(uri: str, count: int, size: tuple[int, int]) -> list:
@@ -99,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = torch.float16 if args.precision == "fp16" else torch.float32
     if dtype == torch.float16 and device.type != "cuda":
         raise LuvnetError("--precision fp16 needs a CUDA device")
-    size = _size(args.size)
+    size = parse_size(args.size)
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint_dir = _checkpoint_path(args, Path(scratch))
         checkpoint = load_checkpoint(checkpoint_dir)

@@ -51,6 +51,7 @@ from streamer.client import ScoreSubscriber
 from streamer.compose import StreamSettings, compose_stream, resolve_device
 from streamer.protocol import ScoreMessage, StatusMessage
 from streamer.publisher import ScorePublisher
+from streamer.stream_cli import parse_size
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -145,15 +146,6 @@ def _checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
     return save_checkpoint(build_model(config).eval(), scratch / f"soak-{args.backbone}")
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    h, _, w = text.lower().partition("x")
-    if not (h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
-        raise LuvnetError(f"--size: expected HxW such as 462x616, got {text!r}")
-    return int(h), int(w)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, required=True, help="how long to stream")
     parser.add_argument("--source", default="phantom", help="phantom[:SEED] | file:PATH | ...")
@@ -215,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory() as scratch, ScorePublisher("tcp://127.0.0.1:*") as pub:
         checkpoint = _checkpoint(args, Path(scratch))
-        options = {"size": _size(args.size), "fps": args.fps}
+        options = {"size": parse_size(args.size), "fps": args.fps}
         settings = StreamSettings(
             source=args.source,
             checkpoint=checkpoint,

@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_publisher_arguments(parser)
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``--size HxW`` (shared by the stream, bench and soak commands); None stays None."""
     if text is None:
         return None
     h, sep, w = text.lower().partition("x")
@@ -89,7 +90,7 @@ def _size(text: str | None) -> tuple[int, int] | None:
 
 
 def settings_from_args(args: argparse.Namespace) -> StreamSettings:
-    options = {"size": _size(args.size), "fps": args.fps, "fourcc": args.fourcc}
+    options = {"size": parse_size(args.size), "fps": args.fps, "fourcc": args.fourcc}
     return StreamSettings(
         source=args.source,
         checkpoint=args.checkpoint,
