@@ -76,6 +76,7 @@ class FitSettings:
     pos_weight: tuple[float, ...] | None = None
     tensorboard: bool = True
     bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
+    augment: bool = True  # flip/rotation on training clips (spec §3)
     lr_decay: float = 1.0  # multiply the lr by this ...
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
 
@@ -160,7 +161,8 @@ class FoldTrainer:
             if settings.pos_weight is None
             else torch.tensor(settings.pos_weight, dtype=torch.float32, device=device)
         )
-        self.train_set = AugmentedClips(train, ClipAugment(), settings.seed)
+        augment = ClipAugment() if settings.augment else None
+        self.train_set = AugmentedClips(train, augment, settings.seed)
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
         self.progress = Progress()
         self.pin = device.type == "cuda"

@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-every", type=int, default=200, help="optimizer steps between state saves"
     )
     opt.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="no flip/rotation of training clips (default: on, as in the paper)",
+    )
+    opt.add_argument(
         "--lr-decay",
         type=float,
         default=1.0,
@@ -309,6 +315,7 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             num_workers=num_workers,
             pos_weight=pos_weights(pos_spec, train_set),
             bn_recalibrate=args.bn_recalibrate,
+            augment=args.augment,
             lr_decay=args.lr_decay,
             lr_patience=args.lr_patience,
         )

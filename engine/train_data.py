@@ -40,9 +40,10 @@ def clip_dataset(
 
 
 class AugmentedClips(Dataset):
-    """``base[i]`` with a clip-consistent flip/rotation seeded by (seed, epoch, i)."""
+    """``base[i]`` with a clip-consistent flip/rotation seeded by (seed, epoch, i); no change
+    when ``augment`` is None."""
 
-    def __init__(self, base: ClipDataset, augment: ClipAugment, seed: int) -> None:
+    def __init__(self, base: ClipDataset, augment: ClipAugment | None, seed: int) -> None:
         self.base = base
         self.augment = augment
         self.seed = seed
@@ -53,6 +54,8 @@ class AugmentedClips(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.base[index]
+        if self.augment is None:  # --no-augment
+            return item
         generator = torch.Generator().manual_seed(
             (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
         )
