@@ -1,0 +1,66 @@
+"""``luvnet bench`` through its real entry point: every mode runs and every figure is written.
+
+Speed is never asserted here; only that the figures exist and are consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.streamer.conftest import write_video
+
+
+def test_bench_writes_every_mode(tmp_path):
+    video = write_video(tmp_path / "scan.mp4", frames=40)
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "bench",
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            "64",
+            "--source",
+            f"file:{video}",
+            "--frames",
+            "4",
+            "--warmup",
+            "1",
+            "--naive-frames",
+            "2",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["modes"]["cached_eager"]["total"]["n"] == 4
+    assert report["modes"]["naive_eager"]["total"]["n"] == 2
+    for name in ("head_incremental", "head_window", "temporal_incremental", "temporal_window"):
+        assert report["heads"][name]["n"] == 4, name
+    stats = report["modes"]["cached_eager"]["total"]
+    assert stats["p50"] <= stats["p99"] <= stats["max"]
+    assert all(value > 0 for value in report["ratios"].values())
+    assert report["machine"]["cpu_count"] >= 1 and plot.stat().st_size > 0
+
+
+def test_bench_bad_size_is_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "bench", "--size", "12x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("luvnet bench: error: --size")
