@@ -16,8 +16,10 @@ from collections import defaultdict, deque
 import numpy as np
 import torch
 
+from engine.backends import Backend
 from engine.incremental import IncrementalHead
 from engine.model import LUVNet
+from plugins.sources.base import FrameSource
 from streamer.compose import StreamSettings, compose_stream
 from streamer.protocol import ScoreMessage, StatusMessage
 from streamer.publisher import ScorePublisher
@@ -138,7 +140,27 @@ def run_heads(
     return dict(samples)
 
 
-def run_paced(settings: StreamSettings, seconds: float) -> dict[str, object]:
+def run_backend_head(backend: Backend, steps: int, warmup: int) -> list[float]:
+    """The backend's own head (compiled where it compiles) over a full [1, L, D] window."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, backend.info.window, backend.info.embed_dim)
+    window = torch.randn(shape, generator=gen).to(backend.device, backend.dtype)
+    samples = []
+    for i in range(steps + warmup):
+        t0 = _now(backend.device)
+        backend.head(window)
+        t1 = _now(backend.device)
+        if i >= warmup:
+            samples.append((t1 - t0) / 1e6)
+    return samples
+
+
+def run_paced(
+    settings: StreamSettings,
+    seconds: float,
+    backend: Backend | None = None,
+    source: FrameSource | None = None,
+) -> dict[str, object]:
     """The live pipeline at the source's own pace for ``seconds``; e2e = grab -> published."""
     e2e: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)
@@ -154,7 +176,7 @@ def run_paced(settings: StreamSettings, seconds: float) -> dict[str, object]:
             else:
                 statuses.append(msg)
 
-        pipeline = compose_stream(settings, publish)
+        pipeline = compose_stream(settings, publish, source=source, backend=backend)
         stop = threading.Event()
         timer = threading.Timer(seconds, stop.set)
         timer.start()

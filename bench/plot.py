@@ -16,13 +16,20 @@ COLOURS = [
     (140, 86, 75),
     (227, 119, 194),
     (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (0, 0, 128),
+    (128, 0, 0),
+    (0, 100, 0),
+    (255, 0, 255),
 ]
+LEGEND_WIDTH = 300  # names sit beside the plot, never over the curves
 
 
 def plot_cdfs(series: dict[str, list[float]], path: Path, title: str) -> None:
     """One curve per mode on a log-latency axis; writes a PNG."""
     width, height, margin = 900, 520, 70
-    canvas = np.full((height, width, 3), 255, np.uint8)
+    canvas = np.full((height, width + LEGEND_WIDTH, 3), 255, np.uint8)
     series = {k: np.sort(np.asarray(v)) for k, v in series.items() if len(v)}
     if not series:
         raise ValueError("plot: no latency samples")
@@ -65,7 +72,14 @@ def plot_cdfs(series: dict[str, list[float]], path: Path, title: str) -> None:
         points = np.stack([x_of(values), y_of(probs)], axis=1).reshape(-1, 1, 2)
         cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
         cv2.putText(
-            canvas, name, (margin + 10, margin + 20 + 18 * i), font, 0.5, colour, 1, cv2.LINE_AA
+            canvas,
+            name,
+            (width - margin + 15, margin + 10 + 18 * i),
+            font,
+            0.45,
+            colour,
+            1,
+            cv2.LINE_AA,
         )
     cv2.putText(canvas, title, (margin, margin - 20), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from bench.modes import run_cached, run_heads, run_naive, run_paced
+from bench.modes import run_backend_head, run_cached, run_heads, run_naive, run_paced
 from bench.plot import plot_cdfs
+from bench.replay import ReplaySource
 from bench.stats import machine_info, peak_memory, summarize
 from engine.backends import create_backend
 from engine.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +28,7 @@ from engine.model import build_model
 from plugins.sources.base import SourceEnded, SourceOptions
 from streamer.compose import StreamSettings, resolve_device
 from streamer.sources import open_source
+from streamer.stages import HEAD_MODES
 from streamer.stream_cli import parse_size
 
 
@@ -45,6 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backends", default="eager", help="comma list: eager,inductor,...")
     parser.add_argument("--paced", default="", help="comma list of fps for paced runs, e.g. 30,60")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--paced-backends",
+        default=None,
+        help="comma list of loaded backends to run paced (default: all of --backends)",
+    )
+    parser.add_argument(
+        "--paced-source",
+        default="replay",
+        choices=("replay", "live"),
+        help="replay: --source's frames decoded beforehand and replayed from memory at the "
+        "pace, as a capture card delivers them (default); live: the source itself, paced",
+    )
+    parser.add_argument(
+        "--paced-head",
+        default="incremental",
+        choices=HEAD_MODES,
+        help="head stage of the paced pipeline: incremental state, or the backend's compiled "
+        "head rerun over the window",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, dest="json_out", help="write every figure here")
     parser.add_argument("--plot", type=Path, help="latency CDFs per mode (PNG)")
@@ -76,6 +97,10 @@ def _checkpoint_path(args: argparse.Namespace, scratch: Path) -> Path:
     )
     torch.manual_seed(0)
     return save_checkpoint(build_model(config).eval(), scratch / f"bench-{args.backbone}")
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _ratio(slow: dict, fast: dict) -> float | None:
@@ -116,7 +141,11 @@ def run(args: argparse.Namespace) -> int:
             "ratios": {},
         }
         modes: dict[str, dict[str, list[float]]] = {}
-        names = [b.strip() for b in args.backends.split(",") if b.strip()]
+        names = _names(args.backends)
+        paced_names = _names(args.paced_backends) if args.paced_backends is not None else names
+        for name in paced_names:
+            if name not in names:
+                raise LuvnetError(f"--paced-backends: {name!r} is not among --backends {names}")
         # Backends copy the fp32 model; the head state then runs in the backend's dtype.
         loaded = [create_backend(n, model, device=device, precision=args.precision) for n in names]
         model = model.to(dtype)
@@ -143,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         )
         _log("heads: incremental vs window rerun")
         heads = run_heads(model, device, dtype, args.frames, args.warmup)
+        for backend in loaded:
+            heads[f"head_window_{backend.name}"] = run_backend_head(
+                backend, args.frames, args.warmup
+            )
         report["modes"] = {m: {s: summarize(v) for s, v in st.items()} for m, st in modes.items()}
         report["heads"] = {name: summarize(v) for name, v in heads.items()}
         cached = report["modes"].get("cached_eager", {}).get("total", {})
@@ -157,26 +190,38 @@ def run(args: argparse.Namespace) -> int:
             ),
         }
         paced = {}
-        for fps_text in [f for f in args.paced.split(",") if f.strip()]:
-            fps = float(fps_text)
-            _log(f"paced at {fps:g} fps for {args.paced_seconds:g} s")
-            settings = StreamSettings(
-                source=args.source,
-                checkpoint=checkpoint_dir,
-                device=str(device),
-                precision=args.precision,
-                realtime=True,
-                source_options={"fps": fps, "size": size},
-            )
-            result = run_paced(settings, args.paced_seconds)
-            e2e = result.pop("e2e")[args.warmup :]
-            stages = result.pop("stages")
-            paced[f"{fps:g}fps"] = {
-                **result,
-                "e2e": summarize(e2e),
-                "stages": {k: summarize(v[args.warmup :]) for k, v in stages.items()},
-            }
-            modes[f"paced_{fps:g}fps_e2e"] = {"total": e2e}
+        by_name = dict(zip(names, loaded, strict=True))  # as asked: "auto" too
+        for name in paced_names:
+            for fps in [float(f) for f in _names(args.paced)]:
+                label = f"{name}_{args.paced_head}_{fps:g}fps"
+                _log(f"paced {label} for {args.paced_seconds:g} s")
+                settings = StreamSettings(
+                    source=args.source,
+                    checkpoint=checkpoint_dir,
+                    device=str(device),
+                    precision=args.precision,
+                    head_mode=args.paced_head,
+                    realtime=True,
+                    source_options={"fps": fps, "size": size},
+                )
+                source = (
+                    ReplaySource(frames, fps, name=args.source)
+                    if args.paced_source == "replay"
+                    else None
+                )
+                result = run_paced(settings, args.paced_seconds, by_name[name], source)
+                e2e = result.pop("e2e")[args.warmup :]
+                stages = result.pop("stages")
+                paced[label] = {
+                    **result,
+                    "backend": name,
+                    "head": args.paced_head,
+                    "fps": fps,
+                    "source": args.paced_source,
+                    "e2e": summarize(e2e),
+                    "stages": {k: summarize(v[args.warmup :]) for k, v in stages.items()},
+                }
+                modes[f"paced_{label}_e2e"] = {"total": e2e}
         report["paced"] = paced
         report["memory"] = peak_memory(device)
         report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends import create_backend
+from engine.backends import Backend, create_backend
 from engine.checkpoint import Checkpoint, load_checkpoint
 from engine.errors import LuvnetError
 from plugins.sources.base import FrameSource, SourceOptions
@@ -95,22 +95,29 @@ def compose_stream(
     publish: Publish,
     sinks: list[Sink] | None = None,
     source: FrameSource | None = None,
+    backend: Backend | None = None,
 ) -> StreamPipeline:
-    """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app)."""
+    """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app);
+    ``backend`` reuses one already loaded for this checkpoint (no second compile)."""
     device = resolve_device(settings.device)
     checkpoint = load_stream_checkpoint(settings.checkpoint)
     check_publishable(checkpoint)
     if settings.precision == "fp16" and device.type != "cuda":
         raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
     model = checkpoint.model.to(device).eval()
-    backend = create_backend(
-        settings.backend,
-        model,
-        device=device,
-        precision=settings.precision,
-        image_size=checkpoint.config.preprocess.image_size,
-        window=checkpoint.config.clip_length,
-    )
+    if backend is None:
+        backend = create_backend(
+            settings.backend,
+            model,
+            device=device,
+            precision=settings.precision,
+            image_size=checkpoint.config.preprocess.image_size,
+            window=checkpoint.config.clip_length,
+        )
+    elif backend.device.type != device.type:
+        raise LuvnetError(
+            f"backend {backend.name} runs on {backend.device}, the stream on {device}"
+        )
     # The head stage's own state (ring, incremental taps) lives in the backend's dtype.
     dtype = backend.dtype
     model = model.to(dtype)

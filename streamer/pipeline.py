@@ -4,7 +4,7 @@ One loop on the main thread takes the newest frame from the grabber and runs
 preprocess -> embed -> head -> postprocess -> publish, timing each stage. A frame that fails
 in any stage is reported (status ``last_error``, a log line) and skipped: the stream never
 dies on one bad frame. A status message goes out every second, also while the source is
-reconnecting, so late subscribers learn the state.
+reconnecting, so late subscribers learn the state; a change of source state goes out at once.
 """
 
 from __future__ import annotations
@@ -147,9 +147,13 @@ class StreamPipeline:
         """Process until the source ends or ``stop`` is set; returns the number published."""
         self.grabber.start()
         next_status = time.monotonic()
+        last_state = None
         try:
             while not stop.is_set():
-                if time.monotonic() >= next_status:
+                # Every second, and at once when the source changes state (reconnected,
+                # lost): a subscriber should not learn of a reconnect a second late.
+                if time.monotonic() >= next_status or self.grabber.state != last_state:
+                    last_state = self.grabber.state
                     self.publish(self.status())
                     next_status = time.monotonic() + STATUS_INTERVAL_S
                 frame = self.grabber.get(timeout_s=0.05)

@@ -15,7 +15,6 @@ URI spec (what follows ``phantom:``): empty (seed 0), ``SEED``, or either follow
 from __future__ import annotations
 
 import re
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +23,7 @@ from plugins.phantom.geometry import NATIVE_SIZE, Geometry
 from plugins.phantom.scene import Anatomy
 from plugins.phantom.video import DEFAULT_FPS, PhantomVideo
 from plugins.sources.base import SourceEnded, SourceError, SourceFrame, SourceOptions
+from plugins.sources.pacing import Pacer
 
 SCENE_SECONDS = (4.0, 9.0)
 MAX_FPS = 240.0
@@ -72,7 +72,7 @@ class PhantomSource:
         self._scene_index = -1
         self._video: PhantomVideo | None = None
         self._in_scene = 0
-        self._next_due: float | None = None
+        self._pacer = Pacer(self._fps)
 
     def _drop_upcoming(self) -> None:
         if self._upcoming is not None:
@@ -105,7 +105,7 @@ class PhantomSource:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phantom-scene")
         self._opened = True
-        self._next_due = None
+        self._pacer.reset()
 
     def read(self) -> SourceFrame:
         if not self._opened:
@@ -124,19 +124,8 @@ class PhantomSource:
         self._in_scene += 1
         self.frames_read += 1
         if self.realtime:
-            self._pace()
+            self._pacer.wait()
         return SourceFrame(image=image, truth=truth, meta=meta)
-
-    def _pace(self) -> None:
-        """Hold each frame until its due time; when late by more than a frame, start the
-        schedule afresh instead of bursting to catch up."""
-        period = 1.0 / self._fps
-        now = time.monotonic()
-        if self._next_due is None or now - self._next_due > period:
-            self._next_due = now
-        else:
-            time.sleep(max(0.0, self._next_due - now))
-        self._next_due += period
 
     def close(self) -> None:
         """Stop the worker; the position in the stream is kept for a later ``open``."""

@@ -38,6 +38,10 @@ def test_bench_writes_every_mode(tmp_path):
             str(out),
             "--plot",
             str(plot),
+            "--paced",
+            "30",
+            "--paced-seconds",
+            "1.5",
         ],
         capture_output=True,
         text=True,
@@ -53,6 +57,11 @@ def test_bench_writes_every_mode(tmp_path):
     assert stats["p50"] <= stats["p99"] <= stats["max"]
     assert all(value > 0 for value in report["ratios"].values())
     assert report["machine"]["cpu_count"] >= 1 and plot.stat().st_size > 0
+    # Paced through the real pipeline (ZeroMQ publisher included), frames replayed from memory.
+    paced = report["paced"]["eager_incremental_30fps"]
+    assert paced["source"] == "replay" and paced["backend"] == "eager"
+    assert paced["published"] >= 1 and paced["captured"] >= paced["published"]
+    assert paced["stages"]["embed"]["n"] >= 1
 
 
 def test_bench_bad_size_is_one_line():
@@ -64,3 +73,36 @@ def test_bench_bad_size_is_one_line():
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("luvnet bench: error: --size")
+
+
+def test_bench_paced_backend_not_loaded_is_one_line():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "bench",
+            "--backbone",
+            "resnet18",
+            "--image-size",
+            "64",
+            "--frames",
+            "2",
+            "--warmup",
+            "0",
+            "--naive-frames",
+            "1",
+            "--size",
+            "120x160",
+            "--paced",
+            "30",
+            "--paced-backends",
+            "inductor",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "--paced-backends" in last and "'inductor'" in last and "Traceback" not in result.stderr
