@@ -165,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backend", default="eager")
-    parser.add_argument("--head", default="incremental", dest="head_mode")
+    parser.add_argument("--head", default="auto", dest="head_mode")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
     parser.add_argument(

@@ -50,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--backend", default="eager", choices=BACKENDS)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    parser.add_argument("--head", default="incremental", choices=HEAD_MODES, dest="head_mode")
+    parser.add_argument(
+        "--head",
+        default="auto",
+        choices=("auto", *HEAD_MODES),
+        dest="head_mode",
+        help="auto: the compiled head over the window on CUDA, the incremental state elsewhere",
+    )
     parser.add_argument(
         "--as-fast-as-possible",
         action="store_true",
