@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
-from engine.demo import PHANTOM, TRAIN, export
+from engine.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
 from engine.train import add_arguments
 from streamer.cli import main
 from tests.engine.tiny_data import make_dataset
@@ -37,7 +37,9 @@ def test_half_precision_export_halves_the_file_and_keeps_the_scores(tmp_path: Pa
         dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
     assert "F16" in dtypes and "F32" not in dtypes, dtypes
     loaded = load_checkpoint(half)
-    assert loaded.config == full.config, "thresholds and preprocessing travel unchanged"
+    # Thresholds and preprocessing travel unchanged; the window becomes the stream's.
+    assert loaded.config == full.config.replace(clip_length=STREAM_WINDOW, clip_step=24)
+    assert loaded.config.clip_length == 30 != full.config.clip_length
     document = json.loads((half / CONFIG_FILE).read_text())
     assert document["provenance"]["weights_dtype"] == "float16"
     assert "test_auc" in document["metrics"]
