@@ -11,41 +11,26 @@ import sys
 
 from tests.streamer.conftest import write_video
 
+SMALL = ["--backbone", "resnet18", "--image-size", "64"]
+
+
+def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
 
 def test_bench_writes_every_mode(tmp_path):
     video = write_video(tmp_path / "scan.mp4", frames=40)
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "bench",
-            "--backbone",
-            "resnet18",
-            "--image-size",
-            "64",
-            "--source",
-            f"file:{video}",
-            "--frames",
-            "4",
-            "--warmup",
-            "1",
-            "--naive-frames",
-            "2",
-            "--json",
-            str(out),
-            "--plot",
-            str(plot),
-            "--paced",
-            "30",
-            "--paced-seconds",
-            "1.5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_bench(
+        *SMALL,
+        *("--source", f"file:{video}", "--frames", "4", "--warmup", "1", "--naive-frames", "2"),
+        *("--json", str(out), "--plot", str(plot), "--paced", "30", "--paced-seconds", "1.5"),
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -53,6 +38,7 @@ def test_bench_writes_every_mode(tmp_path):
     assert report["modes"]["naive_eager"]["total"]["n"] == 2
     for name in ("head_incremental", "head_window", "temporal_incremental", "temporal_window"):
         assert report["heads"][name]["n"] == 4, name
+    assert report["heads"]["head_window_eager"]["n"] == 4
     stats = report["modes"]["cached_eager"]["total"]
     assert stats["p50"] <= stats["p99"] <= stats["max"]
     assert all(value > 0 for value in report["ratios"].values())
@@ -65,44 +51,13 @@ def test_bench_writes_every_mode(tmp_path):
 
 
 def test_bench_bad_size_is_one_line():
-    result = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "bench", "--size", "12x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_bench("--size", "12x", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("luvnet bench: error: --size")
 
 
 def test_bench_paced_backend_not_loaded_is_one_line():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "bench",
-            "--backbone",
-            "resnet18",
-            "--image-size",
-            "64",
-            "--frames",
-            "2",
-            "--warmup",
-            "0",
-            "--naive-frames",
-            "1",
-            "--size",
-            "120x160",
-            "--paced",
-            "30",
-            "--paced-backends",
-            "inductor",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_bench(*SMALL, "--size", "120x160", "--paced", "30", "--paced-backends", "inductor")
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "--paced-backends" in last and "'inductor'" in last and "Traceback" not in result.stderr
