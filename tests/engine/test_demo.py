@@ -12,14 +12,9 @@ from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from engine.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
 from engine.train import add_arguments
 from streamer.cli import main
-from tests.engine.tiny_data import make_dataset
+from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
-TINY = [
-    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
-    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
-    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
-    "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--epochs", "1",
-]  # fmt: skip
+TINY = [*TINY_TRAIN_ARGS, "--epochs", "1"]
 
 
 def test_half_precision_export_halves_the_file_and_keeps_the_scores(tmp_path: Path):

@@ -19,15 +19,10 @@ from engine.metrics import read_metrics
 from engine.model import build_luvnet
 from engine.predictions import read_predictions
 from streamer.cli import main
-from tests.engine.tiny_data import make_dataset
+from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
-    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
-    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
-    "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--epochs", "1",
-]  # fmt: skip
+TINY = [*TINY_TRAIN_ARGS, "--epochs", "1"]
 
 
 @pytest.fixture(scope="module")

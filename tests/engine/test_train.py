@@ -22,16 +22,9 @@ from engine.metrics import read_metrics, youden_thresholds
 from engine.predictions import read_predictions
 from engine.train_state import join_optimizer_state, load_state, save_state, split_optimizer_state
 from streamer.cli import main
-from tests.engine.tiny_data import make_dataset
+from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-# A few seconds per run on the 2-core CPU: tiny trunk input, short clips, small head.
-TINY = [
-    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
-    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
-    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
-    "--lr", "1e-3", "--device", "cpu", "--threads", "1",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def trained(data: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
     manifest, cache = data
     out = tmp_path_factory.mktemp("run") / "run"
     argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
-    assert main([*argv, *TINY, "--epochs", "2", "--bn-recalibrate", "2"]) == 0
+    assert main([*argv, *TINY_TRAIN_ARGS, "--epochs", "2", "--bn-recalibrate", "2"]) == 0
     return out
 
 
@@ -112,7 +105,7 @@ def test_budget_stops_cleanly_and_keeps_a_best_checkpoint(data, tmp_path: Path):
     manifest, cache = data
     out = tmp_path / "run"
     argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
-    assert main([*argv, *TINY, "--epochs", "50", "--max-minutes", "0.0001"]) == 0
+    assert main([*argv, *TINY_TRAIN_ARGS, "--epochs", "50", "--max-minutes", "0.0001"]) == 0
     state = load_state(out / "fold_0" / "last")
     assert state is not None and state.progress.stop_reason == "budget"
     assert state.progress.history[-1]["partial"] is True
@@ -144,7 +137,7 @@ def _wait_for_mid_epoch(proc: subprocess.Popen, state_json: Path, timeout: float
 def test_sigkill_mid_epoch_then_same_command_continues(data, tmp_path: Path):
     manifest, cache = data
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY]
+    base = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
     command = [*base, "--epochs", "2", "--batch-size", "1", "--save-every", "1"]
     killed = tmp_path / "killed"
     state_json = killed / "fold_0" / "last" / "state.json"
@@ -209,7 +202,7 @@ def test_bad_arguments_give_one_line_and_exit_2(
     data, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
 ):
     manifest, cache = data
-    argv = ["train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY]
+    argv = ["train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY_TRAIN_ARGS]
     argv += ["--cache", str(cache), "--epochs", "1", flag, value]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -288,7 +281,17 @@ def test_lr_decays_after_each_epoch_without_a_better_validation_loss(data, tmp_p
     out = tmp_path / "run"
     argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
     # An lr this high makes the validation loss worsen, so the decay has to act.
-    argv += [*TINY, "--epochs", "5", "--lr", "0.05", "--lr-decay", "0.5", "--lr-patience", "1"]
+    argv += [
+        *TINY_TRAIN_ARGS,
+        "--epochs",
+        "5",
+        "--lr",
+        "0.05",
+        "--lr-decay",
+        "0.5",
+        "--lr-patience",
+        "1",
+    ]
     assert main(argv) == 0
     with (out / "fold_0" / "history.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -307,7 +310,15 @@ def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     base = [*launcher, "--nproc-per-node", "2", "-m", "streamer.cli", "train"]
-    base += ["--manifest", str(manifest), "--out", str(out), "--cache", str(cache), *TINY]
+    base += [
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        *TINY_TRAIN_ARGS,
+    ]
     for epochs in ("1", "2"):
         done = subprocess.run(
             [*base, "--epochs", epochs], cwd=REPO, env=env, capture_output=True, text=True

@@ -14,6 +14,14 @@ import cv2
 import numpy as np
 
 PATTERN_COLUMNS = ("a_lines", "b_lines", "consolidation", "pleural_effusion")
+# `luvnet train` flags for a run of a few seconds on the 2-core CPU: tiny trunk input, short
+# clips, small head (training, evaluation and demo-export tests add their own epochs).
+TINY_TRAIN_ARGS = [
+    "--backbone", "mobilenet_v3_small", "--image-size", "32", "--clip-length", "8",
+    "--clip-step", "6", "--kernel-size", "3", "--fusion-hidden", "32",
+    "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
+    "--lr", "1e-3", "--device", "cpu", "--threads", "1",
+]  # fmt: skip
 
 
 def draw_frame(rng: np.random.Generator, labels: tuple[int, ...], size: int) -> np.ndarray:
