@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from engine.config import ModelConfig
 from engine.errors import LuvnetError
 from engine.metrics import read_metrics
 
@@ -63,7 +64,9 @@ TRAIN: dict[str, str] = {
     "--device": "cpu",
     "--threads": "2",  # on an idle 2-core machine; use 1 on a loaded one (docs/results.md)
 }
-STREAM_WINDOW = 30  # trained on 8-frame clips, streamed over the spec's 30-frame window
+# Trained on 8-frame clips, streamed over the spec's window (the config's defaults: 30, step 24).
+STREAM_WINDOW = ModelConfig.clip_length
+STREAM_STEP = ModelConfig.clip_step
 
 
 def _flags(options: dict[str, str]) -> list[str]:
@@ -125,7 +128,7 @@ def export(fold_dir: Path, out: Path, *, half: bool, recipe: dict[str, Any]) -> 
         "weights_dtype": "float16" if half else "float32",
     }
     model = half_precision_copy(ckpt.model) if half else ckpt.model
-    config = ckpt.config.replace(clip_length=STREAM_WINDOW, clip_step=STREAM_WINDOW * 4 // 5)
+    config = ckpt.config.replace(clip_length=STREAM_WINDOW, clip_step=STREAM_STEP)
     save_checkpoint(model, out, config=config, provenance=provenance, metrics=metrics)
     return out
 
