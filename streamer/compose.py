@@ -100,6 +100,24 @@ def check_publishable(checkpoint: Checkpoint) -> None:
         ) from None
 
 
+def check_backend_fits(backend: Backend, checkpoint: Checkpoint, device: torch.device) -> None:
+    """A backend passed in must run this checkpoint's shapes on the stream's device; refuse
+    at start rather than skip every frame on a shape error."""
+    info, config = backend.info, checkpoint.config
+    built = (backend.device.type, info.image_size, info.window, info.embed_dim)
+    needed = (
+        device.type,
+        config.preprocess.image_size,
+        config.clip_length,
+        checkpoint.model.embed_dim,
+    )
+    if built != needed:
+        raise LuvnetError(
+            f"backend {backend.name}: built for (device, image size, window, embedding) "
+            f"{built}, this stream needs {needed}"
+        )
+
+
 def compose_stream(
     settings: StreamSettings,
     publish: Publish,
@@ -124,10 +142,8 @@ def compose_stream(
             image_size=checkpoint.config.preprocess.image_size,
             window=checkpoint.config.clip_length,
         )
-    elif backend.device.type != device.type:
-        raise LuvnetError(
-            f"backend {backend.name} runs on {backend.device}, the stream on {device}"
-        )
+    else:
+        check_backend_fits(backend, checkpoint, device)
     # The head stage's own state (ring, incremental taps) lives in the backend's dtype.
     dtype = backend.dtype
     model = model.to(dtype)

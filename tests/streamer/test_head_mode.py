@@ -1,4 +1,4 @@
-"""``--head auto``: which head stage the stream runs for a given backend and device."""
+"""``--head auto`` and a backend passed in to ``compose_stream``: what the stream runs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from engine.backends import create_backend
+from engine.checkpoint import load_checkpoint
+from engine.errors import LuvnetError
 from engine.model import build_luvnet
-from streamer.compose import resolve_head_mode
+from streamer.compose import StreamSettings, compose_stream, resolve_head_mode
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -35,3 +37,23 @@ def test_auto_on_cuda_is_eager_incremental_and_compiled_window():
     assert resolve_head_mode("auto", eager) == "incremental"
     compiled = create_backend("inductor", model, device="cuda", image_size=32, window=8)
     assert resolve_head_mode("auto", compiled) == "window"
+
+
+def test_a_backend_passed_in_is_used_without_a_second_build(tiny_checkpoint):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    backend = create_backend("eager", checkpoint.model, image_size=64, window=30)
+    settings = StreamSettings(source="phantom", checkpoint=tiny_checkpoint, device="cpu")
+    pipeline = compose_stream(settings, lambda message: None, backend=backend)
+    assert pipeline.embed.encode == backend.encode
+
+
+def test_a_backend_built_for_other_shapes_is_refused_in_one_line(tiny_checkpoint):
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    backend = create_backend("eager", checkpoint.model, image_size=32, window=30)
+    settings = StreamSettings(source="phantom", checkpoint=tiny_checkpoint, device="cpu")
+    with pytest.raises(LuvnetError) as err:
+        compose_stream(settings, lambda message: None, backend=backend)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "built for" in message and "(cpu, 32, 30" in message.replace("'", "")
+    assert "(cpu, 64, 30" in message.replace("'", "")
