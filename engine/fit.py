@@ -79,6 +79,10 @@ class FitSettings:
     augment: bool = True  # flip/rotation on training clips (spec §3)
     lr_decay: float = 1.0  # multiply the lr by this ...
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
+    lr_schedule: str = "plateau"  # or "linear": decay to 0 over the run (see FoldTrainer.set_lr)
+
+
+LR_SCHEDULES = ("plateau", "linear")
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,7 @@ class FoldTrainer:
             p.epoch_loss_count += 1
             bar.update(loss=loss)
             if last_micro:
+                self.set_lr(n_batches)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -345,6 +350,29 @@ class FoldTrainer:
             p.epoch += 1
         p.step = 0
         p.epoch_loss_sum, p.epoch_loss_count = 0.0, 0
+
+    def run_fraction(self, n_batches: int) -> float:
+        """How much of the run is spent, 0..1: the larger of the optimizer steps over
+        --epochs and the wall clock over the time budget, whichever limit comes first."""
+        s, p = self.s, self.progress
+        steps_per_epoch = math.ceil(n_batches / s.accumulate)
+        fraction = p.global_step / max(1, s.epochs * steps_per_epoch)
+        if s.budget_s is not None:
+            # Rank 0's clock, so that every DDP replica takes the same step size.
+            (elapsed,) = ddp.broadcast_floats(self.env, [self.elapsed()], self.device)
+            fraction = max(fraction, elapsed / s.budget_s)
+        return min(1.0, fraction)
+
+    def set_lr(self, n_batches: int) -> None:
+        """The linear schedule sets the lr before every optimizer step: lr x (1 - fraction of
+        the run spent). Under a fixed budget a decay tied to the budget ends at a settled
+        model instead of wherever a plateau schedule happened to be (Li et al., ICLR 2020,
+        "Budgeted training"); the plateau schedule changes the lr at epoch ends only."""
+        if self.s.lr_schedule != "linear":
+            return
+        lr = self.s.lr * (1.0 - self.run_fraction(n_batches))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def decay_lr(self) -> None:
         """Reduce-on-plateau, decided from the early-stopping counter alone, so it needs no state
@@ -477,6 +505,6 @@ def settings_fingerprint(
     arch = config.to_dict()
     arch.pop("thresholds")
     chosen = asdict(settings)
-    keep = ("lr", "batch_size", "accumulate", "amp", "seed", "pos_weight")
+    keep = ("lr", "batch_size", "accumulate", "amp", "seed", "pos_weight", "lr_schedule")
     document = {"config": arch, **{k: chosen[k] for k in keep}, **extra}
     return json.loads(json.dumps(document))  # tuples -> lists, as they come back from JSON

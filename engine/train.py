@@ -27,7 +27,13 @@ from engine.clips import ClipDataset, clip_labels, default_cache_dir
 from engine.config import MODEL_VARIANTS, ModelConfig, PreprocessConfig
 from engine.errors import LuvnetError
 from engine.evaluate import write_results
-from engine.fit import FitSettings, FoldPaths, FoldTrainer, settings_fingerprint
+from engine.fit import (
+    LR_SCHEDULES,
+    FitSettings,
+    FoldPaths,
+    FoldTrainer,
+    settings_fingerprint,
+)
 from engine.inference import channels_last, predict, resolve_device, set_threads
 from engine.loss import auto_pos_weight, parse_pos_weight
 from engine.manifest import Manifest, read_manifest
@@ -110,6 +116,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="epochs without a better validation loss before --lr-decay (0 = constant lr)",
     )
     opt.add_argument(
+        "--lr-schedule",
+        default="plateau",
+        help="plateau (default: --lr-decay after --lr-patience bad epochs; constant when "
+        "--lr-patience is 0, the paper's) or linear (decay to 0 over --max-minutes or "
+        "--epochs, whichever ends first: for fixed-budget training from scratch)",
+    )
+    opt.add_argument(
         "--bn-recalibrate",
         type=int,
         default=0,
@@ -149,6 +162,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise LuvnetError(f"--kernel-size: expected an odd positive number, got {args.kernel_size}")
     if not 0.0 <= args.test_fraction < 1.0:
         raise LuvnetError(f"--test-fraction: expected a number in [0, 1), got {args.test_fraction}")
+    if args.lr_schedule not in LR_SCHEDULES:
+        raise LuvnetError(
+            f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {args.lr_schedule!r}"
+        )
+    if args.lr_schedule != "plateau" and args.lr_patience > 0:
+        raise LuvnetError(
+            f"--lr-patience: applies to --lr-schedule plateau only, not {args.lr_schedule}"
+        )
     if not 0.0 < args.lr_decay <= 1.0:
         raise LuvnetError(f"--lr-decay: expected a factor in (0, 1], got {args.lr_decay}")
     if not 0.0 <= args.dropout < 1.0:
@@ -318,6 +339,7 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             augment=args.augment,
             lr_decay=args.lr_decay,
             lr_patience=args.lr_patience,
+            lr_schedule=args.lr_schedule,
         )
         extra = {
             "manifest_sha256": manifest_sha,

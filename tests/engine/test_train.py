@@ -196,6 +196,7 @@ def test_sigkill_mid_epoch_then_same_command_continues(data, tmp_path: Path):
         ("--crop-box", "1,2", "--crop-box: expected x,y,w,h (4 integers), got '1,2'"),
         ("--num-heads", "7", "does not divide embed_dim 576"),
         ("--test-fraction", "1.5", "--test-fraction: expected a number in [0, 1), got 1.5"),
+        ("--lr-schedule", "cosine", "--lr-schedule: expected one of plateau, linear, got 'cosine'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
@@ -300,6 +301,33 @@ def test_lr_decays_after_each_epoch_without_a_better_validation_loss(data, tmp_p
     for previous, row in zip(rows, rows[1:], strict=False):
         factor = 1.0 if previous["best"] == "1" else 0.5
         assert float(row["lr"]) == pytest.approx(float(previous["lr"]) * factor), rows
+
+
+def test_linear_schedule_decays_the_lr_to_zero_over_the_epochs(data, tmp_path: Path):
+    manifest, cache = data
+    out = tmp_path / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    argv += [*TINY_TRAIN_ARGS, "--epochs", "2", "--lr-schedule", "linear"]
+    assert main(argv) == 0
+    with (out / "fold_0" / "history.csv").open() as fh:
+        lrs = [float(r["lr"]) for r in csv.DictReader(fh)]
+    base = 1e-3  # TINY_TRAIN_ARGS
+    # Step k of 2n sets base * (1 - k / 2n); history logs the last step's lr of each epoch,
+    # so epoch 2 ends at k = 2n - 1 with base / 2n, and epoch 1 at k = n - 1.
+    steps_per_epoch = base / (2 * lrs[1])
+    n = round(steps_per_epoch)
+    assert steps_per_epoch == pytest.approx(n, rel=1e-4) and n >= 1, lrs  # CSV: 6 digits
+    assert lrs[0] == pytest.approx(base * (n + 1) / (2 * n), rel=1e-4), lrs
+
+
+def test_linear_schedule_refuses_plateau_patience(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    manifest, cache = data
+    argv = ["train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY_TRAIN_ARGS]
+    argv += ["--cache", str(cache), "--lr-schedule", "linear", "--lr-patience", "2"]
+    assert main(argv) == 2
+    assert "--lr-patience: applies to --lr-schedule plateau only" in capsys.readouterr().err
 
 
 @pytest.mark.slow
