@@ -47,7 +47,7 @@ from engine.video import read_video
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when decoding or preprocessing changes what a cache file holds
+CACHE_VERSION = 2  # bump when decoding or preprocessing changes what a cache file holds
 _EDGE_BYTES = 1 << 20
 
 # --------------------------------------------------------------------------- clip geometry

@@ -4,9 +4,11 @@ Spec ``../shared/docs/luvnet-spec.md`` §3: crop to the imaging sector (drop sca
 text), resize keeping the aspect ratio onto a black S x S canvas, grey replicated to 3
 channels, ImageNet mean/std. It is split in two on purpose:
 
-* the geometric part works on one-channel ``uint8`` numpy images (:func:`to_gray_u8`,
-  :func:`find_sector_box`, :func:`letterbox_u8`, :class:`FramePreprocessor`); its output is
-  what the clip cache stores and what the streamer uploads to the GPU;
+* the geometric part: grey ``uint8`` frames (:func:`to_gray_u8`), the sector box found on the
+  CPU from the first frames (:func:`find_sector_box`), then the letterbox of
+  :mod:`engine.letterbox` (:func:`letterbox_u8`, :class:`FramePreprocessor`), a torch function
+  that runs on the CPU for the clip cache and on the GPU for a GPU stream, which uploads the
+  grey frame and letterboxes it there; its uint8 [S, S] output is what the clip cache stores;
 * :func:`normalize` turns ``uint8`` [..., S, S] into float [..., 3, S, S] on whatever device
   the tensor lives on, so the 4x larger float frames never cross the PCIe bus.
 """
@@ -23,10 +25,9 @@ import torch
 
 from engine.config import PreprocessConfig
 from engine.errors import LuvnetError
+from engine.letterbox import Box, Letterbox, as_tensor, clip_box
 
 log = logging.getLogger(__name__)
-
-Box = tuple[int, int, int, int]  # (x, y, w, h) in source pixels
 
 
 # --------------------------------------------------------------------------- grey conversion
@@ -216,45 +217,16 @@ def find_sector_box(
 # --------------------------------------------------------------------------- letterbox
 
 
-def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """(new_w, new_h, x0, y0): the resized image's size and its offset on the canvas."""
-    scale = size / max(height, width)
-    new_w = min(size, max(1, round(width * scale)))
-    new_h = min(size, max(1, round(height * scale)))
-    return new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
-
-
-def clip_box(box: Box | None, height: int, width: int) -> Box:
-    """The box cut to the image; a box that misses the image is an error."""
-    if box is None:
-        return (0, 0, width, height)
-    x, y, w, h = (int(v) for v in box)
-    x0, y0 = max(0, x), max(0, y)
-    x1, y1 = min(width, x + w), min(height, y + h)
-    if x1 <= x0 or y1 <= y0:
-        raise LuvnetError(
-            f"crop_box: expected (x, y, w, h) overlapping the {width}x{height} image, got {box}"
-        )
-    return (x0, y0, x1 - x0, y1 - y0)
-
-
 def letterbox_u8(gray: np.ndarray, box: Box | None, size: int) -> np.ndarray:
     """Crop ``gray`` [H, W] uint8 to ``box``, fit into [size, size] keeping the aspect ratio,
-    centred on black."""
-    if gray.dtype != np.uint8 or gray.ndim != 2:
-        raise LuvnetError(f"gray: expected uint8 HxW, got {gray.dtype} {gray.shape}")
-    if size < 1:
-        raise LuvnetError(f"image_size: expected a positive integer, got {size}")
-    x, y, w, h = clip_box(box, gray.shape[0], gray.shape[1])
-    crop = gray[y : y + h, x : x + w]
-    new_w, new_h, x0, y0 = letterbox_geometry(h, w, size)
-    if (new_w, new_h) != (w, h):
-        shrinking = new_w < w or new_h < h
-        interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        crop = cv2.resize(np.ascontiguousarray(crop), (new_w, new_h), interpolation=interp)
-    canvas = np.zeros((size, size), np.uint8)
-    canvas[y0 : y0 + new_h, x0 : x0 + new_w] = crop
-    return canvas
+    centred on black (:mod:`engine.letterbox`, the same function the GPU stream runs)."""
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2:
+        shown = f"{gray.dtype} {gray.shape}" if isinstance(gray, np.ndarray) else type(gray)
+        raise LuvnetError(f"gray: expected uint8 HxW, got {shown}")
+    return Letterbox(size)(as_tensor(gray), box).numpy()
+
+
+CHUNK = 16  # frames letterboxed together: [16, S, w] float temporaries, a few tens of MB
 
 
 def preprocess_frames(
@@ -273,10 +245,10 @@ def preprocess_frames(
         found = SectorDetection(box, False, "fixed crop_box from the configuration")
     else:
         found = detect_sector(frames, params)
-    out = np.empty((len(frames), cfg.image_size, cfg.image_size), np.uint8)
-    for i, frame in enumerate(frames):
-        out[i] = letterbox_u8(frame, found.box, cfg.image_size)
-    return out, found
+    letterbox = Letterbox(cfg.image_size)
+    video = as_tensor(frames)
+    chunks = [letterbox(video[i : i + CHUNK], found.box) for i in range(0, len(frames), CHUNK)]
+    return torch.cat(chunks).numpy(), found
 
 
 class FramePreprocessor:
@@ -305,6 +277,7 @@ class FramePreprocessor:
         self._acc: ChangeAccumulator | None = None
         self._locked_shape: tuple[int, int] | None = None
         self.detection: SectorDetection | None = None
+        self._letterbox = Letterbox(self.size)
 
     @property
     def box(self) -> Box | None:
@@ -319,10 +292,19 @@ class FramePreprocessor:
         return self.detection
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.letterbox(as_tensor(self.gray(image))).numpy()
+
+    def gray(self, image: np.ndarray) -> np.ndarray:
+        """The grey uint8 [H, W] frame, after the sector calibration has seen it."""
         gray = to_gray_u8(image)
         if self._fixed is None and (self.calibrate_frames > 0 or self._locked_shape):
             self._observe(gray)
-        return letterbox_u8(gray, self._box, self.size)
+        return gray
+
+    def letterbox(self, gray: torch.Tensor) -> torch.Tensor:
+        """uint8 [H, W] on any device -> uint8 [S, S] on that device, with the box in use
+        (a GPU stream uploads the grey frame and letterboxes it there)."""
+        return self._letterbox(gray, self._box)
 
     def _observe(self, gray: np.ndarray) -> None:
         if self._locked_shape == gray.shape:

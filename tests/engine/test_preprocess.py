@@ -14,11 +14,11 @@ from hypothesis.extra.numpy import arrays
 
 from engine.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from engine.errors import LuvnetError
+from engine.letterbox import letterbox_geometry
 from engine.preprocess import (
     FramePreprocessor,
     detect_sector,
     find_sector_box,
-    letterbox_geometry,
     letterbox_u8,
     normalize,
     preprocess_frames,
