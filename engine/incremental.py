@@ -20,11 +20,16 @@ from engine.model import LUVNet
 
 
 class EmbeddingWindow:
-    """The last ``length`` embeddings [length, D] in a preallocated ring on one device."""
+    """The last ``length`` embeddings in a preallocated ring on one device.
+
+    Every embedding is written twice, at slot ``i % length`` and ``length`` rows further, so
+    that the window oldest first is always one contiguous slice of the ring: a view, with no
+    index tensor to build and no gather (on CUDA an index list is a host-to-device copy).
+    """
 
     def __init__(self, length: int, embed_dim: int, *, device: torch.device, dtype: torch.dtype):
         self.length = length
-        self.ring = torch.zeros(length, embed_dim, device=device, dtype=dtype)
+        self.ring = torch.zeros(2 * length, embed_dim, device=device, dtype=dtype)
         self.count = 0  # frames ever pushed; the newest has absolute index count - 1
 
     @property
@@ -37,13 +42,22 @@ class EmbeddingWindow:
 
     def push(self, emb: torch.Tensor) -> int:
         index = self.count
-        self.ring[index % self.length] = emb
+        slot = index % self.length
+        self.ring[slot] = emb
+        self.ring[slot + self.length] = emb
         self.count += 1
         return index
 
+    def padded(self) -> torch.Tensor:
+        """[length, D] view: the window oldest first in its first ``fill`` rows; the rows
+        after them (before the window fills) hold zeros or frames from before a reset, which
+        a mask must hide."""
+        start = self.count % self.length if self.count > self.length else 0
+        return self.ring[start : start + self.length]
+
     def ordered(self) -> torch.Tensor:
-        """Window contents oldest first: [fill, D]."""
-        return self.ring[self.slots(self.count - self.fill, self.count - 1)]
+        """Window contents oldest first: a [fill, D] view."""
+        return self.padded()[: self.fill]
 
     def reset(self) -> None:
         self.count = 0
@@ -100,7 +114,7 @@ class IncrementalHead:
     def _push_temporal(self, index: int, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         temporal = self.temporal_update(index, emb)
         head: LUVNetHead = self.model.clip_head
-        window = self.window.ring[self._window_slots(index)].unsqueeze(0)
+        window = self.window.ordered().unsqueeze(0)
         mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
         pooled, attention = head.attention(window, mask)
         logits = head.classify(temporal, pooled)

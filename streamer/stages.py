@@ -115,10 +115,9 @@ class HeadStage:
                 self.length, model.embed_dim, device=param.device, dtype=param.dtype
             )
             self.head = head or model.head
-            self._padded = torch.zeros(
-                1, self.length, model.embed_dim, device=param.device, dtype=param.dtype
-            )
-            self._mask = torch.zeros(1, self.length, dtype=torch.bool, device=param.device)
+            # masks[f]: [1, L] with the first f frames real; a view per frame, no kernel.
+            real = torch.arange(self.length + 1).unsqueeze(1) > torch.arange(self.length)
+            self._masks = real.unsqueeze(1).to(param.device)
 
     @property
     def fill(self) -> int:
@@ -133,12 +132,9 @@ class HeadStage:
             logits, attention = self.state.push(emb)
         else:
             self.window.push(emb)
-            fill = self.window.fill
-            # Oldest first, real frames then masked padding: the layout head() was trained on.
-            self._padded[0, :fill] = self.window.ordered()
-            self._mask[0] = False
-            self._mask[0, :fill] = True
-            logits, attention = self.head(self._padded, self._mask)
+            # Oldest first, real frames then masked rows: the layout head() was trained on.
+            window = self.window.padded().unsqueeze(0)
+            logits, attention = self.head(window, self._masks[self.window.fill])
             logits, attention = logits[0], attention[0]
         fill = self.fill
         if attention.shape[1] < self.length:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.config import MODEL_VARIANTS
-from engine.incremental import IncrementalHead
+from engine.incremental import EmbeddingWindow, IncrementalHead
 from engine.model import VARIANT_BUILDERS
 from tests.engine.test_model import randomize_batchnorm
 
@@ -60,3 +60,17 @@ def test_needs_eval_mode():
     model = VARIANT_BUILDERS["luvnet"]("resnet18").train()
     with pytest.raises(ValueError, match="eval"):
         IncrementalHead(model)
+
+
+def test_window_is_one_contiguous_view_oldest_first_through_wraps_and_resets():
+    window = EmbeddingWindow(4, 2, device=torch.device("cpu"), dtype=torch.float32)
+    for i in range(11):
+        window.push(torch.tensor([float(i), -float(i)]))
+        newest = list(range(max(0, i - 3), i + 1))
+        assert window.ordered()[:, 0].tolist() == newest
+        assert window.padded().shape == (4, 2) and window.padded().is_contiguous()
+        assert window.padded().data_ptr() == window.ordered().data_ptr()
+    window.reset()
+    window.push(torch.tensor([100.0, 0.0]))
+    assert window.fill == 1 and window.padded()[0, 0].item() == 100.0
+    assert window.ordered()[:, 0].tolist() == [100.0]
