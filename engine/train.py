@@ -123,6 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs, whichever ends first: for fixed-budget training from scratch)",
     )
     opt.add_argument(
+        "--freeze-bn-after",
+        type=float,
+        default=None,
+        metavar="F",
+        help="after this share of the run (0-1, measured as for --lr-schedule linear) "
+        "recalibrate BatchNorm once and train on with those statistics fixed; needs "
+        "--bn-recalibrate (default: off)",
+    )
+    opt.add_argument(
         "--bn-recalibrate",
         type=int,
         default=0,
@@ -170,6 +179,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise LuvnetError(
             f"--lr-patience: applies to --lr-schedule plateau only, not {args.lr_schedule}"
         )
+    if args.freeze_bn_after is not None:
+        if not 0.0 <= args.freeze_bn_after < 1.0:
+            raise LuvnetError(
+                f"--freeze-bn-after: expected a share of the run in [0, 1), "
+                f"got {args.freeze_bn_after}"
+            )
+        if args.bn_recalibrate <= 0:
+            raise LuvnetError(
+                "--freeze-bn-after: needs --bn-recalibrate N (the training batches the frozen "
+                "statistics come from)"
+            )
     if not 0.0 < args.lr_decay <= 1.0:
         raise LuvnetError(f"--lr-decay: expected a factor in (0, 1], got {args.lr_decay}")
     if not 0.0 <= args.dropout < 1.0:
@@ -340,6 +360,7 @@ def _train(args: argparse.Namespace, env: ddp.DistEnv, device: torch.device) -> 
             lr_decay=args.lr_decay,
             lr_patience=args.lr_patience,
             lr_schedule=args.lr_schedule,
+            freeze_bn_after=args.freeze_bn_after,
         )
         extra = {
             "manifest_sha256": manifest_sha,

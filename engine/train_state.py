@@ -50,6 +50,7 @@ class Progress:
     epoch_loss_sum: float = 0.0  # training loss of the epoch in progress, for history.csv
     epoch_loss_count: int = 0
     stop_reason: str | None = None  # "early_stop", "max_epochs", "budget" once finished
+    bn_frozen: bool = False  # BatchNorm statistics fixed for the rest of the run
     history: list[dict[str, Any]] = field(default_factory=list)
 
 

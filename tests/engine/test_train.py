@@ -197,6 +197,8 @@ def test_sigkill_mid_epoch_then_same_command_continues(data, tmp_path: Path):
         ("--num-heads", "7", "does not divide embed_dim 576"),
         ("--test-fraction", "1.5", "--test-fraction: expected a number in [0, 1), got 1.5"),
         ("--lr-schedule", "cosine", "--lr-schedule: expected one of plateau, linear, got 'cosine'"),
+        ("--freeze-bn-after", "1.5", "--freeze-bn-after: expected a share of the run in [0, 1)"),
+        ("--freeze-bn-after", "0.5", "--freeze-bn-after: needs --bn-recalibrate N"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(
@@ -328,6 +330,33 @@ def test_linear_schedule_refuses_plateau_patience(
     argv += ["--cache", str(cache), "--lr-schedule", "linear", "--lr-patience", "2"]
     assert main(argv) == 2
     assert "--lr-patience: applies to --lr-schedule plateau only" in capsys.readouterr().err
+
+
+def test_frozen_batchnorm_statistics_stay_fixed_through_training_and_resume(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    manifest, cache = data
+    out = tmp_path / "run"
+    argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
+    argv += [*TINY_TRAIN_ARGS, "--bn-recalibrate", "2", "--freeze-bn-after", "0"]
+
+    def saved() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool]:
+        state = load_state(out / "fold_0" / "last")
+        assert state is not None
+        running = ("running_mean", "running_var")
+        stats = {k: v for k, v in state.model.items() if k.endswith(running)}
+        weights = {k: v for k, v in state.model.items() if k.endswith("conv.weight")}
+        return stats, weights, state.progress.bn_frozen
+
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert "BatchNorm frozen at epoch 1, batch 0" in capsys.readouterr().err
+    stats_1, weights_1, frozen = saved()
+    assert frozen and stats_1
+    assert main([*argv, "--epochs", "2"]) == 0  # resumes with the statistics still frozen
+    stats_2, weights_2, _ = saved()
+    assert any(not torch.equal(weights_1[k], weights_2[k]) for k in weights_1), "no training"
+    for key, value in stats_1.items():
+        assert torch.equal(value, stats_2[key]), key
 
 
 @pytest.mark.slow
