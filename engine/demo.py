@@ -52,8 +52,9 @@ TRAIN: dict[str, str] = {
     "--clip-step": "8",
     "--fusion-hidden": "256",
     "--classifier-hidden": "128",
-    "--lr": "2e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
+    "--lr": "1e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
     "--lr-schedule": "linear",  # to zero over the time budget (--max-minutes)
+    "--freeze-bn-after": "0.75",  # the last quarter with the statistics the stream uses
     "--batch-size": "8",
     "--bn-recalibrate": "16",
     "--epochs": "100",
