@@ -79,7 +79,7 @@ class FitSettings:
     augment: bool = True  # flip/rotation on training clips (spec §3)
     lr_decay: float = 1.0  # multiply the lr by this ...
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
-    lr_schedule: str = "plateau"  # or "linear": decay to 0 over the run (see FoldTrainer.set_lr)
+    lr_schedule: str = "plateau"  # or "linear": to 0 over the run (FoldTrainer.follow_run)
     freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
 
 
@@ -293,7 +293,7 @@ class FoldTrainer:
                     out_of_time = True
                     break
             if p.step % s.accumulate == 0:
-                self.maybe_freeze_batchnorm(n_batches)
+                self.follow_run(n_batches)
             group_start = p.step - p.step % s.accumulate
             group = min(s.accumulate, n_batches - group_start)
             last_micro = p.step + 1 == group_start + group
@@ -303,7 +303,6 @@ class FoldTrainer:
             p.epoch_loss_count += 1
             bar.update(loss=loss)
             if last_micro:
-                self.set_lr(n_batches)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -355,15 +354,32 @@ class FoldTrainer:
         p.epoch_loss_sum, p.epoch_loss_count = 0.0, 0
 
     def train_mode(self) -> None:
-        """Train mode, except for BatchNorm once frozen (see maybe_freeze_batchnorm)."""
+        """Train mode, except for BatchNorm once frozen (see freeze_batchnorm)."""
         self.model.train()
         if self.progress.bn_frozen:
             for layer in batchnorm_layers(self.model):
                 layer.eval()
 
-    def maybe_freeze_batchnorm(self, n_batches: int) -> None:
-        """Past ``freeze_bn_after`` of the run: recalibrate BatchNorm once and train the rest
-        with those fixed statistics, the ones validation and the stream normalise with.
+    def follow_run(self, n_batches: int) -> None:
+        """Before each optimizer step, what follows the share of the run spent (measured once,
+        one clock broadcast under DDP): the linear lr and the BatchNorm freeze."""
+        s, p = self.s, self.progress
+        freeze_pending = s.freeze_bn_after is not None and not p.bn_frozen
+        if s.lr_schedule != "linear" and not freeze_pending:
+            return
+        fraction = self.run_fraction(n_batches)
+        if freeze_pending and fraction >= s.freeze_bn_after:
+            self.freeze_batchnorm()
+        if s.lr_schedule == "linear":
+            # lr x (1 - share spent): under a fixed budget a decay tied to the budget ends at
+            # a settled model instead of wherever a plateau schedule happened to be (Li et
+            # al., ICLR 2020, "Budgeted training"); the plateau schedule acts at epoch ends.
+            for group in self.optimizer.param_groups:
+                group["lr"] = s.lr * (1.0 - fraction)
+
+    def freeze_batchnorm(self) -> None:
+        """Recalibrate BatchNorm once and train the rest of the run with those fixed
+        statistics, the ones validation and the stream normalise with.
 
         Batches of 8 clips hold frames of only 8 videos, so batch statistics swing from batch
         to batch and a network trained on them can depend on that: on the phantom, one set
@@ -371,17 +387,13 @@ class FoldTrainer:
         batches recalibrated it. Training the last part of the run with frozen statistics
         removes that train/test difference (Wu & Johnson, "Rethinking 'Batch' in BatchNorm",
         2021, on the same inconsistency)."""
-        s, p = self.s, self.progress
-        if s.freeze_bn_after is None or p.bn_frozen:
-            return
-        if self.run_fraction(n_batches) < s.freeze_bn_after:
-            return
+        p = self.progress
         self.recalibrate_batchnorm()
         p.bn_frozen = True
         self.train_mode()
         self.log(
             f"BatchNorm frozen at epoch {p.epoch + 1}, batch {p.step}: statistics from "
-            f"{s.bn_recalibrate} training batches"
+            f"{self.s.bn_recalibrate} training batches"
         )
 
     def run_fraction(self, n_batches: int) -> float:
@@ -395,17 +407,6 @@ class FoldTrainer:
             (elapsed,) = ddp.broadcast_floats(self.env, [self.elapsed()], self.device)
             fraction = max(fraction, elapsed / s.budget_s)
         return min(1.0, fraction)
-
-    def set_lr(self, n_batches: int) -> None:
-        """The linear schedule sets the lr before every optimizer step: lr x (1 - fraction of
-        the run spent). Under a fixed budget a decay tied to the budget ends at a settled
-        model instead of wherever a plateau schedule happened to be (Li et al., ICLR 2020,
-        "Budgeted training"); the plateau schedule changes the lr at epoch ends only."""
-        if self.s.lr_schedule != "linear":
-            return
-        lr = self.s.lr * (1.0 - self.run_fraction(n_batches))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def decay_lr(self) -> None:
         """Reduce-on-plateau, decided from the early-stopping counter alone, so it needs no state
@@ -538,7 +539,9 @@ def settings_fingerprint(
     arch = config.to_dict()
     arch.pop("thresholds")
     chosen = asdict(settings)
-    keep = ("lr", "batch_size", "accumulate", "amp", "seed", "pos_weight", "lr_schedule")
-    keep += ("freeze_bn_after",)
+    keep = (
+        "lr", "batch_size", "accumulate", "amp", "seed", "pos_weight", "lr_schedule",
+        "freeze_bn_after",
+    )  # fmt: skip
     document = {"config": arch, **{k: chosen[k] for k in keep}, **extra}
     return json.loads(json.dumps(document))  # tuples -> lists, as they come back from JSON
