@@ -16,14 +16,14 @@ from collections import defaultdict, deque
 import numpy as np
 import torch
 
-from engine.backends import Backend
-from engine.incremental import IncrementalHead
-from engine.model import LUVNet
-from plugins.sources.base import FrameSource
-from streamer.compose import StreamSettings, compose_stream
-from streamer.protocol import ScoreMessage, StatusMessage
-from streamer.publisher import ScorePublisher
-from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+from luvnet.engine.backends import Backend
+from luvnet.engine.model.incremental import IncrementalHead
+from luvnet.engine.model.network import LUVNet
+from luvnet.streamer.compose import StreamSettings, compose_stream
+from luvnet.streamer.frame_source import FrameSource
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.publisher import ScorePublisher
+from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
 
 
 def _now(device: torch.device) -> int:

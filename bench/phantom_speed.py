@@ -1,4 +1,4 @@
-"""Phantom rendering speed on one core: ``python -m bench.phantom_speed``.
+"""Phantom rendering speed on one core: ``python -m luvnet.bench.phantom_speed``.
 
 Renders frames of a few scenes (all four patterns present) at the native 924 x 1232 and at
 256 x 256 with ``cv2.setNumThreads(1)``, and prints median and p99 milliseconds per frame,
@@ -14,7 +14,7 @@ import time
 import cv2
 import numpy as np
 
-from plugins.phantom.video import PhantomVideo
+from luvnet.plugins.phantom.video import PhantomVideo
 
 SIZES: tuple[tuple[int, int], ...] = ((924, 1232), (256, 256))
 ALL_PATTERNS = {"a_lines": True, "b_lines": True, "consolidation": True, "pleural_effusion": True}
@@ -43,7 +43,9 @@ def measure(size: tuple[int, int], frames: int, scenes: int) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.phantom_speed", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m luvnet.bench.phantom_speed", description=__doc__
+    )
     parser.add_argument("--frames", type=int, default=150, help="frames per scene")
     parser.add_argument("--scenes", type=int, default=3, help="scenes per size")
     args = parser.parse_args(argv)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.sources.base import SourceFrame
-from plugins.sources.pacing import Pacer
+from luvnet.plugins.sources.pacing import Pacer
+from luvnet.streamer.frame_source import SourceFrame
 
 
 class ReplaySource:

@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 
-from bench.modes import run_backend_head, run_cached, run_heads, run_naive, run_paced
-from bench.plot import plot_cdfs
-from bench.replay import ReplaySource
-from bench.stats import machine_info, peak_memory, summarize
-from engine.backends import create_backend
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.config import ModelConfig, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.model import build_model
-from plugins.sources.base import SourceEnded, SourceOptions
-from streamer.compose import StreamSettings, resolve_device
-from streamer.sources import open_source
-from streamer.stages import HEAD_MODES
-from streamer.stream_cli import parse_size
+from luvnet.bench.modes import run_backend_head, run_cached, run_heads, run_naive, run_paced
+from luvnet.bench.plot import plot_cdfs
+from luvnet.bench.replay import ReplaySource
+from luvnet.bench.stats import machine_info, peak_memory, summarize
+from luvnet.commands.stream import parse_size
+from luvnet.engine.backends import create_backend
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
+from luvnet.engine.model.network import build_model
+from luvnet.streamer.compose import StreamSettings, resolve_device
+from luvnet.streamer.frame_source import SourceEnded, SourceOptions
+from luvnet.streamer.sources import open_source
+from luvnet.streamer.stages import HEAD_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m bench.soak --minutes 30 --source phantom --backbone mobilenet_v3_small
-    python -m bench.soak --minutes 10 --source file:scan.mp4 --loop --checkpoint DIR
+    python -m luvnet.bench.soak --minutes 30 --source phantom --backbone mobilenet_v3_small
+    python -m luvnet.bench.soak --minutes 10 --source file:scan.mp4 --loop --checkpoint DIR
 
 Runs ``compose_stream`` with a real :class:`~streamer.publisher.ScorePublisher` on loopback and
 a real :class:`~streamer.client.ScoreSubscriber` that keeps up, on its own thread. Every
@@ -42,16 +42,16 @@ from pathlib import Path
 
 import torch
 
-from bench.stats import machine_info
-from engine.checkpoint import save_checkpoint
-from engine.config import ModelConfig, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.model import build_model
-from streamer.client import ScoreSubscriber
-from streamer.compose import StreamSettings, compose_stream, resolve_device
-from streamer.protocol import ScoreMessage, StatusMessage
-from streamer.publisher import ScorePublisher
-from streamer.stream_cli import parse_size
+from luvnet.bench.stats import machine_info
+from luvnet.commands.stream import parse_size
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
+from luvnet.engine.model.network import build_model
+from luvnet.streamer.client import ScoreSubscriber
+from luvnet.streamer.compose import StreamSettings, compose_stream, resolve_device
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.publisher import ScorePublisher
 
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
 
     failed = pipeline.counters.failed_frames
     report: dict[str, object] = {
-        "command": "python -m bench.soak " + " ".join(sys.argv[1:]),
+        "command": "python -m luvnet.bench.soak " + " ".join(sys.argv[1:]),
         "machine": machine_info(device),
         "source": args.source,
         "model_id": pipeline.identity.model_id,
@@ -374,7 +374,7 @@ def _print_report(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m luvnet.bench.soak", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -2,7 +2,7 @@
 
 ::
 
-    from streamer.client import ScoreSubscriber
+    from luvnet.streamer.client import ScoreSubscriber
 
     with ScoreSubscriber("tcp://127.0.0.1:5555") as sub:
         for msg in sub:                      # ScoreMessage or StatusMessage, forever
@@ -37,8 +37,8 @@ from typing import Self
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from engine.errors import LuvnetError
-from streamer.protocol import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.protocol import (
     DEFAULT_ENDPOINT,
     DEFAULT_TOPIC_PREFIX,
     MAX_MESSAGE_BYTES,
@@ -47,7 +47,7 @@ from streamer.protocol import (
     check_topic_prefix,
     decode,
 )
-from streamer.security import CurveClientKeys, apply_client_curve
+from luvnet.streamer.security import CurveClientKeys, apply_client_curve
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.backends import Backend, create_backend
-from engine.checkpoint import Checkpoint, load_checkpoint
-from engine.errors import LuvnetError
-from plugins.sources.base import FrameSource, SourceOptions
-from streamer.grabber import FrameGrabber
-from streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
-from streamer.protocol import MAX_WINDOW, ProtocolError, ScoreMessage
-from streamer.sources import open_source
-from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+from luvnet.engine.backends import Backend, create_backend
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import Checkpoint, load_checkpoint
+from luvnet.streamer.frame_source import FrameSource, SourceOptions
+from luvnet.streamer.grabber import FrameGrabber
+from luvnet.streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
+from luvnet.streamer.protocol import MAX_WINDOW, ProtocolError, ScoreMessage
+from luvnet.streamer.sources import open_source
+from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from plugins.sources.base import FrameSource, SourceEnded, SourceError
+from luvnet.streamer.frame_source import FrameSource, SourceEnded, SourceError
 
 log = logging.getLogger(__name__)
 

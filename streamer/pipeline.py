@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.config import ModelConfig
-from streamer.grabber import FrameGrabber, GrabbedFrame
-from streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
-from streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+from luvnet.engine.model.config import ModelConfig
+from luvnet.streamer.grabber import FrameGrabber, GrabbedFrame
+from luvnet.streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
+from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import msgpack
 import numpy as np
 
-from engine.errors import LuvnetError
+from luvnet.engine.errors import LuvnetError
 
 SCHEMA_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # loopback: see streamer.publisher on remote binds

@@ -2,8 +2,8 @@
 
 Use from the pipeline::
 
-    from streamer.publisher import ScorePublisher
-    from streamer.protocol import ScoreMessage, StatusMessage
+    from luvnet.streamer.publisher import ScorePublisher
+    from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 
     with ScorePublisher("tcp://127.0.0.1:5555") as pub:      # or open_publisher(args)
         pub.publish(ScoreMessage(frame=..., capture_ns=..., ...))  # per processed frame
@@ -42,8 +42,8 @@ from typing import Self
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from engine.errors import LuvnetError
-from streamer.protocol import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.protocol import (
     DEFAULT_ENDPOINT,
     DEFAULT_TOPIC_PREFIX,
     KINDS,
@@ -54,7 +54,7 @@ from streamer.protocol import (
     StatusMessage,
     check_topic_prefix,
 )
-from streamer.security import apply_server_curve, load_server_keys, start_authenticator
+from luvnet.streamer.security import apply_server_curve, load_server_keys, start_authenticator
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ import zmq.auth
 import zmq.utils.z85
 from zmq.auth.thread import ThreadAuthenticator
 
-from engine.errors import LuvnetError
+from luvnet.engine.errors import LuvnetError
 
 SERVER_NAME = "server"
 CLIENT_NAME = "client"
 AUTHORIZED_DIR = "authorized"
-_CREATE_HINT = "create keys with `python -m streamer.keys_cli DIR`"
+_CREATE_HINT = "create keys with `python -m luvnet.commands.keys DIR`"
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

@@ -13,21 +13,21 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from engine.errors import LuvnetError
-from plugins.sources.base import FrameSource, SourceOptions
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.frame_source import FrameSource, SourceOptions
 
 log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[str, SourceOptions], FrameSource]
 ENTRY_POINT_GROUP = "luvnet.sources"
 BUILTIN: dict[str, str] = {
-    "phantom": "plugins.phantom.source:open_phantom",
-    "file": "plugins.sources.capture:open_file",
-    "device": "plugins.sources.capture:open_device",
-    "rtsp": "plugins.sources.capture:open_network",
-    "http": "plugins.sources.capture:open_network",
-    "https": "plugins.sources.capture:open_network",
-    "udp": "plugins.sources.capture:open_network",
+    "phantom": "luvnet.plugins.phantom.source:open_phantom",
+    "file": "luvnet.plugins.sources.capture:open_file",
+    "device": "luvnet.plugins.sources.capture:open_device",
+    "rtsp": "luvnet.plugins.sources.capture:open_network",
+    "http": "luvnet.plugins.sources.capture:open_network",
+    "https": "luvnet.plugins.sources.capture:open_network",
+    "udp": "luvnet.plugins.sources.capture:open_network",
 }
 # Schemes whose factory receives the whole URI (the URL is the spec).
 _URL_SCHEMES = ("rtsp", "http", "https", "udp")

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.config import ModelConfig
-from engine.incremental import EmbeddingWindow, IncrementalHead
-from engine.letterbox import as_tensor
-from engine.model import LUVNet
-from engine.preprocess import FramePreprocessor, normalize
+from luvnet.engine.data.letterbox import as_tensor
+from luvnet.engine.data.preprocess import FramePreprocessor, normalize
+from luvnet.engine.model.config import ModelConfig
+from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead
+from luvnet.engine.model.network import LUVNet
 
 HEAD_MODES = ("incremental", "window")
 

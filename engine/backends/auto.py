@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import torch
 
-from engine.backends.base import Backend, BackendSpec
-from engine.backends.parity import ParityError, Reference
-from engine.errors import LuvnetError
+from luvnet.engine.backends.base import Backend, BackendSpec
+from luvnet.engine.backends.parity import ParityError, Reference
+from luvnet.engine.errors import LuvnetError
 
 log = logging.getLogger(__name__)
 

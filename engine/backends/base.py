@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from engine.backends.parity import Parity
+from luvnet.engine.backends.parity import Parity
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
 

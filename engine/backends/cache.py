@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine.model import LUVNet
+from luvnet.engine.model.network import LUVNet
 
 # Bump when the layout of what the backends write changes.
 CACHE_FORMAT = 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.backends.base import Backend, BackendInfo, BackendSpec
-from engine.backends.modules import model_copy
-from engine.model import LUVNet
+from luvnet.engine.backends.base import Backend, BackendInfo, BackendSpec
+from luvnet.engine.backends.modules import model_copy
+from luvnet.engine.model.network import LUVNet
 
 
 def load(model: LUVNet, spec: BackendSpec) -> Backend:

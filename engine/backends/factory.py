@@ -10,22 +10,28 @@ from pathlib import Path
 
 import torch
 
-from engine.backends import auto
-from engine.backends.base import PRECISIONS, Backend, BackendSpec
-from engine.backends.cache import default_cache_dir
-from engine.backends.parity import TOLERANCES, Reference, Tolerance, reference_outputs, verify
-from engine.errors import LuvnetError
-from engine.model import LUVNet
+from luvnet.engine.backends import auto
+from luvnet.engine.backends.base import PRECISIONS, Backend, BackendSpec
+from luvnet.engine.backends.cache import default_cache_dir
+from luvnet.engine.backends.parity import (
+    TOLERANCES,
+    Reference,
+    Tolerance,
+    reference_outputs,
+    verify,
+)
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.network import LUVNet
 
 log = logging.getLogger(__name__)
 
 # name -> module with ``load(model, spec) -> Backend``; imported only when chosen, so a
 # missing optional dependency breaks only its own backend (style item 6).
 LOADERS: dict[str, str] = {
-    "eager": "engine.backends.eager",
-    "inductor": "engine.backends.inductor",
-    "tensorrt": "engine.backends.tensorrt",
-    "onnxruntime": "engine.backends.ort",
+    "eager": "luvnet.engine.backends.eager",
+    "inductor": "luvnet.engine.backends.inductor",
+    "tensorrt": "luvnet.engine.backends.tensorrt",
+    "onnxruntime": "luvnet.engine.backends.ort",
 }
 BACKEND_NAMES: tuple[str, ...] = ("auto", *LOADERS)
 

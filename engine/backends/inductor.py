@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import torch
 
-from engine.backends.base import Backend, BackendInfo, BackendSpec
-from engine.backends.modules import EncoderGraph, HeadGraph, model_copy
-from engine.errors import LuvnetError
-from engine.model import LUVNet
+from luvnet.engine.backends.base import Backend, BackendInfo, BackendSpec
+from luvnet.engine.backends.modules import EncoderGraph, HeadGraph, model_copy
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.network import LUVNet
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")

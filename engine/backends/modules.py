@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from engine.model import LUVNet
+from luvnet.engine.model.network import LUVNet
 
 
 class EncoderGraph(nn.Module):

@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from engine.backends.modules import EncoderGraph, HeadGraph
-from engine.errors import LuvnetError
-from engine.model import LUVNet
+from luvnet.engine.backends.modules import EncoderGraph, HeadGraph
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.network import LUVNet
 
 FORMAT = "luvnet-onnx"
 FORMAT_VERSION = 1

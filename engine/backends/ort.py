@@ -13,11 +13,11 @@ from types import ModuleType
 
 import torch
 
-from engine.backends.base import Backend, BackendInfo, BackendSpec
-from engine.backends.cache import cache_key, model_fingerprint, write_facts
-from engine.backends.onnx_export import DEFAULT_OPSET, META_FILE, export_onnx, read_onnx_meta
-from engine.errors import LuvnetError
-from engine.model import LUVNet
+from luvnet.engine.backends.base import Backend, BackendInfo, BackendSpec
+from luvnet.engine.backends.cache import cache_key, model_fingerprint, write_facts
+from luvnet.engine.backends.onnx_export import DEFAULT_OPSET, META_FILE, export_onnx, read_onnx_meta
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.network import LUVNet
 
 log = logging.getLogger(__name__)
 

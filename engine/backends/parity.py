@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from engine.errors import LuvnetError
+from luvnet.engine.errors import LuvnetError
 
 if TYPE_CHECKING:
-    from engine.backends.base import Backend
-    from engine.model import LUVNet
+    from luvnet.engine.backends.base import Backend
+    from luvnet.engine.model.network import LUVNet
 
 PARITY_SEED = 20250701
 

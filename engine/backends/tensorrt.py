@@ -35,11 +35,11 @@ from typing import Any
 
 import torch
 
-from engine.backends.base import Backend, BackendInfo, BackendSpec
-from engine.backends.cache import cache_key, model_fingerprint, write_facts
-from engine.backends.modules import EncoderGraph, HeadGraph, model_copy
-from engine.errors import LuvnetError
-from engine.model import LUVNet
+from luvnet.engine.backends.base import Backend, BackendInfo, BackendSpec
+from luvnet.engine.backends.cache import cache_key, model_fingerprint, write_facts
+from luvnet.engine.backends.modules import EncoderGraph, HeadGraph, model_copy
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.network import LUVNet
 
 log = logging.getLogger(__name__)
 

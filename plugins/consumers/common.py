@@ -10,9 +10,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Self
 
-from streamer.client import Gap, ScoreSubscriber
-from streamer.protocol import DEFAULT_ENDPOINT, DEFAULT_TOPIC_PREFIX
-from streamer.security import load_client_keys
+from luvnet.streamer.client import Gap, ScoreSubscriber
+from luvnet.streamer.protocol import DEFAULT_ENDPOINT, DEFAULT_TOPIC_PREFIX
+from luvnet.streamer.security import load_client_keys
 
 POLL_MS = 200  # how often a consumer loop checks for a stop request
 

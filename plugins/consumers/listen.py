@@ -16,8 +16,8 @@ import os
 import sys
 import time
 
-from engine.errors import LuvnetError
-from plugins.consumers.common import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.plugins.consumers.common import (
     POLL_MS,
     StopOnSignal,
     add_subscriber_arguments,
@@ -25,8 +25,8 @@ from plugins.consumers.common import (
     positive_float,
     positive_int,
 )
-from streamer.client import Gap, ScoreSubscriber
-from streamer.protocol import DEFAULT_STREAM_ID, ScoreMessage, StatusMessage
+from luvnet.streamer.client import Gap, ScoreSubscriber
+from luvnet.streamer.protocol import DEFAULT_STREAM_ID, ScoreMessage, StatusMessage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import LuvnetError
-from streamer.grabber import GrabbedFrame
-from streamer.protocol import ScoreMessage
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.grabber import GrabbedFrame
+from luvnet.streamer.protocol import ScoreMessage
 
 LABELS = {
     "a_lines": "A-lines",
@@ -141,14 +141,14 @@ class OverlayWriter:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from streamer.stream_cli import add_arguments as add_stream_arguments
+    from luvnet.commands.stream import add_arguments as add_stream_arguments
 
     add_stream_arguments(parser)
     parser.add_argument("--out", type=Path, help="annotated mp4 (default: a window)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamer.stream_cli import run as run_stream
+    from luvnet.commands.stream import run as run_stream
 
     if args.out is None:
         try:

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.errors import LuvnetError
-from plugins.consumers.common import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.plugins.consumers.common import (
     POLL_MS,
     StopOnSignal,
     add_subscriber_arguments,
@@ -39,8 +39,8 @@ from plugins.consumers.common import (
     positive_float,
     positive_int,
 )
-from streamer.client import Gap, ScoreSubscriber
-from streamer.protocol import SCORES
+from luvnet.streamer.client import Gap, ScoreSubscriber
+from luvnet.streamer.protocol import SCORES
 
 FLUSH_INTERVAL_S = 1.0
 

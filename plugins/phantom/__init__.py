@@ -4,8 +4,8 @@
 frame source (``phantom:SEED``); ``generate`` is the ``luvnet phantom`` command.
 """
 
-from plugins.phantom.geometry import NATIVE_SIZE, Geometry
-from plugins.phantom.scene import Anatomy, Scene
-from plugins.phantom.video import PhantomVideo
+from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from luvnet.plugins.phantom.scene import Anatomy, Scene
+from luvnet.plugins.phantom.video import PhantomVideo
 
 __all__ = ["NATIVE_SIZE", "Anatomy", "Geometry", "PhantomVideo", "Scene"]

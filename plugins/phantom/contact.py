@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.config import PATTERNS
+from luvnet.engine.model.config import PATTERNS
 
 PER_PATTERN = 3
 TILE_WIDTH = 400

@@ -24,12 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.config import PATTERNS
-from engine.errors import LuvnetError
-from plugins.phantom.contact import choose_frames, contact_sheet, truth_label, write_png
-from plugins.phantom.geometry import MIN_SIDE, NATIVE_SIZE
-from plugins.phantom.scene import Anatomy
-from plugins.phantom.video import DEFAULT_FPS, PhantomVideo
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import PATTERNS
+from luvnet.plugins.phantom.contact import choose_frames, contact_sheet, truth_label, write_png
+from luvnet.plugins.phantom.geometry import MIN_SIDE, NATIVE_SIZE
+from luvnet.plugins.phantom.scene import Anatomy
+from luvnet.plugins.phantom.video import DEFAULT_FPS, PhantomVideo
 
 MANIFEST_NAME = "manifest.csv"
 CONTACT_SHEET_NAME = "contact_sheet.png"

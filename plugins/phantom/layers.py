@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from plugins.phantom.geometry import Geometry
-from plugins.phantom.scene import EFFUSION_EDGE_PAD, Instance, Scene, a_line_profile, ribs
-from plugins.phantom.speckle import smooth_field, smooth_noise, speckle_db
+from luvnet.plugins.phantom.geometry import Geometry
+from luvnet.plugins.phantom.scene import EFFUSION_EDGE_PAD, Instance, Scene, a_line_profile, ribs
+from luvnet.plugins.phantom.speckle import smooth_field, smooth_noise, speckle_db
 
 NOISE_PAD = 6  # the noise bank is this much larger than the view on every side
 

@@ -13,10 +13,10 @@ import math
 import cv2
 import numpy as np
 
-from plugins.phantom.geometry import Geometry
-from plugins.phantom.layers import NOISE_PAD, Layers, build_layers
-from plugins.phantom.scene import FrameMotion, Scene, frame_motion
-from plugins.phantom.ui import UiLayer, draw_ui
+from luvnet.plugins.phantom.geometry import Geometry
+from luvnet.plugins.phantom.layers import NOISE_PAD, Layers, build_layers
+from luvnet.plugins.phantom.scene import FrameMotion, Scene, frame_motion
+from luvnet.plugins.phantom.ui import UiLayer, draw_ui
 
 _WARP = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 

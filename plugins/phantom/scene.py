@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config import PATTERNS
-from plugins.phantom.geometry import Geometry
+from luvnet.engine.model.config import PATTERNS
+from luvnet.plugins.phantom.geometry import Geometry
 
 # Instance kinds and the pattern each one shows.
 KIND_PATTERN: dict[str, str] = {

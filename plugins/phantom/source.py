@@ -19,11 +19,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from plugins.phantom.geometry import NATIVE_SIZE, Geometry
-from plugins.phantom.scene import Anatomy
-from plugins.phantom.video import DEFAULT_FPS, PhantomVideo
-from plugins.sources.base import SourceEnded, SourceError, SourceFrame, SourceOptions
-from plugins.sources.pacing import Pacer
+from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from luvnet.plugins.phantom.scene import Anatomy
+from luvnet.plugins.phantom.video import DEFAULT_FPS, PhantomVideo
+from luvnet.plugins.sources.pacing import Pacer
+from luvnet.streamer.frame_source import SourceEnded, SourceError, SourceFrame, SourceOptions
 
 SCENE_SECONDS = (4.0, 9.0)
 MAX_FPS = 240.0

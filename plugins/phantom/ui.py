@@ -13,7 +13,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from plugins.phantom.geometry import Geometry
+from luvnet.plugins.phantom.geometry import Geometry
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TEXT_GREY = 200

@@ -6,10 +6,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from engine.config import PATTERNS
-from plugins.phantom.geometry import NATIVE_SIZE, Geometry
-from plugins.phantom.render import Renderer
-from plugins.phantom.scene import (
+from luvnet.engine.model.config import PATTERNS
+from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from luvnet.plugins.phantom.render import Renderer
+from luvnet.plugins.phantom.scene import (
     Anatomy,
     Scene,
     coverage_table,

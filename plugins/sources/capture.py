@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from plugins.sources.base import SourceEnded, SourceError, SourceFrame, SourceOptions
+from luvnet.streamer.frame_source import SourceEnded, SourceError, SourceFrame, SourceOptions
 
 
 class _OpenCVSource:

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from bench.replay import ReplaySource
-from plugins.sources.pacing import Pacer
+from luvnet.bench.replay import ReplaySource
+from luvnet.plugins.sources.pacing import Pacer
 
 
 def test_replay_cycles_its_frames_in_order():

@@ -16,7 +16,7 @@ SMALL = ["--backbone", "resnet18", "--image-size", "64"]
 
 def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "bench", *args],
+        [sys.executable, "-m", "luvnet.cli", "bench", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -25,8 +25,8 @@ def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_bench_writes_every_mode(tmp_path):
     video = write_video(tmp_path / "scan.mp4", frames=40)
-    out = tmp_path / "bench.json"
-    plot = tmp_path / "bench.png"
+    out = tmp_path / "luvnet.bench.json"
+    plot = tmp_path / "luvnet.bench.png"
     result = run_bench(
         *SMALL,
         *("--source", f"file:{video}", "--frames", "4", "--warmup", "1", "--naive-frames", "2"),

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.attention_curves import clip_alpha, stitch
-from engine.attention_plot import figure_size
-from engine.checkpoint import save_checkpoint
-from engine.config import PreprocessConfig
-from engine.model import build_luvnet
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.evaluation.attention_curves import clip_alpha, stitch
+from luvnet.engine.evaluation.attention_plot import figure_size
+from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.config import PreprocessConfig
+from luvnet.engine.model.network import build_luvnet
 from tests.engine.tiny_data import make_dataset
 
 

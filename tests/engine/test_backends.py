@@ -12,15 +12,15 @@ import importlib.util
 import pytest
 import torch
 
-from engine.backends import BACKEND_NAMES, TOLERANCES, ParityError, Tolerance, create_backend
-from engine.backends.auto import CPU_CANDIDATES
-from engine.backends.cache import model_fingerprint
-from engine.backends.factory import load_verified, make_spec
-from engine.backends.parity import reference_outputs
-from engine.backends.tensorrt import compile_options, precision_options
-from engine.config import ModelConfig, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.model import build_luvnet, build_model
+from luvnet.engine.backends import BACKEND_NAMES, TOLERANCES, ParityError, Tolerance, create_backend
+from luvnet.engine.backends.auto import CPU_CANDIDATES
+from luvnet.engine.backends.cache import model_fingerprint
+from luvnet.engine.backends.factory import load_verified, make_spec
+from luvnet.engine.backends.parity import reference_outputs
+from luvnet.engine.backends.tensorrt import compile_options, precision_options
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
+from luvnet.engine.model.network import build_luvnet, build_model
 from tests.engine.test_model import randomize_batchnorm
 
 SIZE = 64

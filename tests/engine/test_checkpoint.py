@@ -11,9 +11,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
-from engine.errors import LuvnetError
-from engine.model import build_luvnet
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_checkpoint,
+    save_checkpoint,
+)
+from luvnet.engine.model.network import build_luvnet
 
 
 @pytest.fixture()
@@ -112,7 +117,7 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(saved):
     _, path = saved
     (path / WEIGHTS_FILE).write_bytes(pickle.dumps([1, 2, 3]))
     result = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "info", "--checkpoint", str(path), "--json"],
+        [sys.executable, "-m", "luvnet.cli", "info", "--checkpoint", str(path), "--json"],
         capture_output=True,
         text=True,
     )

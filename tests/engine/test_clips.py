@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.clips import (
+from luvnet.engine.data.clips import (
     ClipAugment,
     ClipDataset,
     FrameCache,
@@ -22,11 +22,11 @@ from engine.clips import (
     clip_spans,
     take_clip,
 )
-from engine.config import ModelConfig, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.manifest import LabelSpec, read_manifest
-from engine.preprocess import letterbox_u8
-from engine.video import read_video
+from luvnet.engine.data.manifest import LabelSpec, read_manifest
+from luvnet.engine.data.preprocess import letterbox_u8
+from luvnet.engine.data.video import read_video
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 
 SIZE = 32  # small canvas keeps the tests fast; geometry is the same code at 256
 HEADER = "video,patient_id,a_lines,b_lines,consolidation,pleural_effusion"

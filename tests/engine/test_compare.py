@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from engine.metrics import delong_test
-from engine.predictions import ClipRef, write_predictions
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.evaluation.metrics import delong_test
+from luvnet.engine.evaluation.predictions import ClipRef, write_predictions
 
 N = 24
 

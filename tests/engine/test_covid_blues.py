@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.clips import FrameCache, clip_spans
-from engine.config import PreprocessConfig
-from engine.manifest import read_manifest
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.data.clips import FrameCache, clip_spans
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.model.config import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_DATA = (REPO / ".." / "shared" / "data" / "covid-blues").resolve()

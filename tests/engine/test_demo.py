@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engine.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
-from engine.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
-from engine.train import add_arguments
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
+from luvnet.engine.training.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
+from luvnet.engine.training.folds import add_arguments
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 TINY = [*TINY_TRAIN_ARGS, "--epochs", "1"]
@@ -53,7 +53,7 @@ def test_recipe_flags_are_accepted_by_the_commands():
     flags = [x for pair in TRAIN.items() for x in pair]
     args = parser.parse_args(["--manifest", "m.csv", "--out", "o", *flags])
     assert args.backbone == "mobilenet_v3_small" and args.lr == float(TRAIN["--lr"])
-    from plugins.phantom.generate import add_arguments as phantom_arguments
+    from luvnet.plugins.phantom.generate import add_arguments as phantom_arguments
 
     parser = argparse.ArgumentParser()
     phantom_arguments(parser)

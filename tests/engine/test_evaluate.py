@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import save_checkpoint
-from engine.config import PreprocessConfig
-from engine.inference import score_clips
-from engine.metrics import read_metrics
-from engine.model import build_luvnet
-from engine.predictions import read_predictions
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.evaluation.inference import score_clips
+from luvnet.engine.evaluation.metrics import read_metrics
+from luvnet.engine.evaluation.predictions import read_predictions
+from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.config import PreprocessConfig
+from luvnet.engine.model.network import build_luvnet
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def _luvnet(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
+        [sys.executable, "-m", "luvnet.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -141,7 +141,7 @@ def test_score_clips_equals_forward_with_padding():
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 4:] = False
     logits, attention = score_clips(model, frames, mask, cfg)
-    from engine.preprocess import normalize
+    from luvnet.engine.data.preprocess import normalize
 
     with torch.no_grad():
         ref_logits, ref_attention = model(normalize(frames, cfg), mask)

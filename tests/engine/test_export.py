@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backends.onnx_export import (
+from luvnet.engine.backends.onnx_export import (
     ENCODER_FILE,
     HEAD_FILE,
     META_FILE,
     export_onnx,
     read_onnx_meta,
 )
-from engine.checkpoint import load_checkpoint, save_checkpoint
-from engine.config import MODEL_VARIANTS, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.model import VARIANT_BUILDERS, build_luvnet
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
+from luvnet.engine.model.config import MODEL_VARIANTS, PreprocessConfig
+from luvnet.engine.model.network import VARIANT_BUILDERS, build_luvnet
 from tests.engine.test_model import randomize_batchnorm
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
@@ -38,7 +38,7 @@ SIZE = 64
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "export", *args],
+        [sys.executable, "-m", "luvnet.cli", "export", *args],
         capture_output=True,
         text=True,
     )

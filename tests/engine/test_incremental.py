@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import MODEL_VARIANTS
-from engine.incremental import EmbeddingWindow, IncrementalHead
-from engine.model import VARIANT_BUILDERS
+from luvnet.engine.model.config import MODEL_VARIANTS
+from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead
+from luvnet.engine.model.network import VARIANT_BUILDERS
 from tests.engine.test_model import randomize_batchnorm
 
 

@@ -11,7 +11,7 @@ import pytest
 
 def run_info(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "info", *args],
+        [sys.executable, "-m", "luvnet.cli", "info", *args],
         capture_output=True,
         text=True,
     )

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import LuvnetError
-from engine.letterbox import Letterbox, axis_taps, letterbox_geometry
+from luvnet.engine.data.letterbox import Letterbox, axis_taps, letterbox_geometry
+from luvnet.engine.errors import LuvnetError
 
 
 def structured(height: int, width: int, seed: int = 0) -> np.ndarray:

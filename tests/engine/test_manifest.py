@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.config import PATTERNS
-from engine.errors import LuvnetError
-from engine.manifest import LabelSpec, read_manifest, write_manifest
+from luvnet.engine.data.manifest import LabelSpec, read_manifest, write_manifest
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import PATTERNS
 
 HEADER = "video,patient_id,a_lines,b_lines,consolidation,pleural_effusion"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import LuvnetError
-from engine.metrics import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.metrics import (
     Z_95,
     compute_metrics,
     delong_auc,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import MODEL_VARIANTS, ModelConfig
-from engine.errors import LuvnetError
-from engine.model import VARIANT_BUILDERS, build_luvnet, build_model
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import MODEL_VARIANTS, ModelConfig
+from luvnet.engine.model.network import VARIANT_BUILDERS, build_luvnet, build_model
 
 SMALL_BACKBONES = {"resnet18": 512, "mobilenet_v3_small": 576}
 

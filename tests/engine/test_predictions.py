@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import PATTERNS
-from engine.errors import LuvnetError
-from engine.predictions import ClipRef, prediction_columns, read_predictions, write_predictions
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.predictions import (
+    ClipRef,
+    prediction_columns,
+    read_predictions,
+    write_predictions,
+)
+from luvnet.engine.model.config import PATTERNS
 
 CLIPS = [
     ClipRef("v1_0000", "v1.mp4", "p1", 0, 30),

@@ -12,10 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engine.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from engine.errors import LuvnetError
-from engine.letterbox import letterbox_geometry
-from engine.preprocess import (
+from luvnet.engine.data.letterbox import letterbox_geometry
+from luvnet.engine.data.preprocess import (
     FramePreprocessor,
     detect_sector,
     find_sector_box,
@@ -24,7 +22,9 @@ from engine.preprocess import (
     preprocess_frames,
     to_gray_u8,
 )
-from engine.video import read_video
+from luvnet.engine.data.video import read_video
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 
 S = 256
 FAN_BOX = (31, 49, 259, 162)  # bounding box of the fan drawn by synthetic_scan()

@@ -8,8 +8,8 @@ import statistics
 import numpy as np
 import pytest
 
-from engine.metrics import compute_metrics, write_metrics
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.evaluation.metrics import compute_metrics, write_metrics
 
 HEADER = (
     "| Model | Folds | A-lines | B-lines | Consolidation | Pleural effusion | Micro AUC "

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import LuvnetError
-from engine.manifest import read_manifest
-from engine.splits import SplitPlan, make_splits, rows_for, splits_from_manifest
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.data.splits import SplitPlan, make_splits, rows_for, splits_from_manifest
+from luvnet.engine.errors import LuvnetError
 
 HEADER = "video,patient_id,a_lines,b_lines,consolidation,pleural_effusion"
 

@@ -15,13 +15,18 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bn_calibration import recalibrate_batchnorm
-from engine.checkpoint import file_sha256, load_checkpoint
-from engine.loss import masked_bce, parse_pos_weight
-from engine.metrics import read_metrics, youden_thresholds
-from engine.predictions import read_predictions
-from engine.train_state import join_optimizer_state, load_state, save_state, split_optimizer_state
-from streamer.cli import main
+from luvnet.cli import main
+from luvnet.engine.evaluation.metrics import read_metrics, youden_thresholds
+from luvnet.engine.evaluation.predictions import read_predictions
+from luvnet.engine.model.checkpoint import file_sha256, load_checkpoint
+from luvnet.engine.model.loss import masked_bce, parse_pos_weight
+from luvnet.engine.training.batchnorm import recalibrate_batchnorm
+from luvnet.engine.training.state import (
+    join_optimizer_state,
+    load_state,
+    save_state,
+    split_optimizer_state,
+)
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +120,7 @@ def test_budget_stops_cleanly_and_keeps_a_best_checkpoint(data, tmp_path: Path):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "streamer.cli", *args]
+    return [sys.executable, "-m", "luvnet.cli", *args]
 
 
 def _wait_for_mid_epoch(proc: subprocess.Popen, state_json: Path, timeout: float = 120.0) -> None:
@@ -245,7 +250,7 @@ def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path: Path
     for pid, entries in original["state"].items():
         for key, value in entries.items():
             assert torch.equal(joined["state"][pid][key], value), (pid, key)
-    from engine.train_state import Progress
+    from luvnet.engine.training.state import Progress
 
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     fingerprint = {"seed": 0}
@@ -366,7 +371,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    base = [*launcher, "--nproc-per-node", "2", "-m", "streamer.cli", "train"]
+    base = [*launcher, "--nproc-per-node", "2", "-m", "luvnet.cli", "train"]
     base += [
         "--manifest",
         str(manifest),

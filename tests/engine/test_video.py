@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import LuvnetError
-from engine.video import iter_frames, read_video
+from luvnet.engine.data.video import iter_frames, read_video
+from luvnet.engine.errors import LuvnetError
 
 H, W = 48, 64
 LEVELS = [20, 60, 100, 140, 180, 220, 250, 30, 90, 160]  # frame t is flat grey LEVELS[t]

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import zmq
 
-from streamer import cli
-from streamer.protocol import ScoreMessage
-from streamer.publisher import ScorePublisher
+from luvnet import cli
+from luvnet.streamer.protocol import ScoreMessage
+from luvnet.streamer.publisher import ScorePublisher
 from tests.streamer.message_factory import make_score, make_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_listen_with_missing_keys_is_one_line_error(
 
 def test_listen_stops_cleanly_on_sigterm(feed: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "listen", "--endpoint", feed],
+        [sys.executable, "-m", "luvnet.cli", "listen", "--endpoint", feed],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -205,7 +205,7 @@ def test_record_to_a_missing_directory_is_one_line_error(
 def test_record_flushes_and_closes_the_file_on_sigint(feed: str, tmp_path: Path) -> None:
     out = tmp_path / "live.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "record", "--out", str(out), "--endpoint", feed],
+        [sys.executable, "-m", "luvnet.cli", "record", "--out", str(out), "--endpoint", feed],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.config import PATTERNS
-from engine.manifest import read_manifest
-from plugins.phantom import Anatomy, Geometry, PhantomVideo
-from plugins.phantom.scene import a_line_profile, sample_scene, shadow_profile, truth_table
-from plugins.phantom.source import PhantomSource, open_phantom, parse_spec
-from plugins.sources.base import FrameSource, SourceEnded, SourceError, SourceOptions
-from streamer import cli
+from luvnet import cli
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.model.config import PATTERNS
+from luvnet.plugins.phantom import Anatomy, Geometry, PhantomVideo
+from luvnet.plugins.phantom.scene import a_line_profile, sample_scene, shadow_profile, truth_table
+from luvnet.plugins.phantom.source import PhantomSource, open_phantom, parse_spec
+from luvnet.streamer.frame_source import FrameSource, SourceEnded, SourceError, SourceOptions
 
 SIZE = (240, 320)
 ONLY = {p: False for p in PATTERNS}
@@ -378,7 +378,7 @@ def test_cli_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, bad):
 
 def test_cli_entry_point_process(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "phantom", "--out", str(tmp_path), "--size", "9x9"],
+        [sys.executable, "-m", "luvnet.cli", "phantom", "--out", str(tmp_path), "--size", "9x9"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[2],

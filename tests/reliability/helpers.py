@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streamer.client import ScoreSubscriber
-from streamer.protocol import Message, ScoreMessage, StatusMessage
+from luvnet.streamer.client import ScoreSubscriber
+from luvnet.streamer.protocol import Message, ScoreMessage, StatusMessage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,13 +53,13 @@ def group_members(pgid: int) -> list[int]:
 
 
 class LuvnetProcess:
-    """``python -m streamer.cli ARGS`` in its own process group, stderr kept in a file."""
+    """``python -m luvnet.cli ARGS`` in its own process group, stderr kept in a file."""
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", *args],
+            [sys.executable, "-m", "luvnet.cli", *args],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=self._log_file,

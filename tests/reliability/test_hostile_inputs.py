@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import LuvnetError
-from engine.manifest import read_manifest
-from plugins.sources.base import SourceEnded, SourceFrame
-from streamer.compose import StreamSettings, compose_stream
-from streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.compose import StreamSettings, compose_stream
+from luvnet.streamer.frame_source import SourceEnded, SourceFrame
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from tests.reliability.helpers import REPO
 from tests.streamer.conftest import write_video
 
@@ -119,7 +119,7 @@ def test_odd_frames_through_the_live_stream_are_scored_or_skipped_one_by_one(
     # 40, not 30: the sector crop locks during the tail, which rightly restarts the window.
     good_tail = [noise((60, 80, 3)) for _ in range(40)]
     images = [image for _, image, _ in FRAMES] + good_tail
-    with caplog.at_level(logging.WARNING, logger="streamer.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="luvnet.streamer.pipeline"):
         messages, pipeline = run_source(tiny_checkpoint, ListSource(images))
     scores = [m for m in messages if isinstance(m, ScoreMessage)]
     scored = {m.frame for m in scores}
@@ -209,7 +209,7 @@ class _Exploit:
 
 def _luvnet_stream(checkpoint: Path, env_marker: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "stream", "--checkpoint", str(checkpoint)]
+        [sys.executable, "-m", "luvnet.cli", "stream", "--checkpoint", str(checkpoint)]
         + ["--source", "phantom", "--max-frames", "1", "--bind", "tcp://127.0.0.1:*"],
         cwd=REPO,
         capture_output=True,

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from streamer.client import Gap, ScoreSubscriber
-from streamer.protocol import ProtocolError, ScoreMessage, decode
-from streamer.publisher import ScorePublisher
+from luvnet.streamer.client import Gap, ScoreSubscriber
+from luvnet.streamer.protocol import ProtocolError, ScoreMessage, decode
+from luvnet.streamer.publisher import ScorePublisher
 from tests.reliability.helpers import Collector, LuvnetProcess, stream_args, wait_until
 from tests.streamer.conftest import free_port
 from tests.streamer.message_factory import join, make_score

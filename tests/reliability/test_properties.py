@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from engine.config import PreprocessConfig
-from engine.errors import LuvnetError
-from engine.preprocess import FramePreprocessor
+from luvnet.engine.data.preprocess import FramePreprocessor
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import PreprocessConfig
 
 DTYPES = [
     np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.uint32, np.float16,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.publisher import ScorePublisher
+from luvnet.streamer.publisher import ScorePublisher
 from tests.reliability.helpers import Collector, LuvnetProcess, stream_args, wait_until
 from tests.streamer.conftest import free_port
 from tests.streamer.message_factory import make_score, make_status

@@ -21,16 +21,16 @@ import pytest
 import zmq
 import zmq.auth
 
-from streamer.client import ScoreSubscriber
-from streamer.protocol import MAX_TEXT_CHARS, SCHEMA_VERSION
-from streamer.security import load_client_keys
+from luvnet.streamer.client import ScoreSubscriber
+from luvnet.streamer.protocol import MAX_TEXT_CHARS, SCHEMA_VERSION
+from luvnet.streamer.security import load_client_keys
 from tests.reliability.helpers import REPO, LuvnetProcess, stream_args, wait_until
 from tests.streamer.conftest import free_port
 
 
 def luvnet(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
+        [sys.executable, "-m", "luvnet.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -115,7 +115,7 @@ def test_curve_stream_reaches_authorised_listeners_only_and_carries_no_frames(
 
 # ----------------------------------------------------------------------- nothing unpickled
 
-SCANNED = ("engine", "streamer", "plugins", "bench")
+SCANNED = ("luvnet", "engine", "streamer", "plugins", "bench")
 # Modules whose whole purpose is building objects (and so running code) from bytes.
 PICKLING_MODULES = {
     "pickle", "_pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal",

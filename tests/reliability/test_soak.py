@@ -19,7 +19,7 @@ from tests.reliability.helpers import REPO
 def test_a_short_soak_passes_its_checks(tiny_checkpoint, tmp_path):
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--minutes", "0.25", "--checkpoint"]
+        [sys.executable, "-m", "luvnet.bench.soak", "--minutes", "0.25", "--checkpoint"]
         + [str(tiny_checkpoint), "--size", "240x320", "--warmup-s", "4", "--sample-s", "2"]
         + ["--max-growth", "0.25", "--threads", "1", "--json", str(out)],
         cwd=REPO,

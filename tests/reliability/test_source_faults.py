@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 import pytest
 
-from plugins.sources.base import SourceError, SourceFrame
-from streamer.compose import StreamSettings, compose_stream
-from streamer.grabber import FrameGrabber
-from streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.compose import StreamSettings, compose_stream
+from luvnet.streamer.frame_source import SourceError, SourceFrame
+from luvnet.streamer.grabber import FrameGrabber
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from tests.reliability.helpers import (
     Collector,
     LuvnetProcess,
@@ -129,7 +129,7 @@ class FlappingSource:
 def test_a_source_failing_right_after_each_reopen_backs_off_and_resets_after_a_frame(caplog):
     source = FlappingSource(failures=5, frames=3)
     grabber = FrameGrabber(source, backoff_initial_s=0.05, backoff_max_s=0.4)
-    with caplog.at_level(logging.WARNING, logger="streamer.grabber"):
+    with caplog.at_level(logging.WARNING, logger="luvnet.streamer.grabber"):
         grabber.start()
         wait_until(lambda: len(source.opens) >= 7, 30, "seven opens")
         grabber.stop()

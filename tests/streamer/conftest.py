@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.checkpoint import save_checkpoint
-from engine.config import PreprocessConfig
-from engine.model import build_luvnet
+from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.config import PreprocessConfig
+from luvnet.engine.model.network import build_luvnet
 
 
 @pytest.fixture(scope="session")

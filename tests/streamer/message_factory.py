@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.client import ScoreSubscriber
-from streamer.protocol import Message, ScoreMessage, StatusMessage
+from luvnet.streamer.client import ScoreSubscriber
+from luvnet.streamer.protocol import Message, ScoreMessage, StatusMessage
 
 PATTERNS = ("a_lines", "b_lines", "consolidation", "pleural_effusion")
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.metrics import roc_auc
-from plugins.phantom.source import PhantomSource
-from streamer.compose import DEMO_CHECKPOINT
+from luvnet.engine.evaluation.metrics import roc_auc
+from luvnet.plugins.phantom.source import PhantomSource
+from luvnet.streamer.compose import DEMO_CHECKPOINT
 from tests.streamer.test_stream import PATTERNS, run_stream
 
 pytestmark = pytest.mark.skipif(
     not (DEMO_CHECKPOINT / "config.json").is_file(),
-    reason="demo model not built (python -m engine.demo, README 'Demo model')",
+    reason="demo model not built (python -m luvnet.engine.training.demo, README 'Demo model')",
 )
 
 

@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 
-from plugins.sources.base import SourceEnded, SourceError, SourceFrame
-from streamer.compose import StreamSettings, compose_stream
-from streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.compose import StreamSettings, compose_stream
+from luvnet.streamer.frame_source import SourceEnded, SourceError, SourceFrame
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 
 
 class ScriptedSource:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.backends import create_backend
-from engine.checkpoint import load_checkpoint
-from engine.errors import LuvnetError
-from engine.model import build_luvnet
-from streamer.compose import StreamSettings, compose_stream, resolve_head_mode
+from luvnet.engine.backends import create_backend
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.checkpoint import load_checkpoint
+from luvnet.engine.model.network import build_luvnet
+from luvnet.streamer.compose import StreamSettings, compose_stream, resolve_head_mode
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

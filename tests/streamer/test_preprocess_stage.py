@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import ModelConfig, PreprocessConfig
-from engine.preprocess import letterbox_u8, normalize
+from luvnet.engine.data.preprocess import letterbox_u8, normalize
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 
 SIZE = 64
 
@@ -24,7 +24,7 @@ def frames(count: int, height: int = 240, width: int = 320, seed: int = 0) -> li
 
 
 def stage(device: str, box: tuple[int, int, int, int] | None = (20, 10, 260, 200)):
-    from streamer.stages import PreprocessStage
+    from luvnet.streamer.stages import PreprocessStage
 
     config = ModelConfig(preprocess=PreprocessConfig(image_size=SIZE))
     return PreprocessStage(config, device=torch.device(device), box=box, calibrate_frames=0)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.protocol import (
+from luvnet.streamer.protocol import (
     MAX_ERROR_CHARS,
     MAX_MESSAGE_BYTES,
     ProtocolError,

@@ -10,10 +10,10 @@ import msgpack
 import pytest
 import zmq
 
-from engine.errors import LuvnetError
-from streamer.client import Gap, ScoreSubscriber
-from streamer.protocol import ScoreMessage, StatusMessage
-from streamer.publisher import ScorePublisher, check_bind_endpoint
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.client import Gap, ScoreSubscriber
+from luvnet.streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.publisher import ScorePublisher, check_bind_endpoint
 from tests.streamer.message_factory import join, make_score, make_status
 
 ANY_PORT = "tcp://127.0.0.1:*"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
-from engine.errors import LuvnetError
-from streamer.client import ScoreSubscriber
-from streamer.publisher import ScorePublisher
-from streamer.security import (
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.client import ScoreSubscriber
+from luvnet.streamer.publisher import ScorePublisher
+from luvnet.streamer.security import (
     add_client,
     generate_keys,
     load_client_keys,

@@ -64,7 +64,7 @@ def run_stream(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedPr
             [
                 sys.executable,
                 "-m",
-                "streamer.cli",
+                "luvnet.cli",
                 "stream",
                 "--bind",
                 endpoint,
@@ -167,7 +167,7 @@ def test_sigterm_stops_promptly(tiny_checkpoint, short_video):
         [
             sys.executable,
             "-m",
-            "streamer.cli",
+            "luvnet.cli",
             "stream",
             "--bind",
             endpoint,
@@ -200,9 +200,9 @@ def test_head_modes_agree(tiny_checkpoint, short_video, head_mode):
     """Both head modes publish the same scores as the model's head over the window."""
     import torch
 
-    from engine.checkpoint import load_checkpoint
-    from engine.preprocess import normalize, preprocess_frames
-    from engine.video import read_video
+    from luvnet.engine.data.preprocess import normalize, preprocess_frames
+    from luvnet.engine.data.video import read_video
+    from luvnet.engine.model.checkpoint import load_checkpoint
 
     result, sub = run_stream(
         "--source",

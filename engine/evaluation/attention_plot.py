@@ -1,0 +1,277 @@
+"""``luvnet attention --checkpoint C --video V --out plot.png [--manifest M] [--clip I]``.
+
+The figure of spec §5 (``../shared/docs/luvnet-spec.md``), drawn with OpenCV: one panel per
+pattern with alpha_t (attention summed over heads, min-max normalised per clip; see
+:mod:`engine.attention_curves`) against the frame index, the top-3 frames marked and shown as
+thumbnails, each clip's probability, and the ground truth shaded when ``--manifest`` knows it.
+The video goes through the checkpoint's own preprocessing and :func:`engine.inference.score_clips`
+(embed per frame, then head), as in evaluation and the live streamer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from luvnet.engine.data.clips import clip_spans, take_clip
+from luvnet.engine.data.manifest import LabelSpec, read_manifest
+from luvnet.engine.data.preprocess import preprocess_frames
+from luvnet.engine.data.video import read_video
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.attention_curves import VideoCurves, stitch
+from luvnet.engine.evaluation.inference import resolve_device, score_clips, set_threads
+from luvnet.engine.evaluation.report import DISPLAY_NAMES
+from luvnet.engine.model.checkpoint import Checkpoint, load_checkpoint
+
+TOP_K = 3
+# Layout in pixels; the figure is WIDTH x figure_height(P).
+WIDTH = 1280
+TITLE_H = 64
+PANEL_H = 230
+FOOTER_H = 40
+THUMB = 150
+THUMB_GAP = 10
+PLOT_LEFT = 84
+PLOT_RIGHT_GAP = 24
+# BGR
+INK = (40, 40, 40)
+GRID = (225, 225, 225)
+TRUTH = (200, 235, 200)
+CLIP_EDGE = (190, 190, 190)
+COLOURS = [(180, 100, 20), (20, 120, 230), (40, 40, 200), (150, 60, 150)]
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def figure_size(num_patterns: int) -> tuple[int, int]:
+    """(width, height) of the PNG for this many patterns."""
+    return WIDTH, TITLE_H + num_patterns * PANEL_H + FOOTER_H
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth of one pattern over the video's frames: [T] bool, or None = unknown."""
+
+    frames: np.ndarray | None
+
+
+def truth_from_manifest(manifest_path: Path, video: Path, n_frames: int) -> list[Truth]:
+    manifest = read_manifest(manifest_path, check_files=False)
+    target = video.resolve()
+    for row in manifest.rows:
+        if row.video == target:
+            return [_truth(spec, n_frames) for spec in row.labels.values()]
+    raise LuvnetError(
+        f"--manifest {manifest_path}: no row for video {video}; expected the video to be listed"
+    )
+
+
+def _truth(spec: LabelSpec, n_frames: int) -> Truth:
+    if spec.ranges is None:
+        return Truth(None)
+    marked = np.zeros(n_frames, dtype=bool)
+    for start, end in spec.ranges:
+        marked[start : min(end, n_frames - 1) + 1] = True
+    return Truth(marked)
+
+
+def video_curves(
+    ckpt: Checkpoint, video: Path, clip: int | None
+) -> tuple[VideoCurves, np.ndarray, int]:
+    """(curves, letterboxed uint8 frames [T, S, S], offset of frame 0 of the curves)."""
+    config = ckpt.config
+    decoded = read_video(video)
+    frames, _ = preprocess_frames(decoded.frames, config.preprocess)
+    spans = clip_spans(len(frames), config.clip_length, config.clip_step)
+    if clip is not None:
+        if not 0 <= clip < len(spans):
+            raise LuvnetError(
+                f"--clip: expected 0..{len(spans) - 1} for {video.name} "
+                f"({len(frames)} frames, {len(spans)} clips), got {clip}"
+            )
+        spans = [spans[clip]]
+    clips, masks = zip(
+        *(take_clip(frames, a, b, config.clip_length) for a, b in spans), strict=True
+    )
+    with torch.inference_mode():
+        logits, attention = score_clips(
+            ckpt.model,
+            torch.from_numpy(np.stack(clips)),
+            torch.from_numpy(np.stack(masks)),
+            config.preprocess,
+        )
+    offset = spans[0][0]
+    local = [(a - offset, b - offset) for a, b in spans]
+    curves = stitch(
+        attention.cpu().numpy(), np.stack(masks), local, torch.sigmoid(logits).cpu().numpy()
+    )
+    return curves, frames[offset : offset + curves.raw.shape[1]], offset
+
+
+# --- drawing ----------------------------------------------------------------------------------
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float = 0.5, **kw) -> None:
+    cv2.putText(img, text, org, FONT, scale, kw.get("colour", INK), kw.get("thick", 1), cv2.LINE_AA)
+
+
+def _x_ticks(n_frames: int) -> list[int]:
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 500, 1000) if n_frames / s <= 12)
+    return list(range(0, n_frames, step))
+
+
+def draw_panel(
+    canvas: np.ndarray,
+    top: int,
+    pattern: int,
+    name: str,
+    curves: VideoCurves,
+    frames: np.ndarray,
+    offset: int,
+    truth: Truth | None,
+    threshold: float,
+) -> None:
+    n = curves.raw.shape[1]
+    thumbs_w = TOP_K * THUMB + (TOP_K - 1) * THUMB_GAP
+    x0, x1 = PLOT_LEFT, WIDTH - thumbs_w - PLOT_RIGHT_GAP - 16
+    y0, y1 = top + 48, top + PANEL_H - 40
+    colour = COLOURS[pattern % len(COLOURS)]
+
+    def px(t: float) -> int:
+        return int(round(x0 + (x1 - x0) * (t / max(n - 1, 1))))
+
+    def py(v: float) -> int:
+        return int(round(y1 - (y1 - y0) * v))
+
+    clip_probs = curves.probs[:, pattern]
+    if len(clip_probs) <= 4:
+        shown = "p(clip) = " + ", ".join(f"{p:.2f}" for p in clip_probs)
+    else:
+        shown = (
+            f"p(clip) {clip_probs.min():.2f}-{clip_probs.max():.2f} over {len(clip_probs)} clips"
+        )
+    title = f"{DISPLAY_NAMES.get(name, name)}   {shown}   threshold {threshold:.2f}"
+    _text(canvas, title, (x0, top + 22), 0.55, colour=colour, thick=2)
+    if truth is not None and truth.frames is not None:
+        marked = truth.frames[offset : offset + n]
+        for t in np.flatnonzero(marked):
+            a, b = px(t - 0.5), px(t + 0.5)
+            cv2.rectangle(canvas, (max(a, x0), y0), (min(b, x1), y1), TRUTH, -1)
+        note = "ground truth: present (shaded)" if marked.any() else "ground truth: absent"
+    else:
+        note = "ground truth: unknown" if truth is not None else "ground truth: not given"
+    (note_w, _), _ = cv2.getTextSize(note, FONT, 0.42, 1)
+    _text(canvas, note, (x1 - note_w, y1 + 34), 0.42)
+    for v in (0.0, 0.5, 1.0):
+        cv2.line(canvas, (x0, py(v)), (x1, py(v)), GRID, 1)
+        _text(canvas, f"{v:.1f}", (x0 - 30, py(v) + 5), 0.4)
+    for start, _ in curves.spans[1:]:
+        cv2.line(canvas, (px(start), y0), (px(start), y1), CLIP_EDGE, 1, cv2.LINE_AA)
+    for t in _x_ticks(n):
+        cv2.line(canvas, (px(t), y1), (px(t), y1 + 4), INK, 1)
+        _text(canvas, str(t + offset), (px(t) - 8, y1 + 18), 0.4)
+    _text(canvas, "frame", ((x0 + x1) // 2 - 20, y1 + 34), 0.4)
+    _text(canvas, "alpha", (8, (y0 + y1) // 2 + 5), 0.45)
+    values = np.nan_to_num(curves.normalised[pattern], nan=0.0)
+    points = np.array([[px(t), py(v)] for t, v in enumerate(values)], np.int32)
+    cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), INK, 1)
+    top_frames = curves.top_frames(pattern, TOP_K)
+    for rank, t in enumerate(top_frames, start=1):
+        centre = (px(t), py(values[t]))
+        cv2.circle(canvas, centre, 6, colour, -1, cv2.LINE_AA)
+        cv2.circle(canvas, centre, 6, INK, 1, cv2.LINE_AA)
+        _text(canvas, str(rank), (centre[0] - 4, centre[1] - 10), 0.45, thick=2)
+    tx = WIDTH - thumbs_w - 16
+    for rank, t in enumerate(top_frames, start=1):
+        thumb = cv2.resize(np.ascontiguousarray(frames[t]), (THUMB, THUMB), cv2.INTER_AREA)
+        x = tx + (rank - 1) * (THUMB + THUMB_GAP)
+        canvas[top + 34 : top + 34 + THUMB, x : x + THUMB] = cv2.cvtColor(thumb, cv2.COLOR_GRAY2BGR)
+        cv2.rectangle(canvas, (x, top + 34), (x + THUMB - 1, top + 33 + THUMB), colour, 2)
+        label = f"#{rank} frame {t + offset}  a={values[t]:.2f}"
+        _text(canvas, label, (x, top + 34 + THUMB + 18), 0.42)
+
+
+def render(
+    ckpt: Checkpoint,
+    video: Path,
+    curves: VideoCurves,
+    frames: np.ndarray,
+    offset: int,
+    truths: list[Truth] | None,
+) -> np.ndarray:
+    config = ckpt.config
+    width, height = figure_size(config.num_patterns)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    n = curves.raw.shape[1]
+    clips = len(curves.spans)
+    _text(canvas, f"Attention over frames: {video.name}", (PLOT_LEFT, 28), 0.75, thick=2)
+    _text(
+        canvas,
+        f"model {ckpt.model_id} ({config.variant}, {config.backbone}, {config.num_heads} heads)"
+        f"   frames {offset}-{offset + n - 1}, {clips} clip(s) of {config.clip_length}",
+        (PLOT_LEFT, 52),
+        0.5,
+    )
+    for p, name in enumerate(config.pattern_names):
+        truth = truths[p] if truths is not None else None
+        draw_panel(
+            canvas,
+            TITLE_H + p * PANEL_H,
+            p,
+            name,
+            curves,
+            frames,
+            offset,
+            truth,
+            config.thresholds[p],
+        )
+    _text(
+        canvas,
+        "alpha_t = attention summed over heads, min-max normalised per clip; grey lines: clip "
+        "starts (overlaps use the clip whose centre is nearest); dots 1-3: top frames",
+        (PLOT_LEFT, height - 16),
+        0.42,
+    )
+    return canvas
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = (
+        "luvnet attention --checkpoint C --video V --out plot.png [--manifest M] [--clip I]"
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
+    parser.add_argument("--video", type=Path, required=True, help="video file")
+    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
+    parser.add_argument(
+        "--manifest", type=Path, default=None, help="manifest listing the video (ground truth)"
+    )
+    parser.add_argument("--clip", type=int, default=None, help="only this clip (default: all)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if any)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise LuvnetError(f"--threads: expected a positive integer, got {args.threads}")
+    set_threads(args.threads)
+    if args.out.suffix.lower() != ".png":
+        raise LuvnetError(f"--out {args.out}: expected a .png file name")
+    ckpt = load_checkpoint(args.checkpoint, map_location=resolve_device(args.device))
+    curves, frames, offset = video_curves(ckpt, args.video, args.clip)
+    truths = None
+    if args.manifest is not None:
+        truths = truth_from_manifest(args.manifest, args.video, offset + curves.raw.shape[1])
+    image = render(ckpt, args.video, curves, frames, offset, truths)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.out), image):
+        raise LuvnetError(f"--out {args.out}: OpenCV could not write the PNG")
+    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]})")
+    return 0

@@ -1,0 +1,150 @@
+"""``luvnet compare A.csv B.csv [--json OUT]``: paired DeLong test per pattern.
+
+Both files are predictions CSVs (``engine.predictions``) of two models on the same clips. Rows are
+matched by ``clip_id``; the clip sets, the pattern names and every label must agree, otherwise the
+command refuses. Each pattern uses its known labels only.
+
+``--json OUT`` writes::
+
+    {"a": "A.csv", "b": "B.csv", "n_clips": 120,
+     "patterns": {"<pattern>": {"n_pos", "n_neg", "auc_a", "auc_b", "auc_diff", "z", "p_value",
+                                "reason"}}}
+
+with ``null`` for undefined figures and ``reason`` saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.metrics import DelongTest, delong_test
+from luvnet.engine.evaluation.predictions import Predictions, read_predictions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "luvnet compare A.csv B.csv [--json OUT]"
+    parser.add_argument("a", type=Path, help="predictions CSV of model A")
+    parser.add_argument("b", type=Path, help="predictions CSV of model B (same clips)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
+def run(args: argparse.Namespace) -> int:
+    a, b = read_predictions(args.a), read_predictions(args.b)
+    order = align(a, b, args.a, args.b)
+    results = compare(a, b, order)
+    print(format_table(results, args.a, args.b))
+    if args.json is not None:
+        payload = {
+            "a": str(args.a),
+            "b": str(args.b),
+            "n_clips": len(a.clips),
+            "patterns": {name: _as_json(t) for name, t in results.items()},
+        }
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+            os.replace(tmp, args.json)
+        except OSError as err:
+            raise LuvnetError(f"--json {args.json}: cannot write ({err.strerror})") from None
+    return 0
+
+
+def align(a: Predictions, b: Predictions, path_a: Path, path_b: Path) -> np.ndarray:
+    """Row indices into ``b`` in ``a``'s clip order; refuses files that are not comparable."""
+    if a.pattern_names != b.pattern_names:
+        raise LuvnetError(
+            f"{path_b}: patterns {list(b.pattern_names)} differ from {path_a}: "
+            f"{list(a.pattern_names)}; expected the same patterns in the same order"
+        )
+    ids_a = [c.clip_id for c in a.clips]
+    rows_b = b.row_of()
+    only_a = [i for i in ids_a if i not in rows_b]
+    only_b = sorted(set(rows_b) - set(ids_a))
+    if only_a or only_b:
+        raise LuvnetError(
+            f"{path_b}: clip set differs from {path_a}: {len(only_a)} clip(s) only in A "
+            f"{_some(only_a)}, {len(only_b)} only in B {_some(only_b)}; expected the same clip_ids"
+        )
+    order = np.array([rows_b[i] for i in ids_a], dtype=int)
+    for i, j in enumerate(order):
+        ca, cb = a.clips[i], b.clips[j]
+        if (ca.video, ca.patient_id, ca.start, ca.end) != (
+            cb.video,
+            cb.patient_id,
+            cb.start,
+            cb.end,
+        ):
+            raise LuvnetError(
+                f"{path_b}: clip {ca.clip_id!r} is {cb.video}/{cb.patient_id} [{cb.start}, "
+                f"{cb.end}) but in {path_a} {ca.video}/{ca.patient_id} [{ca.start}, {ca.end}); "
+                "expected the same clip"
+            )
+        for k, name in enumerate(a.pattern_names):
+            la, lb = a.labels[i, k], b.labels[j, k]
+            if not (la == lb or (math.isnan(la) and math.isnan(lb))):
+                raise LuvnetError(
+                    f"{path_b}: clip {ca.clip_id!r}, label_{name} = {_label(lb)} but "
+                    f"{_label(la)} in {path_a}; expected identical labels"
+                )
+    return order
+
+
+def compare(a: Predictions, b: Predictions, order: np.ndarray) -> dict[str, DelongTest]:
+    """Paired DeLong test per pattern; ``order`` maps a's rows to b's (see :func:`align`)."""
+    return {
+        name: delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k])
+        for k, name in enumerate(a.pattern_names)
+    }
+
+
+def format_table(results: dict[str, DelongTest], path_a: Path, path_b: Path) -> str:
+    lines = [
+        f"A = {path_a}",
+        f"B = {path_b}",
+        f"{'pattern':<18} {'n_pos':>5} {'n_neg':>5} {'AUC A':>7} {'AUC B':>7} {'A-B':>7} "
+        f"{'z':>7} {'p':>9}",
+    ]
+    notes = []
+    for name, t in results.items():
+        lines.append(
+            f"{name:<18} {t.n_pos:>5} {t.n_neg:>5} {_f(t.auc_a, 7, '.3f')} {_f(t.auc_b, 7, '.3f')} "
+            f"{_f(t.diff, 7, '+.3f')} {_f(t.z, 7, '+.2f')} {_f(t.p_value, 9, '.3g')}"
+        )
+        if t.reason:
+            notes.append(f"{name}: {t.reason}")
+    lines += notes
+    return "\n".join(lines)
+
+
+def _as_json(t: DelongTest) -> dict[str, Any]:
+    return {
+        "n_pos": t.n_pos,
+        "n_neg": t.n_neg,
+        "auc_a": t.auc_a,
+        "auc_b": t.auc_b,
+        "auc_diff": t.diff,
+        "z": t.z,
+        "p_value": t.p_value,
+        "reason": t.reason,
+    }
+
+
+def _f(value: float | None, width: int, spec: str) -> str:
+    return ("n/a" if value is None else format(value, spec)).rjust(width)
+
+
+def _label(value: float) -> str:
+    return "unknown" if math.isnan(value) else str(int(value))
+
+
+def _some(ids: list[str], limit: int = 3) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return f"[{shown}{', ...' if len(ids) > limit else ''}]"

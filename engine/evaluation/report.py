@@ -1,0 +1,138 @@
+"""``luvnet report RUN [RUN ...] [--split val|test] [--out table.md]``: the paper's Table 1.
+
+A training run directory (see ``docs/formats.md``)::
+
+    RUN/run.json                    {"model": "luvnet", "backbone": "densenet161", ...}
+    RUN/fold_<i>/metrics_val.json   validation metrics at the best epoch (engine.metrics schema)
+    RUN/fold_<i>/metrics_test.json  optional: the fold's checkpoint on the held-out test set
+
+One row per run, one column per pattern AUC plus micro and macro AUC, each cell the mean ± sample
+standard deviation (ddof=1) over the folds where the figure is defined. A cell defined in only
+some folds says how many, e.g. ``0.853 ± 0.020 (4/5)``; one defined in none is ``n/a``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.metrics import MACRO_AUC_METHOD, read_metrics
+
+DISPLAY_NAMES = {
+    "a_lines": "A-lines",
+    "b_lines": "B-lines",
+    "consolidation": "Consolidation",
+    "pleural_effusion": "Pleural effusion",
+}
+FOLD_DIR = re.compile(r"fold_(\d+)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "luvnet report RUN [RUN ...] [--split val|test] [--out table.md]"
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="training run directory")
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="default: val")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+
+
+def run(args: argparse.Namespace) -> int:
+    runs = [load_run(path, args.split) for path in args.runs]
+    table = format_table(runs, args.split)
+    print(table)
+    if args.out is not None:
+        try:
+            args.out.write_text(table + "\n", encoding="utf-8")
+        except OSError as err:
+            raise LuvnetError(f"--out {args.out}: cannot write ({err.strerror})") from None
+    return 0
+
+
+def load_run(path: Path, split: str) -> dict[str, Any]:
+    """``{"label", "path", "folds": [metrics dict, ...]}`` of one run directory."""
+    if not path.is_dir():
+        raise LuvnetError(f"{path}: not a run directory; expected RUN/run.json and RUN/fold_<i>/")
+    info = _read_run_json(path / "run.json")
+    folds = sorted(
+        (int(m.group(1)), d)
+        for d in path.iterdir()
+        if d.is_dir() and (m := FOLD_DIR.fullmatch(d.name))
+    )
+    if not folds:
+        raise LuvnetError(
+            f"{path}: no fold_<i> directories; expected RUN/fold_0/metrics_{split}.json"
+        )
+    metrics = [read_metrics(d / f"metrics_{split}.json") for _, d in folds]
+    return {"label": f"{info['model']} ({info['backbone']})", "path": path, "folds": metrics}
+
+
+def _read_run_json(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LuvnetError(f'{path}: missing; expected {{"model": ..., "backbone": ...}}') from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LuvnetError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(info, dict):
+        raise LuvnetError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    for key in ("model", "backbone"):
+        if not isinstance(info.get(key), str) or not info[key]:
+            raise LuvnetError(f"{path}: {key}: expected a non-empty string, got {info.get(key)!r}")
+    return info
+
+
+def columns(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(header, key) pairs: patterns in first-seen order, then micro and macro AUC."""
+    names: list[str] = []
+    for r in runs:
+        for fold in r["folds"]:
+            names += [n for n in fold["patterns"] if n not in names]
+    cols = [(DISPLAY_NAMES.get(n, n), n) for n in names]
+    return cols + [("Micro AUC", "micro_auc"), ("Macro AUC", "macro_auc")]
+
+
+def fold_values(folds: list[dict[str, Any]], key: str) -> list[float | None]:
+    """One figure per fold: a pattern's AUC or a top-level key; None where undefined/absent."""
+    if key in ("micro_auc", "macro_auc"):
+        return [f[key] for f in folds]
+    return [f["patterns"].get(key, {}).get("auc") for f in folds]
+
+
+def cell(values: list[float | None]) -> str:
+    """Mean ± sample std of the defined values, with a defined/total count when some are not."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return "n/a"
+    text = f"{np.mean(defined):.3f}"
+    if len(defined) > 1:
+        text += f" ± {np.std(defined, ddof=1):.3f}"
+    if len(defined) < len(values):
+        text += f" ({len(defined)}/{len(values)})"
+    return text
+
+
+def format_table(runs: list[dict[str, Any]], split: str) -> str:
+    cols = columns(runs)
+    labels = [r["label"] for r in runs]
+    # Same model and backbone twice: tell the rows apart by their directory.
+    labels = [
+        f"{lab} [{r['path'].name}]" if labels.count(lab) > 1 else lab
+        for lab, r in zip(labels, runs, strict=True)
+    ]
+    header = ["Model", "Folds"] + [h for h, _ in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for lab, r in zip(labels, runs, strict=True):
+        cells = [cell(fold_values(r["folds"], key)) for _, key in cols]
+        lines.append("| " + " | ".join([lab, str(len(r["folds"]))] + cells) + " |")
+    lines += [
+        "",
+        f"Split: {split}. AUC, mean ± sample standard deviation (ddof=1) over folds; (k/n): "
+        "defined in k of n folds; n/a: undefined in every fold (no known labels or one class).",
+        f"Macro AUC = mean of the per-pattern AUCs ({MACRO_AUC_METHOD}), not the area under the "
+        "interpolated mean ROC of the authors' notebooks.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""Exact incremental head for streaming: one new frame embedding in, the window's logits out.
+
+BatchNorm (eval) and ReLU act per time step, so the temporal Conv1d can be assembled from
+cached per-frame products (spec §2, last paragraph). For each frame ``t`` we cache its
+``k`` tap products ``W_j h_t`` (one [k*D, D] x [D] multiply: exactly the new frame's share of
+the convolution). A conv output position ``p`` is the sum of the taps of the frames within
+``k // 2`` of it; when the window slides, only positions near its two edges change, and
+those are re-summed from cached taps (additions only, no drift from add/subtract).
+
+Variants without a temporal branch have nothing to cache beyond the embeddings, so their
+state reruns the (cheap) head over the window.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from luvnet.engine.model.heads import LUVNetHead
+from luvnet.engine.model.network import LUVNet
+
+
+class EmbeddingWindow:
+    """The last ``length`` embeddings in a preallocated ring on one device.
+
+    Every embedding is written twice, at slot ``i % length`` and ``length`` rows further, so
+    that the window oldest first is always one contiguous slice of the ring: a view, with no
+    index tensor to build and no gather (on CUDA an index list is a host-to-device copy).
+    """
+
+    def __init__(self, length: int, embed_dim: int, *, device: torch.device, dtype: torch.dtype):
+        self.length = length
+        self.ring = torch.zeros(2 * length, embed_dim, device=device, dtype=dtype)
+        self.count = 0  # frames ever pushed; the newest has absolute index count - 1
+
+    @property
+    def fill(self) -> int:
+        return min(self.count, self.length)
+
+    def slots(self, first: int, last: int) -> list[int]:
+        """Ring slots of absolute frame indices first..last inclusive, oldest first."""
+        return [i % self.length for i in range(first, last + 1)]
+
+    def push(self, emb: torch.Tensor) -> int:
+        index = self.count
+        slot = index % self.length
+        self.ring[slot] = emb
+        self.ring[slot + self.length] = emb
+        self.count += 1
+        return index
+
+    def padded(self) -> torch.Tensor:
+        """[length, D] view: the window oldest first in its first ``fill`` rows; the rows
+        after them (before the window fills) hold zeros or frames from before a reset, which
+        a mask must hide."""
+        start = self.count % self.length if self.count > self.length else 0
+        return self.ring[start : start + self.length]
+
+    def ordered(self) -> torch.Tensor:
+        """Window contents oldest first: a [fill, D] view."""
+        return self.padded()[: self.fill]
+
+    def reset(self) -> None:
+        self.count = 0
+
+
+class IncrementalHead:
+    """Feeds one embedding at a time; returns what ``model.head`` gives on the current window.
+
+    ``push(emb [D]) -> (logits [P], attention [P, fill, N_a])``. The window holds at most
+    ``model.config.clip_length`` frames; before it is full it holds every frame so far,
+    which equals ``head`` over the shorter clip (or over the padded clip with its mask).
+    """
+
+    def __init__(self, model: LUVNet, *, length: int | None = None) -> None:
+        if model.training:
+            raise ValueError("IncrementalHead needs the model in eval mode (model.eval())")
+        self.model = model
+        param = next(model.parameters())
+        self.length = length or model.config.clip_length
+        self.window = EmbeddingWindow(
+            self.length, model.embed_dim, device=param.device, dtype=param.dtype
+        )
+        head = model.clip_head
+        self.temporal = head.temporal if isinstance(head, LUVNetHead) else None
+        if self.temporal is not None:
+            k = self.temporal.kernel_size
+            weight = self.temporal.conv.weight.detach()  # [D_out, D_in, k]
+            # Row block j of tap_matrix is W[:, :, j]: taps = tap_matrix @ h -> [k, D_out].
+            self.tap_matrix = weight.permute(2, 0, 1).reshape(k * weight.shape[0], -1)
+            self.taps = torch.zeros(
+                self.length, k, weight.shape[0], device=param.device, dtype=param.dtype
+            )
+            self.conv_out = torch.zeros(
+                self.length, weight.shape[0], device=param.device, dtype=param.dtype
+            )
+
+    @property
+    def fill(self) -> int:
+        return self.window.fill
+
+    def reset(self) -> None:
+        """Forget the window (e.g. after the source reconnects or the sector moves)."""
+        self.window.reset()
+
+    @torch.inference_mode()
+    def push(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.window.push(emb)
+        if self.temporal is None:
+            window = self.window.ordered().unsqueeze(0)
+            logits, attention = self.model.head(window)
+            return logits[0], attention[0]
+        return self._push_temporal(index, emb)
+
+    def _push_temporal(self, index: int, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        temporal = self.temporal_update(index, emb)
+        head: LUVNetHead = self.model.clip_head
+        window = self.window.ordered().unsqueeze(0)
+        mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
+        pooled, attention = head.attention(window, mask)
+        logits = head.classify(temporal, pooled)
+        return logits[0], attention[0]
+
+    def _window_slots(self, index: int) -> list[int]:
+        return self.window.slots(index - self.window.fill + 1, index)
+
+    def temporal_update(self, index: int, emb: torch.Tensor) -> torch.Tensor:
+        """The temporal branch's output [1, D] after frame ``index`` (already in the window).
+
+        Public so ``luvnet bench`` can time it against rerunning the branch over the window.
+        """
+        k = self.temporal.kernel_size
+        pad = k // 2
+        self.taps[index % self.length] = (self.tap_matrix @ emb).reshape(k, -1)
+        first = index - self.window.fill + 1  # oldest absolute index in the window
+        # Positions whose neighbourhood changed: near the new frame, and just after the
+        # frame that left (index - length), if one did.
+        changed = set(range(max(first, index - pad), index + 1))
+        if index >= self.length:
+            changed.update(range(first, min(first + pad, index + 1)))
+        positions = sorted(changed)
+        self.conv_out[[p % self.length for p in positions]] = self._conv_at(positions, first, index)
+        conv = self.conv_out[self._window_slots(index)]
+        return self.temporal.positionwise(conv).mean(0, keepdim=True)
+
+    def _conv_at(self, positions: list[int], first: int, last: int) -> torch.Tensor:
+        """Conv outputs [n, D] at absolute positions from cached taps of frames first..last.
+
+        One gather and one sum (no Python loop over tensors): tap j of the conv multiplies
+        input p + j - pad, so position p takes tap j of frame t = p + j - pad when t is in
+        the window; outside it the conv's zero padding contributes nothing.
+        """
+        k = self.temporal.kernel_size
+        pad = k // 2
+        frames = [[p + j - pad for j in range(k)] for p in positions]
+        valid = [[first <= t <= last for t in row] for row in frames]
+        device = self.taps.device
+        slots = torch.tensor([[t % self.length for t in row] for row in frames], device=device)
+        taps = torch.arange(k, device=device).expand(len(positions), k)
+        weights = torch.tensor(valid, dtype=self.taps.dtype, device=device).unsqueeze(-1)
+        return (self.taps[slots, taps] * weights).sum(1)

@@ -1,0 +1,127 @@
+"""Data for one fold: clip datasets, resumable shuffling, per-clip augmentation, loaders.
+
+Every random choice of an epoch is a pure function of (seed, epoch, clip), so a run killed
+mid-epoch and resumed sees exactly the batches and augmentations it would have seen:
+
+* :class:`ResumableSampler` shuffles with ``DistributedSampler`` (seed + epoch; one shard per
+  rank under torchrun, the whole set otherwise) and can start at any batch of the epoch;
+* :class:`AugmentedClips` draws each clip's flip/rotation from a generator seeded by
+  (seed, epoch, clip index), whichever DataLoader worker loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from luvnet.engine.data.clips import ClipAugment, ClipDataset, FrameCache
+from luvnet.engine.data.manifest import ManifestRow
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import ModelConfig
+from luvnet.engine.training.distributed import DistEnv
+
+
+def clip_dataset(
+    rows: Sequence[ManifestRow], config: ModelConfig, cache_dir: str | Path
+) -> ClipDataset:
+    """Clips of these rows from the frame cache (videos decoded once, on first use)."""
+    cache = FrameCache(cache_dir, config.preprocess)
+    return ClipDataset(
+        rows,
+        cache,
+        clip_length=config.clip_length,
+        clip_step=config.clip_step,
+        patterns=config.pattern_names,
+    )
+
+
+class AugmentedClips(Dataset):
+    """``base[i]`` with a clip-consistent flip/rotation seeded by (seed, epoch, i); no change
+    when ``augment`` is None."""
+
+    def __init__(self, base: ClipDataset, augment: ClipAugment | None, seed: int) -> None:
+        self.base = base
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0  # set before each epoch's DataLoader iterator is created
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        if self.augment is None:  # --no-augment
+            return item
+        generator = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+        )
+        item["frames"] = self.augment(item["frames"], generator=generator)
+        return item
+
+
+class ResumableSampler(Sampler[int]):
+    """This rank's shuffled indices for an epoch, starting at batch ``start_batch``."""
+
+    def __init__(self, size: int, env: DistEnv, seed: int, batch_size: int) -> None:
+        self.inner = DistributedSampler(
+            range(size), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed
+        )
+        self.batch_size = batch_size
+        self.start_batch = 0
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        self.inner.set_epoch(epoch)
+        self.start_batch = start_batch
+
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.inner) // self.batch_size)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(iter(self.inner))
+        return iter(indices[self.start_batch * self.batch_size :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.inner) - self.start_batch * self.batch_size)
+
+
+def train_loader(
+    dataset: AugmentedClips,
+    sampler: ResumableSampler,
+    *,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    generator: torch.Generator,
+) -> DataLoader:
+    """``generator`` seeds the workers, so the global RNG (dropout) is not drawn from here."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        generator=generator,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        persistent_workers=False,  # workers must see the new epoch set on the dataset
+    )
+
+
+def eval_loader(
+    dataset: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
+
+
+def require_clips(dataset: ClipDataset, what: str) -> None:
+    if len(dataset) == 0:
+        raise LuvnetError(f"{what}: expected at least one clip, got none")

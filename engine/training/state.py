@@ -1,0 +1,217 @@
+"""Resumable training state: safetensors for every tensor, JSON for everything else.
+
+Layout of ``RUN/fold_<i>/last/``::
+
+    state.json                  the commit point: counters, history, RNG, optimizer metadata,
+                                and the name of the tensor file it belongs to
+    state-<generation>.safetensors
+                                model/<key>, optimizer/<param>/<key>, rng/torch, rng/cuda/<i>
+
+A save writes a new tensor file under a fresh name, then replaces ``state.json`` atomically
+(write ``.tmp`` + ``os.replace``), then deletes older tensor files. A process killed at any
+moment therefore leaves either the old or the new state, complete. Nothing is pickled: the
+optimizer's ``state_dict`` is split into its tensors (safetensors) and the rest (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from luvnet.engine.errors import LuvnetError
+
+FORMAT = "luvnet-train-state"
+FORMAT_VERSION = 1
+STATE_JSON = "state.json"
+
+
+@dataclass
+class Progress:
+    """Counters that decide where a resumed run continues."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # batches of that epoch already trained
+    global_step: int = 0  # optimizer steps over the whole fold
+    elapsed_s: float = 0.0  # wall clock spent on this fold, summed over invocations
+    cpu_s: float = 0.0  # CPU time of the process(es) in that wall clock (shared machines)
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the best validation loss (early-stopping counter)
+    epoch_loss_sum: float = 0.0  # training loss of the epoch in progress, for history.csv
+    epoch_loss_count: int = 0
+    stop_reason: str | None = None  # "early_stop", "max_epochs", "budget" once finished
+    bn_frozen: bool = False  # BatchNorm statistics fixed for the rest of the run
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainState:
+    progress: Progress
+    fingerprint: dict[str, Any]  # settings a resumed run must share with the saved one
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: dict[str, Any]
+
+
+# --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
+
+
+def split_optimizer_state(
+    state_dict: dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``optimizer.state_dict()`` -> (flat tensors, JSON-able rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for param_id, entries in state_dict["state"].items():
+        plain: dict[str, Any] = {}
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{param_id}/{key}"] = value
+            else:
+                plain[key] = value
+        meta[str(param_id)] = plain
+    return tensors, {"param_groups": state_dict["param_groups"], "state": meta}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`split_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in rest["state"].items()}
+    for name, value in tensors.items():
+        _, param_id, key = name.split("/", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+# --- RNG states -------------------------------------------------------------------------------
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Torch/CUDA generator states as tensors; Python and NumPy states as JSON."""
+    tensors = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    plain = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+    return tensors, plain
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng/cuda/"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = plain["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+# --- save / load ------------------------------------------------------------------------------
+
+
+def save_state(
+    directory: str | Path,
+    *,
+    progress: Progress,
+    fingerprint: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> Path:
+    """Write the state atomically (module docstring); returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    optim_tensors, optim_rest = split_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_rest = capture_rng()
+    tensors |= optim_tensors | rng_tensors
+    # clone(): safetensors refuses tensors that share storage (tied or viewed weights).
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    generation = uuid.uuid4().hex[:12]
+    tensor_name = f"state-{generation}.safetensors"
+    tmp = directory / (tensor_name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "generation": generation})
+    os.replace(tmp, directory / tensor_name)
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tensors": tensor_name,
+        "generation": generation,
+        "progress": asdict(progress),
+        "fingerprint": fingerprint,
+        "optimizer": optim_rest,
+        "scaler": scaler.state_dict(),
+        "rng": rng_rest,
+    }
+    json_tmp = directory / (STATE_JSON + ".tmp")
+    json_tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
+    os.replace(json_tmp, directory / STATE_JSON)  # the commit point
+    for stale in directory.glob("state-*.safetensors*"):
+        if stale.name != tensor_name:
+            stale.unlink(missing_ok=True)
+    return directory
+
+
+def load_state(directory: str | Path) -> TrainState | None:
+    """The saved state, or None when there is none yet; a damaged one is a LuvnetError."""
+    directory = Path(directory)
+    json_path = directory / STATE_JSON
+    if not json_path.is_file():
+        return None
+    try:
+        document = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LuvnetError(
+            f"{json_path}: not valid JSON ({err}); delete {directory} to restart"
+        ) from None
+    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
+        raise LuvnetError(
+            f"{json_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
+            f"{document.get('format')!r} version {document.get('format_version')!r}"
+        )
+    tensor_path = directory / str(document.get("tensors"))
+    try:
+        tensors = load_file(str(tensor_path))
+    except (SafetensorError, OSError) as err:
+        raise LuvnetError(
+            f"{tensor_path}: unreadable training state ({err}); delete {directory} to restart"
+        ) from None
+    prefix = "model/"
+    return TrainState(
+        progress=Progress(**document["progress"]),
+        fingerprint=document["fingerprint"],
+        model={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+        optimizer=join_optimizer_state(
+            {k: v for k, v in tensors.items() if k.startswith("optimizer/")},
+            document["optimizer"],
+        ),
+        scaler=document["scaler"],
+        rng={"tensors": {k: v for k, v in tensors.items() if k.startswith("rng/")}}
+        | {"plain": document["rng"]},
+    )
+
+
+def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume with settings that would make the saved state meaningless."""
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            raise LuvnetError(
+                f"{directory}: saved with {key}={saved.get(key)!r}, this command has "
+                f"{key}={current.get(key)!r}; rerun with the same settings or a new --out"
+            )
