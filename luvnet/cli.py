@@ -1,87 +1,89 @@
-"""The ``luvnet`` console script: a thin dispatcher over subcommand modules.
+"""The ``luvnet`` console script: a thin dispatcher over the command modules.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their subcommand is chosen, so
-``luvnet --help`` stays fast and a missing optional dependency only breaks its own command.
+Each command is a module with ``add_arguments(parser)`` and ``run(args) -> int`` (see
+:mod:`luvnet.commands`). Built-in commands are listed below; score consumers (``listen``,
+``record``, ``overlay`` and any third party's) are found through the ``luvnet.consumers``
+entry-point group, as a third-party consumer would be. Modules are imported only when their
+command is chosen, so ``luvnet --help`` stays fast and a missing optional dependency only
+breaks its own command.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
+from types import ModuleType
 
+from luvnet.commands.logs import configure_logging
+from luvnet.commands.signals import StopOnSignal
 from luvnet.engine.errors import LuvnetError
 
+log = logging.getLogger("luvnet.cli")
+
+CONSUMER_GROUP = "luvnet.consumers"
 # name -> (module, one-line usage)
 COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("luvnet.commands.stream", "run the live pipeline and publish scores over ZeroMQ"),
-    "listen": ("luvnet.plugins.consumers.listen", "live text view of scores, latency and drops"),
-    "record": (
-        "luvnet.plugins.consumers.record",
-        "append every message to a file, report seq gaps",
-    ),
-    "overlay": (
-        "luvnet.plugins.consumers.overlay",
-        "live video with score bars and attention strip",
-    ),
     "info": ("luvnet.commands.info", "parameter and compute counts of a model or checkpoint"),
-    "phantom": (
-        "luvnet.plugins.phantom.generate",
-        "write synthetic labelled lung-ultrasound videos",
-    ),
-    "train": ("luvnet.engine.training.folds", "train LUV-Net on a manifest of labelled videos"),
-    "evaluate": ("luvnet.engine.evaluation.evaluate", "score a checkpoint on a manifest split"),
-    "compare": (
-        "luvnet.engine.evaluation.compare",
-        "paired DeLong test between two prediction files",
-    ),
-    "report": (
-        "luvnet.engine.evaluation.report",
-        "cross-validation table of a training run, as Markdown",
-    ),
-    "attention": (
-        "luvnet.engine.evaluation.attention_plot",
-        "per-pattern attention curves for one video",
-    ),
+    "phantom": ("luvnet.commands.phantom", "write synthetic labelled lung-ultrasound videos"),
+    "train": ("luvnet.commands.train", "train LUV-Net on a manifest of labelled videos"),
+    "evaluate": ("luvnet.commands.evaluate", "score a checkpoint on a manifest split"),
+    "compare": ("luvnet.commands.compare", "paired DeLong test between two prediction files"),
+    "report": ("luvnet.commands.report", "cross-validation table of a run, as Markdown"),
+    "attention": ("luvnet.commands.attention", "per-pattern attention curves for one video"),
     "covid-blues-manifest": (
-        "luvnet.engine.data.covid_blues",
+        "luvnet.commands.covid_blues_manifest",
         "build a manifest for the COVID-BLUES videos",
     ),
     "export": ("luvnet.commands.export", "export encoder and head to ONNX"),
-    "bench": ("luvnet.bench.run", "latency of the pipeline stages, cached vs naive, backends"),
+    "bench": ("luvnet.commands.bench", "latency of the pipeline stages, cached vs naive, backends"),
     "keys": ("luvnet.commands.keys", "create CURVE keys for an authenticated score stream"),
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+def consumer_commands() -> dict[str, tuple[str, str]]:
+    """Consumers registered in ``luvnet.consumers``: name -> (module, one-line usage).
+
+    The usage line is the module's ``HELP``; a consumer that fails to load is logged and
+    skipped, never fatal.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for entry in entry_points(group=CONSUMER_GROUP):
+        if entry.name in COMMANDS:
+            log.warning("consumer %r skipped: the name is a built-in command", entry.name)
+            continue
+        try:
+            module = entry.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not stop the command line
+            log.warning("consumer %r skipped: %s", entry.name, err)
+            continue
+        found[entry.name] = (module.__name__, getattr(module, "HELP", "score consumer"))
+    return found
+
+
+def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="luvnet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, usage) in COMMANDS.items():
+    for name, (_, usage) in commands.items():
         sub.add_parser(name, help=usage, add_help=False)
-    return parser, sub
+    return parser
 
 
-def _import_interruptibly(module_name: str) -> tuple[object, int | None]:
-    """Import a subcommand's module (torch takes seconds); also the signal that came meanwhile.
+def _import_interruptibly(module_name: str) -> tuple[ModuleType, int | None]:
+    """Import a command's module (torch takes seconds); also the signal that came meanwhile.
 
     A KeyboardInterrupt raised inside a third-party import can be swallowed by a bare
     ``except`` there, and the command would then start as if never interrupted. So during the
     import the signals only set a flag, checked once the import is done.
     """
-    requested: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, _frame: requested.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    with StopOnSignal() as signals:
         module = importlib.import_module(module_name)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return module, (requested[0] if requested else None)
+    return module, signals.signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,15 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     argv = sys.argv[1:] if argv is None else argv
-    parser, _ = build_parser()
-    if not argv or argv[0] not in COMMANDS:
+    configure_logging("")
+    commands = dict(COMMANDS)
+    if not argv or argv[0] not in commands:
+        commands |= consumer_commands()
+    parser = build_parser(commands)
+    if not argv or argv[0] not in commands:
         if argv and not argv[0].startswith("-"):
-            parser.error(f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
+            parser.error(f"unknown command {argv[0]!r}; choose one of {', '.join(commands)}")
         parser.parse_args(argv)
         parser.print_help()
         return 0
     name, rest = argv[0], argv[1:]
-    module_name, usage = COMMANDS[name]
+    module_name, usage = commands[name]
+    configure_logging(name)
     try:
         module, interrupted = _import_interruptibly(module_name)
         if interrupted is not None:
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         args = sub_parser.parse_args(rest)
         return int(module.run(args) or 0)
     except LuvnetError as err:
-        print(f"luvnet {name}: error: {err}", file=sys.stderr)
+        log.error("%s", err)
         return 2
     except KeyboardInterrupt:
         return 130

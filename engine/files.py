@@ -1,0 +1,102 @@
+"""Files luvnet writes and reads back: atomic writes and JSON objects with one-line errors.
+
+Every file luvnet writes (checkpoint config, metrics, predictions, history, training state,
+caches, run records) goes through :func:`atomic_open` or a helper built on it: the bytes land
+in a temporary file beside the target and ``os.replace`` moves it into place (atomic on
+POSIX), so a reader or a killed process never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from luvnet.engine.errors import LuvnetError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; moved onto ``path`` when the block ends without error.
+
+    For writers that take a file name (safetensors, OpenCV). On an error the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; it replaces ``path`` on success.
+
+    ``mode`` is ``"w"`` (text, ``encoding`` and ``newline`` apply) or ``"wb"``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path) as tmp:
+        if mode == "wb":
+            with tmp.open("wb") as handle:
+                yield handle
+        else:
+            with tmp.open("w", encoding=encoding, newline=newline) as handle:
+                yield handle
+
+
+def write_json(path: str | Path, document: Any, *, indent: int | None = 2) -> None:
+    """Write ``document`` as strict JSON (no NaN or Infinity), atomically, newline-terminated.
+
+    Raises:
+        LuvnetError: a value JSON cannot hold (NaN, Infinity, an unknown type), naming the file.
+    """
+    try:
+        text = json.dumps(document, indent=indent, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise LuvnetError(f"{path}: cannot be written as JSON ({err})") from None
+    with atomic_open(path) as handle:
+        handle.write(text + "\n")
+
+
+def read_json_object(path: str | Path, *, expected: str = "a JSON object") -> dict[str, Any]:
+    """Read a JSON file whose top level is an object.
+
+    A UTF-8 byte-order mark and CRLF line ends are accepted (editors on Windows write them).
+
+    Args:
+        path: the file.
+        expected: what the file should hold, for the error when it is missing or not an object.
+
+    Raises:
+        LuvnetError: missing, unreadable, not JSON (with line and column) or not an object.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise LuvnetError(f"{path}: missing; expected {expected}") from None
+    except IsADirectoryError:
+        raise LuvnetError(f"{path}: is a directory; expected a file with {expected}") from None
+    except UnicodeDecodeError as err:
+        raise LuvnetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise LuvnetError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        ) from None
+    except OSError as err:
+        raise LuvnetError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not isinstance(document, dict):
+        raise LuvnetError(f"{path}: expected {expected}, got a JSON {type(document).__name__}")
+    return document
