@@ -38,8 +38,10 @@ class TemporalBranch(nn.Module):
         """BN + ReLU on conv outputs [..., D]; per time step, so reusable incrementally."""
         if self.training:
             raise RuntimeError("positionwise() is for inference (BatchNorm in eval mode)")
-        scale = self.norm.weight * torch.rsqrt(self.norm.running_var + self.norm.eps)
-        shift = self.norm.bias - self.norm.running_mean * scale
+        mean, var = self.norm.running_mean, self.norm.running_var
+        assert mean is not None and var is not None  # built with track_running_stats
+        scale = self.norm.weight * torch.rsqrt(var + self.norm.eps)
+        shift = self.norm.bias - mean * scale
         return torch.relu(conv_out * scale + shift)
 
     def forward(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

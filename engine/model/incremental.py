@@ -113,7 +113,8 @@ class IncrementalHead:
 
     def _push_temporal(self, index: int, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         temporal = self.temporal_update(index, emb)
-        head: LUVNetHead = self.model.clip_head
+        head = self.model.clip_head
+        assert isinstance(head, LUVNetHead)  # a temporal branch exists only in LUV-Net's head
         window = self.window.ordered().unsqueeze(0)
         mask = torch.ones(window.shape[:2], dtype=torch.bool, device=window.device)
         pooled, attention = head.attention(window, mask)
@@ -128,7 +129,9 @@ class IncrementalHead:
 
         Public so ``luvnet bench`` can time it against rerunning the branch over the window.
         """
-        k = self.temporal.kernel_size
+        temporal = self.temporal
+        assert temporal is not None  # push() takes this path only with a temporal branch
+        k = temporal.kernel_size
         pad = k // 2
         self.taps[index % self.length] = (self.tap_matrix @ emb).reshape(k, -1)
         first = index - self.window.fill + 1  # oldest absolute index in the window
@@ -140,7 +143,7 @@ class IncrementalHead:
         positions = sorted(changed)
         self.conv_out[[p % self.length for p in positions]] = self._conv_at(positions, first, index)
         conv = self.conv_out[self._window_slots(index)]
-        return self.temporal.positionwise(conv).mean(0, keepdim=True)
+        return temporal.positionwise(conv).mean(0, keepdim=True)
 
     def _conv_at(self, positions: list[int], first: int, last: int) -> torch.Tensor:
         """Conv outputs [n, D] at absolute positions from cached taps of frames first..last.
@@ -149,6 +152,7 @@ class IncrementalHead:
         input p + j - pad, so position p takes tap j of frame t = p + j - pad when t is in
         the window; outside it the conv's zero padding contributes nothing.
         """
+        assert self.temporal is not None
         k = self.temporal.kernel_size
         pad = k // 2
         frames = [[p + j - pad for j in range(k)] for p in positions]
