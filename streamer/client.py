@@ -189,7 +189,8 @@ class ScoreSubscriber:
         self.gap_count += 1
         self.missed_count += gap.missed
         self.gaps.append(gap)
-        log.info(
+        # Debug only: on_gap and the counters report gaps; each consumer shows them its own way.
+        log.debug(
             "gap in %s %s: seq %d..%d missed", gap.stream_id, gap.kind, gap.expected, gap.got - 1
         )
         if self.on_gap is not None:

@@ -12,6 +12,7 @@ import torch
 from luvnet.engine.backends import Backend, create_backend
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import Checkpoint, load_checkpoint
+from luvnet.engine.runtime import resolve_device
 from luvnet.streamer.frame_source import FrameSource, SourceOptions
 from luvnet.streamer.grabber import FrameGrabber
 from luvnet.streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
@@ -42,15 +43,6 @@ class StreamSettings:
     calibrate_frames: int = 8
     stream_id: str = "default"
     source_options: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LuvnetError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-    return device
 
 
 def resolve_head_mode(requested: str, backend: Backend) -> str:

@@ -13,7 +13,8 @@ stamps ``seq``, ``session`` and ``publish_ns`` and calls :meth:`encode`. Consume
 :func:`decode`, which accepts only well-formed version-1 messages: bounded msgpack limits, a
 dtype/shape whitelist for the one array, no pickle and no msgpack-numpy (both execute or build
 arbitrary objects from network bytes). Anything else raises :class:`ProtocolError` with a
-one-line reason naming the field.
+one-line reason naming the field. The limits and the field checks live in
+:mod:`luvnet.streamer.schema`; the names others use are re-exported here.
 
 Sequence numbers count per publisher *and per kind*, contiguous from 0: a subscriber that
 filters one kind still sees contiguous numbers, so any jump is a lost message. ``session`` is a
@@ -26,9 +27,6 @@ are not.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,7 +34,51 @@ from typing import Any, ClassVar
 import msgpack
 import numpy as np
 
-from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.schema import (
+    ATTENTION_DTYPE,
+    MAX_ERROR_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_SESSION,
+    MAX_TEXT_CHARS,
+    MAX_WINDOW,
+    ProtocolError,
+    attention_from_wire,
+    check_attention,
+    check_float,
+    check_int,
+    check_patterns,
+    check_per_pattern,
+    check_stages,
+    check_stream_id,
+    check_text,
+    check_topic_prefix,
+    describe,
+)
+
+__all__ = [
+    "ATTENTION_DTYPE",
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_STREAM_ID",
+    "DEFAULT_TOPIC_PREFIX",
+    "KINDS",
+    "MAX_ERROR_CHARS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_SESSION",
+    "MAX_TEXT_CHARS",
+    "MAX_WINDOW",
+    "SCHEMA_VERSION",
+    "SCORES",
+    "SOURCE_STATES",
+    "STATUS",
+    "STATUS_INTERVAL_S",
+    "Message",
+    "ProtocolError",
+    "ScoreMessage",
+    "StatusMessage",
+    "UnsupportedVersion",
+    "check_topic_prefix",
+    "decode",
+]
 
 SCHEMA_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # loopback: see streamer.publisher on remote binds
@@ -48,17 +90,6 @@ KINDS: tuple[str, ...] = (SCORES, STATUS)
 SOURCE_STATES: tuple[str, ...] = ("starting", "running", "reconnecting", "ended", "error")
 STATUS_INTERVAL_S = 1.0  # producers send one status message per second
 
-ATTENTION_DTYPE = "<f2"  # the only array dtype a decoder accepts
-MAX_MESSAGE_BYTES = 1 << 20  # topic + body; anything larger is refused unread
-MAX_TOPIC_BYTES = 128
-MAX_PATTERNS = 16
-MAX_WINDOW = 1024
-MAX_STAGES = 16
-MAX_TEXT_CHARS = 256  # model id, backend, device, source name
-MAX_ERROR_CHARS = 500  # last_error is cut to this length
-MAX_UINT64 = 2**64 - 1
-MAX_SESSION = 2**32 - 1
-
 # Bounds for msgpack itself, so a hostile body cannot make the decoder allocate much.
 _UNPACK_LIMITS: dict[str, int] = {
     "max_bin_len": MAX_MESSAGE_BYTES,
@@ -67,152 +98,10 @@ _UNPACK_LIMITS: dict[str, int] = {
     "max_map_len": 64,
     "max_ext_len": 0,
 }
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # pattern and stage names
-_STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-_repr = reprlib.Repr()
-_repr.maxstring = _repr.maxother = 40
-
-
-class ProtocolError(LuvnetError, ValueError):
-    """A message (or a field of one) does not follow the schema; the text names the field."""
 
 
 class UnsupportedVersion(ProtocolError):
     """A well-formed map whose schema version this decoder does not read."""
-
-
-# --------------------------------------------------------------------------- field checks
-
-
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {_repr.repr(value)}"
-
-
-def _int(name: str, value: object, lo: int = 0, hi: int = MAX_UINT64) -> int:
-    # bool is an int subclass in Python and msgpack has a separate bool type: refuse it here.
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
-        raise ProtocolError(f"{name}: expected an integer, got {_describe(value)}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ProtocolError(f"{name}: expected {lo}..{hi}, got {value}")
-    return value
-
-
-def _float(name: str, value: object, lo: float = 0.0, hi: float = math.inf) -> float:
-    # Integers are accepted: JavaScript encoders send 1.0 as the integer 1.
-    if isinstance(value, bool | np.bool_) or not isinstance(
-        value, int | float | np.integer | np.floating
-    ):
-        raise ProtocolError(f"{name}: expected a number, got {_describe(value)}")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ProtocolError(f"{name}: expected {lo:g}..{hi:g}, got {_describe(value)}") from None
-    if not math.isfinite(number):
-        raise ProtocolError(f"{name}: expected a finite number, got {number}")
-    if not lo <= number <= hi:
-        raise ProtocolError(f"{name}: expected {lo:g}..{hi:g}, got {number:g}")
-    return number
-
-
-def _text(name: str, value: object, max_chars: int = MAX_TEXT_CHARS) -> str:
-    if not isinstance(value, str):
-        raise ProtocolError(f"{name}: expected a string, got {_describe(value)}")
-    if len(value) > max_chars:
-        raise ProtocolError(f"{name}: expected at most {max_chars} characters, got {len(value)}")
-    if not value.isprintable():  # keeps terminal escapes out of consumers' screens
-        raise ProtocolError(f"{name}: expected printable text, got {value!r:.60}")
-    return value
-
-
-def _matching(name: str, value: object, pattern: re.Pattern[str], expected: str) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ProtocolError(f"{name}: expected {expected}, got {_describe(value)}")
-    return value
-
-
-def _name(name: str, value: object) -> str:
-    return _matching(name, value, _NAME, "a name matching [a-z][a-z0-9_]{0,31}")
-
-
-def _patterns(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not 1 <= len(value) <= MAX_PATTERNS:
-        raise ProtocolError(
-            f"patterns: expected a list of 1..{MAX_PATTERNS} names, got {_describe(value)}"
-        )
-    names = tuple(_name(f"patterns[{i}]", item) for i, item in enumerate(value))
-    if len(set(names)) != len(names):
-        raise ProtocolError(f"patterns: expected unique names, got {list(names)}")
-    return names
-
-
-def _per_pattern(name: str, value: object, patterns: tuple[str, ...]) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise ProtocolError(f"{name}: expected a map of pattern -> number, got {_describe(value)}")
-    if set(value) != set(patterns):
-        keys = sorted(map(str, value))[:MAX_PATTERNS]
-        raise ProtocolError(f"{name}: expected keys {list(patterns)}, got {keys}")
-    return {p: _float(f"{name}.{p}", value[p], 0.0, 1.0) for p in patterns}
-
-
-def _stages(value: object) -> dict[str, float]:
-    if not isinstance(value, Mapping) or len(value) > MAX_STAGES:
-        raise ProtocolError(
-            f"latency_ms: expected a map of up to {MAX_STAGES} stage -> ms, got {_describe(value)}"
-        )
-    return {
-        _name("latency_ms key", key): _float(f"latency_ms.{key}", ms) for key, ms in value.items()
-    }
-
-
-def _attention(value: object, shape: tuple[int, int]) -> np.ndarray:
-    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-        raise ProtocolError(f"attention: expected a float numpy array, got {_describe(value)}")
-    if value.shape != shape:
-        raise ProtocolError(f"attention: expected shape {list(shape)}, got {list(value.shape)}")
-    with np.errstate(over="ignore"):  # too-large values become inf and are refused below
-        array = np.array(value, dtype=ATTENTION_DTYPE, order="C", copy=True)  # caller keeps theirs
-    if not np.isfinite(array).all() or (array < 0).any():
-        raise ProtocolError("attention: expected finite values >= 0")
-    array.setflags(write=False)
-    return array
-
-
-def _attention_from_wire(value: object, shape: tuple[int, int]) -> np.ndarray:
-    if not isinstance(value, Mapping):
-        raise ProtocolError(f"attention: expected a map dtype/shape/data, got {_describe(value)}")
-    dtype, dims, data = value.get("dtype"), value.get("shape"), value.get("data")
-    if dtype != ATTENTION_DTYPE:
-        raise ProtocolError(
-            f"attention.dtype: expected {ATTENTION_DTYPE!r}, got {_describe(dtype)}"
-        )
-    if dims != list(shape) or any(type(d) is not int for d in dims):
-        raise ProtocolError(f"attention.shape: expected {list(shape)}, got {_describe(dims)}")
-    expected = shape[0] * shape[1] * 2
-    if not isinstance(data, bytes) or len(data) != expected:
-        got = f"{len(data)} bytes" if isinstance(data, bytes) else _describe(data)
-        raise ProtocolError(f"attention.data: expected {expected} bytes, got {got}")
-    return _attention(np.frombuffer(data, dtype=ATTENTION_DTYPE).reshape(shape), shape)
-
-
-def check_topic_prefix(prefix: object) -> str:
-    """Validate a topic prefix such as ``luvnet`` or ``luvnet.ward3``; return it."""
-    if (
-        not isinstance(prefix, str)
-        or len(prefix) > MAX_TOPIC_BYTES - len(".scores")
-        or not _TOPIC_PREFIX.fullmatch(prefix)
-    ):
-        raise ProtocolError(
-            f"topic prefix: expected dot-separated [A-Za-z0-9_-] words such as 'luvnet' or "
-            f"'luvnet.ward3', got {_describe(prefix)}"
-        )
-    return prefix
-
-
-def stream_topic_prefix(stream_id: str) -> str:
-    """The conventional prefix of one stream among several: ``luvnet.<stream_id>``."""
-    return f"{DEFAULT_TOPIC_PREFIX}.{_matching('stream_id', stream_id, _STREAM_ID, 'a stream id')}"
 
 
 # --------------------------------------------------------------------------- messages
@@ -223,10 +112,10 @@ def _set(obj: object, name: str, value: object) -> None:
 
 
 def _check_envelope(msg: ScoreMessage | StatusMessage) -> None:
-    _set(msg, "stream_id", _matching("stream_id", msg.stream_id, _STREAM_ID, "[A-Za-z0-9_-]{1,64}"))
-    _set(msg, "seq", _int("seq", msg.seq))
-    _set(msg, "session", _int("session", msg.session, 0, MAX_SESSION))
-    _set(msg, "publish_ns", _int("publish_ns", msg.publish_ns))
+    _set(msg, "stream_id", check_stream_id(msg.stream_id))
+    _set(msg, "seq", check_int("seq", msg.seq))
+    _set(msg, "session", check_int("session", msg.session, 0, MAX_SESSION))
+    _set(msg, "publish_ns", check_int("publish_ns", msg.publish_ns))
 
 
 def _pack(kind: str, topic_prefix: str, body: dict[str, Any]) -> list[bytes]:
@@ -270,18 +159,18 @@ class ScoreMessage:
 
     def __post_init__(self) -> None:
         _check_envelope(self)
-        _set(self, "frame", _int("frame", self.frame))
-        _set(self, "capture_ns", _int("capture_ns", self.capture_ns))
-        _set(self, "window", _int("window", self.window, 1, MAX_WINDOW))
-        _set(self, "fill", _int("fill", self.fill, 1, self.window))
-        patterns = _patterns(self.patterns)
+        _set(self, "frame", check_int("frame", self.frame))
+        _set(self, "capture_ns", check_int("capture_ns", self.capture_ns))
+        _set(self, "window", check_int("window", self.window, 1, MAX_WINDOW))
+        _set(self, "fill", check_int("fill", self.fill, 1, self.window))
+        patterns = check_patterns(self.patterns)
         _set(self, "patterns", patterns)
-        _set(self, "scores", _per_pattern("scores", self.scores, patterns))
-        _set(self, "thresholds", _per_pattern("thresholds", self.thresholds, patterns))
-        _set(self, "attention", _attention(self.attention, (len(patterns), self.window)))
-        _set(self, "latency_ms", _stages(self.latency_ms))
+        _set(self, "scores", check_per_pattern("scores", self.scores, patterns))
+        _set(self, "thresholds", check_per_pattern("thresholds", self.thresholds, patterns))
+        _set(self, "attention", check_attention(self.attention, (len(patterns), self.window)))
+        _set(self, "latency_ms", check_stages(self.latency_ms))
         for name in ("model_id", "backend", "device"):
-            _set(self, name, _text(name, getattr(self, name)))
+            _set(self, name, check_text(name, getattr(self, name)))
 
     @property
     def flags(self) -> dict[str, bool]:
@@ -364,21 +253,21 @@ class StatusMessage:
 
     def __post_init__(self) -> None:
         _check_envelope(self)
-        _set(self, "source", _text("source", self.source))
+        _set(self, "source", check_text("source", self.source))
         if self.state not in SOURCE_STATES:
             raise ProtocolError(
-                f"state: expected one of {SOURCE_STATES}, got {_describe(self.state)}"
+                f"state: expected one of {SOURCE_STATES}, got {describe(self.state)}"
             )
         for name in ("input_fps", "output_fps", "uptime_s"):
-            _set(self, name, _float(name, getattr(self, name)))
+            _set(self, name, check_float(name, getattr(self, name)))
         for name in ("frames_captured", "frames_dropped", "frames_published"):
-            _set(self, name, _int(name, getattr(self, name)))
+            _set(self, name, check_int(name, getattr(self, name)))
         for name in ("backend", "device", "model_id"):
-            _set(self, name, _text(name, getattr(self, name)))
+            _set(self, name, check_text(name, getattr(self, name)))
         if self.last_error is not None:
             if not isinstance(self.last_error, str):
                 raise ProtocolError(
-                    f"last_error: expected a string or nil, got {_describe(self.last_error)}"
+                    f"last_error: expected a string or nil, got {describe(self.last_error)}"
                 )
             text = "".join(c if c.isprintable() else " " for c in self.last_error)
             _set(self, "last_error", text[:MAX_ERROR_CHARS])
@@ -432,14 +321,14 @@ def _take(body: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
 
 def _decode_scores(body: Mapping[str, Any]) -> ScoreMessage:
     fields = _take(body, _SCORE_KEYS)
-    patterns = _patterns(fields["patterns"])
-    window = _int("window", fields["window"], 1, MAX_WINDOW)
-    fields["attention"] = _attention_from_wire(fields["attention"], (len(patterns), window))
+    patterns = check_patterns(fields["patterns"])
+    window = check_int("window", fields["window"], 1, MAX_WINDOW)
+    fields["attention"] = attention_from_wire(fields["attention"], (len(patterns), window))
     wire_flags = fields.pop("flags")
     msg = ScoreMessage(**fields)
     if wire_flags != msg.flags or not all(type(f) is bool for f in wire_flags.values()):
         raise ProtocolError(
-            f"flags: expected {msg.flags} (score >= threshold), got {_describe(wire_flags)}"
+            f"flags: expected {msg.flags} (score >= threshold), got {describe(wire_flags)}"
         )
     return msg
 
@@ -480,20 +369,20 @@ def decode(frames: Sequence[bytes]) -> ScoreMessage | StatusMessage:
 
     try:
         body = msgpack.unpackb(body_bytes, raw=False, strict_map_key=True, **_UNPACK_LIMITS)
-    except Exception as err:  # msgpack raises several types on bad input; all mean the same here
+    except Exception as err:  # noqa: BLE001 - msgpack raises several types; all mean "bad body"
         reason = str(err).splitlines()[0][:80] if str(err) else ""
         raise ProtocolError(f"body: not valid msgpack ({type(err).__name__} {reason})") from None
     if not isinstance(body, dict):
-        raise ProtocolError(f"body: expected a msgpack map, got {_describe(body)}")
+        raise ProtocolError(f"body: expected a msgpack map, got {describe(body)}")
     if any(not isinstance(key, str) for key in body):
         raise ProtocolError("body: expected string keys")
 
     version = body.get("v")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise UnsupportedVersion(
-            f"v: unknown schema version {_describe(version)}; this decoder reads {SCHEMA_VERSION}"
+            f"v: unknown schema version {describe(version)}; this decoder reads {SCHEMA_VERSION}"
         )
     kind = body.get("kind")
     if kind != topic_kind:
-        raise ProtocolError(f"kind: expected {topic_kind!r} as in the topic, got {_describe(kind)}")
+        raise ProtocolError(f"kind: expected {topic_kind!r} as in the topic, got {describe(kind)}")
     return _decode_scores(body) if kind == SCORES else _decode_status(body)

@@ -5,7 +5,7 @@ Use from the pipeline::
     from luvnet.streamer.publisher import ScorePublisher
     from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 
-    with ScorePublisher("tcp://127.0.0.1:5555") as pub:      # or open_publisher(args)
+    with ScorePublisher("tcp://127.0.0.1:5555") as pub:      # or open_publisher(bind=...)
         pub.publish(ScoreMessage(frame=..., capture_ns=..., ...))  # per processed frame
         pub.publish(StatusMessage(..., frames_published=pub.sent_scores))  # once a second
 
@@ -28,7 +28,6 @@ carries patient-derived data and is unencrypted without ``curve_keys`` (streamer
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import ipaddress
 import logging
@@ -36,6 +35,7 @@ import os
 import secrets
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -215,27 +215,29 @@ class ScorePublisher:
         self.close()
 
 
-def add_publisher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The publishing options of ``luvnet stream`` (and any other producer CLI)."""
-    group = parser.add_argument_group("publishing")
-    group.add_argument(
-        "--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZeroMQ PUB address"
-    )
-    group.add_argument(
-        "--allow-remote", action="store_true", help="allow a bind address other hosts can reach"
-    )
-    group.add_argument(
-        "--curve-keys", type=Path, metavar="DIR", help="encrypt and admit only authorised keys"
-    )
-    group.add_argument(
-        "--topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix, e.g. luvnet.ward3"
-    )
+@dataclass(frozen=True)
+class PublisherOptions:
+    """Where and how a producer publishes (``luvnet stream``'s publishing options)."""
+
+    bind: str = DEFAULT_ENDPOINT
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    allow_remote: bool = False
+    curve_keys: Path | None = None  # a key directory (streamer.security); None: unencrypted
 
 
-def open_publisher(args: argparse.Namespace) -> ScorePublisher:
+def open_publisher(
+    *,
+    bind: str = DEFAULT_ENDPOINT,
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+    allow_remote: bool = False,
+    curve_keys: str | os.PathLike[str] | None = None,
+    sndhwm: int = DEFAULT_SNDHWM,
+) -> ScorePublisher:
+    """A bound :class:`ScorePublisher`; raises LuvnetError for a bad address or key directory."""
     return ScorePublisher(
-        args.bind,
-        topic_prefix=args.topic_prefix,
-        allow_remote=args.allow_remote,
-        curve_keys=args.curve_keys,
+        bind,
+        topic_prefix=topic_prefix,
+        allow_remote=allow_remote,
+        curve_keys=curve_keys,
+        sndhwm=sndhwm,
     )

@@ -37,7 +37,7 @@ from luvnet.engine.errors import LuvnetError
 SERVER_NAME = "server"
 CLIENT_NAME = "client"
 AUTHORIZED_DIR = "authorized"
-_CREATE_HINT = "create keys with `python -m luvnet.commands.keys DIR`"
+_CREATE_HINT = "create keys with `luvnet keys DIR`"
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 

@@ -10,34 +10,39 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
-import threading
 from pathlib import Path
 
-from luvnet.engine.errors import LuvnetError
-from luvnet.streamer.compose import StreamSettings, compose_stream
-from luvnet.streamer.protocol import ScoreMessage, StatusMessage
-from luvnet.streamer.publisher import add_publisher_arguments, open_publisher
+from luvnet.commands.logs import ROOT
+from luvnet.commands.options import crop_box, frame_size, positive_float, positive_int
+from luvnet.commands.signals import StopOnSignal, StopRequested
+from luvnet.plugins.consumers.overlay import OverlayWriter
+from luvnet.streamer import run as stream_run
+from luvnet.streamer.compose import StreamSettings
+from luvnet.streamer.protocol import DEFAULT_ENDPOINT, DEFAULT_TOPIC_PREFIX
+from luvnet.streamer.publisher import PublisherOptions
 from luvnet.streamer.stages import HEAD_MODES
 
+HELP = "run the live pipeline and publish scores over ZeroMQ"
 BACKENDS = ("eager", "auto", "inductor", "tensorrt", "onnxruntime")
 
-
-def _box(text: str) -> tuple[int, int, int, int]:
-    parts = text.split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in pixels, got {text!r}")
-    x, y, w, h = (int(p) for p in parts)
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return x, y, w, h
+log = logging.getLogger(__name__)
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+def add_publisher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The publishing options of ``luvnet stream`` (and any other producer command)."""
+    group = parser.add_argument_group("publishing")
+    group.add_argument(
+        "--bind", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help="ZeroMQ PUB address"
+    )
+    group.add_argument(
+        "--allow-remote", action="store_true", help="allow a bind address other hosts can reach"
+    )
+    group.add_argument(
+        "--curve-keys", type=Path, metavar="DIR", help="encrypt and admit only authorised keys"
+    )
+    group.add_argument(
+        "--topic-prefix", default=DEFAULT_TOPIC_PREFIX, help="topic prefix, e.g. luvnet.ward3"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,11 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--loop", action="store_true", help="replay a file forever")
     parser.add_argument(
-        "--max-frames", type=_positive, help="stop after N frames scored and published"
+        "--max-frames", type=positive_int, help="stop after N frames scored and published"
     )
-    parser.add_argument("--crop", type=_box, metavar="X,Y,W,H", help="fixed sector box")
-    parser.add_argument("--size", metavar="HxW", help="requested capture/phantom size")
-    parser.add_argument("--fps", type=float, help="requested capture/phantom frame rate")
+    parser.add_argument("--crop", type=crop_box, metavar="X,Y,W,H", help="fixed sector box")
+    parser.add_argument(
+        "--size", type=frame_size, metavar="HxW", help="requested capture/phantom size"
+    )
+    parser.add_argument("--fps", type=positive_float, help="requested capture/phantom frame rate")
     parser.add_argument("--fourcc", help="capture device pixel format, e.g. MJPG")
     parser.add_argument("--stream-id", default="default")
     parser.add_argument(
@@ -85,18 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_publisher_arguments(parser)
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """``--size HxW`` (shared by the stream, bench and soak commands); None stays None."""
-    if text is None:
-        return None
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
-        raise LuvnetError(f"--size: expected HxW such as 924x1232, got {text!r}")
-    return int(h), int(w)
-
-
 def settings_from_args(args: argparse.Namespace) -> StreamSettings:
-    options = {"size": parse_size(args.size), "fps": args.fps, "fourcc": args.fourcc}
+    options = {"size": args.size, "fps": args.fps, "fourcc": args.fourcc}
     return StreamSettings(
         source=args.source,
         checkpoint=args.checkpoint,
@@ -113,78 +110,46 @@ def settings_from_args(args: argparse.Namespace) -> StreamSettings:
     )
 
 
-def _print_status(msg: StatusMessage) -> None:
-    error = f"  last error: {msg.last_error}" if msg.last_error else ""
-    print(
-        f"[{msg.uptime_s:7.1f}s] {msg.state:12s} in {msg.input_fps:5.1f} fps  "
-        f"out {msg.output_fps:5.1f} fps  published {msg.frames_published}  "
-        f"dropped {msg.frames_dropped}  {msg.backend}/{msg.device}{error}",
-        file=sys.stderr,
-        flush=True,
+def publisher_options(args: argparse.Namespace) -> PublisherOptions:
+    return PublisherOptions(
+        bind=args.bind,
+        topic_prefix=args.topic_prefix,
+        allow_remote=args.allow_remote,
+        curve_keys=args.curve_keys,
     )
 
 
-class _StopDuringStartup(BaseException):
-    """SIGTERM/Ctrl-C before the loop: unwinds model load, compile and --wait-subscriber, which
-    never look at the stop flag (a CPU compile takes minutes). BaseException, so that no
-    ``except Exception`` on the way (a backend falling back to the next one) swallows it."""
+def stream(args: argparse.Namespace, sinks: list[OverlayWriter]) -> int:
+    """Run the stream of ``args`` with ``sinks`` (closed here); the command's exit status.
+
+    A signal during start-up (model load, a compile of minutes, ``--wait-subscriber``) ends
+    it at once with 0; afterwards it stops the loop within a frame, and the summary follows.
+    """
+    # The library's INFO lines (backend choice, sector crop) were never shown by the stream;
+    # its own progress lines (this module, streamer.run) are.
+    logging.getLogger(ROOT).setLevel(logging.WARNING)
+    for name in (__name__, stream_run.__name__):
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        with StopOnSignal(interrupt_until_started=True) as signals:
+            outcome = stream_run.run_stream(
+                settings_from_args(args),
+                publisher_options(args),
+                stop=signals.stop,
+                sinks=sinks,
+                wait_subscriber_s=args.wait_subscriber,
+                status_lines=not args.quiet,
+                on_started=signals.started,
+            )
+    except StopRequested:
+        log.info("stopped during start-up")
+        return 0
+    finally:
+        for sink in sinks:
+            sink.close()
+    return outcome.exit_status
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="luvnet stream: %(message)s")
-    stop = threading.Event()
-    starting = [True]
-
-    # In the loop, SIGTERM and Ctrl-C only set a flag: it is noticed within one frame or 50 ms.
-    def on_signal(*_: object) -> None:
-        stop.set()
-        if starting[0]:
-            starting[0] = False  # a second signal must not interrupt the unwinding
-            raise _StopDuringStartup
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        return _run(args, stop, starting)
-    except _StopDuringStartup:
-        print("luvnet stream: stopped during start-up", file=sys.stderr)
-        return 0
-
-
-def _run(args: argparse.Namespace, stop: threading.Event, starting: list[bool]) -> int:
-    settings = settings_from_args(args)
-    sinks = []
-    if args.overlay or getattr(args, "overlay_window", False):
-        from luvnet.plugins.consumers.overlay import OverlayWriter
-
-        sinks.append(OverlayWriter(args.overlay))
-    with open_publisher(args) as publisher:
-        last_status: list[StatusMessage] = []
-
-        def publish(msg: ScoreMessage | StatusMessage) -> None:
-            publisher.publish(msg)
-            if isinstance(msg, StatusMessage):
-                last_status[:] = [msg]
-                if not args.quiet:
-                    _print_status(msg)
-
-        pipeline = compose_stream(settings, publish, sinks)
-        if args.wait_subscriber > 0 and not publisher.wait_for_subscriber(args.wait_subscriber):
-            print("luvnet stream: no subscriber yet; starting anyway", file=sys.stderr)
-        print(
-            f"luvnet stream: {settings.source} -> {publisher.endpoint} "
-            f"(model {pipeline.identity.model_id}, {pipeline.identity.backend} on "
-            f"{pipeline.identity.device})\nluvnet stream: backend {pipeline.identity.detail}",
-            file=sys.stderr,
-            flush=True,
-        )
-        starting[0] = False
-        published = pipeline.run(stop)
-    for sink in sinks:
-        sink.close()
-    state = last_status[0].state if last_status else "unknown"
-    print(f"luvnet stream: {published} frames scored, source {state}", file=sys.stderr)
-    if state == "error":
-        print(f"luvnet stream: error: {last_status[0].last_error}", file=sys.stderr)
-        return 1
-    return 0
+    sinks = [OverlayWriter(args.overlay)] if args.overlay else []
+    return stream(args, sinks)

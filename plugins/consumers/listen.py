@@ -1,45 +1,26 @@
-"""``luvnet listen``: a live text view of the score stream.
+"""A live text view of the score stream (``luvnet listen``).
 
-Usage: ``luvnet listen [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR] [--count N]
-[--timeout S]``
-
-One line per score message (seq, frame, window fill, each pattern's score with ``*`` when it
-reaches its threshold, capture-to-publish latency, frames dropped per the last status), one per
-status message, one per seq gap. Ctrl-C or SIGTERM ends it within ``POLL_MS``; a summary of
-messages, gaps and skipped malformed messages goes to stderr.
+One line on stdout per score message (seq, frame, window fill, each pattern's score with ``*``
+when it reaches its threshold, capture-to-publish latency, frames dropped per the last status),
+one per status message, one per seq gap. Setting the stop flag (the command's SIGINT/SIGTERM)
+ends it within ``POLL_MS``; a summary of messages, gaps and skipped malformed messages is
+logged at the end.
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
 import sys
+import threading
 import time
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.plugins.consumers.common import (
-    POLL_MS,
-    StopOnSignal,
-    add_subscriber_arguments,
-    open_subscriber,
-    positive_float,
-    positive_int,
-)
+from luvnet.plugins.consumers.common import POLL_MS, SubscriberOptions, open_subscriber
 from luvnet.streamer.client import Gap, ScoreSubscriber
 from luvnet.streamer.protocol import DEFAULT_STREAM_ID, ScoreMessage, StatusMessage
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_subscriber_arguments(parser)
-    parser.add_argument(
-        "--count", type=positive_int, metavar="N", help="exit after N score messages"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        metavar="S",
-        help="fail when no message arrives for S seconds (default: wait forever)",
-    )
+log = logging.getLogger(__name__)
 
 
 def _stream(msg: ScoreMessage | StatusMessage) -> str:
@@ -79,25 +60,34 @@ def summary(sub: ScoreSubscriber) -> str:
     return text if sub.last_malformed is None else f"{text} (last: {sub.last_malformed})"
 
 
-def run(args: argparse.Namespace) -> int:
+def listen(
+    options: SubscriberOptions,
+    *,
+    stop: threading.Event,
+    count: int | None = None,
+    timeout_s: float | None = None,
+) -> None:
+    """Print the stream until ``stop`` is set or ``count`` score messages have come.
+
+    Raises:
+        LuvnetError: no message within ``timeout_s`` seconds (None waits forever), or bad
+            subscriber options (keys, topic prefix).
+    """
     last_status: StatusMessage | None = None
-    printed_reason: str | None = None
+    logged_reason: str | None = None
     scores = 0
     try:
-        with (
-            StopOnSignal() as stop,
-            open_subscriber(args, on_gap=lambda g: print(format_gap(g), flush=True)) as sub,
-        ):
+        with open_subscriber(options, on_gap=lambda g: print(format_gap(g), flush=True)) as sub:
             heard = time.monotonic()
-            while not stop.stopped and (args.count is None or scores < args.count):
+            while not stop.is_set() and (count is None or scores < count):
                 msg = sub.recv(POLL_MS)
-                if sub.last_malformed is not None and sub.last_malformed != printed_reason:
-                    printed_reason = sub.last_malformed  # once per distinct reason, not per message
-                    print(f"skipped a malformed message: {printed_reason}", file=sys.stderr)
+                if sub.last_malformed is not None and sub.last_malformed != logged_reason:
+                    logged_reason = sub.last_malformed  # once per distinct reason, not per message
+                    log.warning("skipped a malformed message: %s", logged_reason)
                 if msg is None:
-                    if args.timeout is not None and time.monotonic() - heard >= args.timeout:
+                    if timeout_s is not None and time.monotonic() - heard >= timeout_s:
                         raise LuvnetError(
-                            f"no message from {args.endpoint} within {args.timeout:g} s"
+                            f"no message from {options.endpoint} within {timeout_s:g} s"
                         )
                     continue
                 heard = time.monotonic()
@@ -107,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     scores += 1
                     print(format_score(msg, last_status), flush=True)
-            print(summary(sub), file=sys.stderr)
+            log.info("%s", summary(sub))
     except BrokenPipeError:  # e.g. `luvnet listen | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0

@@ -1,14 +1,13 @@
-"""``luvnet overlay``: the live video with a score bar per pattern, threshold marks and the
+"""The overlay sink: the live video with a score bar per pattern, threshold marks and the
 attention strip, written to an annotated mp4 (headless) or shown in a window.
 
 Frames carry patient data and never leave the process, so the overlay is a sink inside the
-streaming process (``luvnet stream --overlay OUT.mp4``), not a network subscriber; this
-command is ``luvnet stream`` with the overlay switched on.
+streaming process (``luvnet stream --overlay OUT.mp4``, ``luvnet overlay``), not a network
+subscriber.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -140,22 +139,11 @@ class OverlayWriter:
             self._writer = None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from luvnet.commands.stream import add_arguments as add_stream_arguments
-
-    add_stream_arguments(parser)
-    parser.add_argument("--out", type=Path, help="annotated mp4 (default: a window)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from luvnet.commands.stream import run as run_stream
-
-    if args.out is None:
-        try:
-            cv2.namedWindow("luvnet overlay")
-        except cv2.error as err:
-            raise LuvnetError(
-                "overlay: this OpenCV build has no window support (headless); pass --out FILE.mp4"
-            ) from err
-    args.overlay, args.overlay_window = args.out, args.out is None
-    return run_stream(args)
+def check_window_support() -> None:
+    """Raise LuvnetError when this OpenCV build cannot open a window (a headless build)."""
+    try:
+        cv2.namedWindow("luvnet overlay")
+    except cv2.error as err:
+        raise LuvnetError(
+            "overlay: this OpenCV build has no window support (headless); pass --out FILE.mp4"
+        ) from err

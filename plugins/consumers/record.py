@@ -1,7 +1,4 @@
-"""``luvnet record``: append every message of the score stream to a JSON Lines file.
-
-Usage: ``luvnet record --out FILE [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR]
-[--count N] [--duration S]``
+"""Append every message of the score stream to a JSON Lines file (``luvnet record``).
 
 One JSON object per line, appended (a file can hold several recordings):
 
@@ -13,45 +10,31 @@ One JSON object per line, appended (a file can hold several recordings):
 - ``{"kind": "end", "messages", "scores", "gaps", "missed", "malformed", "last_malformed"}``
   when the recording stops.
 
-The file is flushed every ``FLUSH_INTERVAL_S`` and on exit (``--count`` score messages,
-``--duration`` seconds, SIGINT or SIGTERM). A write failure (disk full, read-only place) stops
-the recording with a one-line error; a line the disk took only part of is cut off, so every
-line left in the file is whole JSON.
+The file is flushed every ``FLUSH_INTERVAL_S`` and on exit (``count`` score messages,
+``duration_s`` seconds, or the stop flag: the command's SIGINT or SIGTERM). A write failure
+(disk full, read-only place) stops the recording with a one-line error; a line the disk took
+only part of is cut off, so every line left in the file is whole JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
+import logging
 import os
-import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.plugins.consumers.common import (
-    POLL_MS,
-    StopOnSignal,
-    add_subscriber_arguments,
-    open_subscriber,
-    positive_float,
-    positive_int,
-)
+from luvnet.plugins.consumers.common import POLL_MS, SubscriberOptions, open_subscriber
 from luvnet.streamer.client import Gap, ScoreSubscriber
 from luvnet.streamer.protocol import SCORES
 
 FLUSH_INTERVAL_S = 1.0
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="JSON Lines file")
-    add_subscriber_arguments(parser)
-    parser.add_argument(
-        "--count", type=positive_int, metavar="N", help="stop after N score messages"
-    )
-    parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+log = logging.getLogger(__name__)
 
 
 class JsonlWriter:
@@ -150,15 +133,18 @@ def end_record(sub: ScoreSubscriber, scores: int) -> dict[str, Any]:
     }
 
 
-def _record(args: argparse.Namespace, writer: JsonlWriter) -> str:
+def _record(
+    writer: JsonlWriter,
+    options: SubscriberOptions,
+    stop: threading.Event,
+    count: int | None,
+    duration_s: float | None,
+) -> str:
     """Record until a stop condition; return the summary for the user."""
     scores = 0
-    stop_at = None if args.duration is None else time.monotonic() + args.duration
-    with (
-        StopOnSignal() as stop,
-        open_subscriber(args, on_gap=lambda gap: writer.write(gap_record(gap))) as sub,
-    ):
-        while not stop.stopped and (args.count is None or scores < args.count):
+    stop_at = None if duration_s is None else time.monotonic() + duration_s
+    with open_subscriber(options, on_gap=lambda gap: writer.write(gap_record(gap))) as sub:
+        while not stop.is_set() and (count is None or scores < count):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
             msg = sub.recv(POLL_MS)
@@ -178,13 +164,27 @@ def _record(args: argparse.Namespace, writer: JsonlWriter) -> str:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    writer = JsonlWriter(args.out)
+def record(
+    out: Path,
+    options: SubscriberOptions,
+    *,
+    stop: threading.Event,
+    count: int | None = None,
+    duration_s: float | None = None,
+) -> None:
+    """Append the stream to ``out`` until ``stop``, ``count`` score messages or ``duration_s``.
+
+    The summary (messages, gaps, the last ten gaps) is logged at the end.
+
+    Raises:
+        LuvnetError: ``out`` cannot be opened or written (the file keeps only whole lines), or
+            bad subscriber options.
+    """
+    writer = JsonlWriter(out)
     try:
-        summary = _record(args, writer)
+        summary = _record(writer, options, stop, count, duration_s)
         writer.close()
     except BaseException:
         writer.discard()
         raise
-    print(summary, file=sys.stderr)
-    return 0
+    log.info("%s", summary)
