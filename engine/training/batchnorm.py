@@ -16,6 +16,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
+
+from luvnet.engine.data.clips import ClipDataset
+from luvnet.engine.data.datasets import eval_loader
+from luvnet.engine.evaluation.inference import RealFrameModel, autocast, model_input
+from luvnet.engine.model.config import PreprocessConfig
+from luvnet.engine.model.network import LUVNet
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -48,3 +55,43 @@ def recalibrate_batchnorm(
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
     return count
+
+
+def recalibrate_on_clips(
+    model: LUVNet,
+    clips: ClipDataset,
+    *,
+    preprocess: PreprocessConfig,
+    device: torch.device,
+    amp: bool,
+    batches: int,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+) -> int:
+    """:func:`recalibrate_batchnorm` on a fixed set of ``batches`` x ``batch_size`` clips
+    drawn with ``seed`` (training clips without augmentation); returns the batch count.
+
+    The global RNG is left as it was (dropout draws), so a run with recalibration trains on
+    the same random numbers as one without."""
+    generator = torch.Generator().manual_seed(seed)
+    count = min(len(clips), batches * batch_size)
+    indices = torch.randperm(len(clips), generator=generator)[:count].tolist()
+    loader = eval_loader(
+        Subset(clips, indices),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+    )
+    forward_model = RealFrameModel(model)
+
+    def forward(batch: dict[str, Any]) -> object:
+        clip = model_input(batch["frames"], preprocess, device)
+        mask = batch["mask"].to(device, non_blocking=True)
+        with autocast(device, amp):
+            return forward_model(clip, mask)
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return recalibrate_batchnorm(model, loader, forward)

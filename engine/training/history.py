@@ -1,18 +1,22 @@
 """Per-epoch training history: ``history.csv`` always, TensorBoard when it is installed.
 
-The CSV is rewritten whole (tmp + ``os.replace``) from the history kept in the training
-state, so a run resumed after a crash never duplicates or loses a row.
+The CSV is rewritten whole (atomically: :func:`luvnet.engine.files.atomic_open`) from the
+history kept in the training state, so a run resumed after a crash never duplicates or loses
+a row.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from luvnet.engine.files import atomic_open
+
+log = logging.getLogger(__name__)
 
 BASE_COLUMNS: tuple[str, ...] = (
     "epoch",
@@ -51,18 +55,16 @@ def write_history(
 ) -> None:
     path = Path(path)
     columns = history_columns(pattern_names)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
             writer.writerow([_cell(row.get(c)) for c in columns])
-    os.replace(tmp, path)
 
 
 class TensorBoardLog:
     """Scalars per epoch when ``torch.utils.tensorboard`` imports; otherwise a no-op that says
-    so once on stderr (tensorboard is optional, never a hard dependency)."""
+    so once in the log (tensorboard is optional, never a hard dependency)."""
 
     def __init__(self, log_dir: str | Path, enabled: bool = True) -> None:
         self.writer = None
@@ -71,10 +73,9 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print(
-                "luvnet train: tensorboard not installed; per-epoch metrics go to history.csv "
-                "only (pip install tensorboard to get event files)",
-                file=sys.stderr,
+            log.info(
+                "tensorboard not installed; per-epoch metrics go to history.csv "
+                "only (pip install tensorboard to get event files)"
             )
             return
         self.writer = SummaryWriter(log_dir=str(log_dir))

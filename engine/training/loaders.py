@@ -1,4 +1,4 @@
-"""Data for one fold: clip datasets, resumable shuffling, per-clip augmentation, loaders.
+"""Training data of one fold: resumable shuffling, per-clip augmentation, the training loader.
 
 Every random choice of an epoch is a pure function of (seed, epoch, clip), so a run killed
 mid-epoch and resumed sees exactly the batches and augmentations it would have seen:
@@ -11,32 +11,15 @@ mid-epoch and resumed sees exactly the batches and augmentations it would have s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from luvnet.engine.data.clips import ClipAugment, ClipDataset, FrameCache
-from luvnet.engine.data.manifest import ManifestRow
+from luvnet.engine.data.clips import ClipAugment, ClipDataset
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.training.distributed import DistEnv
-
-
-def clip_dataset(
-    rows: Sequence[ManifestRow], config: ModelConfig, cache_dir: str | Path
-) -> ClipDataset:
-    """Clips of these rows from the frame cache (videos decoded once, on first use)."""
-    cache = FrameCache(cache_dir, config.preprocess)
-    return ClipDataset(
-        rows,
-        cache,
-        clip_length=config.clip_length,
-        clip_step=config.clip_step,
-        patterns=config.pattern_names,
-    )
 
 
 class AugmentedClips(Dataset):
@@ -107,18 +90,6 @@ def train_loader(
         pin_memory=pin_memory,
         drop_last=False,
         persistent_workers=False,  # workers must see the new epoch set on the dataset
-    )
-
-
-def eval_loader(
-    dataset: Dataset, *, batch_size: int, num_workers: int, pin_memory: bool
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
     )
 
 

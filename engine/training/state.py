@@ -8,15 +8,15 @@ Layout of ``RUN/fold_<i>/last/``::
                                 model/<key>, optimizer/<param>/<key>, rng/torch, rng/cuda/<i>
 
 A save writes a new tensor file under a fresh name, then replaces ``state.json`` atomically
-(write ``.tmp`` + ``os.replace``), then deletes older tensor files. A process killed at any
-moment therefore leaves either the old or the new state, complete. Nothing is pickled: the
-optimizer's ``state_dict`` is split into its tensors (safetensors) and the rest (JSON).
+(:mod:`luvnet.engine.files`: a temporary file + ``os.replace``), then deletes older tensor
+files. A process killed at any moment therefore leaves either the old or the new state,
+complete. Nothing is pickled: the optimizer's ``state_dict`` is split into its tensors
+(safetensors) and the rest (JSON).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -29,6 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_path, write_json
 
 FORMAT = "luvnet-train-state"
 FORMAT_VERSION = 1
@@ -145,9 +146,8 @@ def save_state(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     generation = uuid.uuid4().hex[:12]
     tensor_name = f"state-{generation}.safetensors"
-    tmp = directory / (tensor_name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "generation": generation})
-    os.replace(tmp, directory / tensor_name)
+    with atomic_path(directory / tensor_name) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "generation": generation})
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -159,10 +159,9 @@ def save_state(
         "scaler": scaler.state_dict(),
         "rng": rng_rest,
     }
-    json_tmp = directory / (STATE_JSON + ".tmp")
-    json_tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
-    os.replace(json_tmp, directory / STATE_JSON)  # the commit point
-    for stale in directory.glob("state-*.safetensors*"):
+    write_json(directory / STATE_JSON, document, indent=1)  # the commit point
+    # Older generations, and temporary files a killed save left behind.
+    for stale in [*directory.glob("state-*.safetensors*"), *directory.glob(".state*.tmp")]:
         if stale.name != tensor_name:
             stale.unlink(missing_ok=True)
     return directory

@@ -9,9 +9,10 @@ import torch
 from safetensors import safe_open
 
 from luvnet.cli import main
+from luvnet.commands import demo_model
+from luvnet.commands.train import add_arguments
 from luvnet.engine.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from luvnet.engine.training.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
-from luvnet.engine.training.folds import add_arguments
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 TINY = [*TINY_TRAIN_ARGS, "--epochs", "1"]
@@ -53,8 +54,19 @@ def test_recipe_flags_are_accepted_by_the_commands():
     flags = [x for pair in TRAIN.items() for x in pair]
     args = parser.parse_args(["--manifest", "m.csv", "--out", "o", *flags])
     assert args.backbone == "mobilenet_v3_small" and args.lr == float(TRAIN["--lr"])
-    from luvnet.plugins.phantom.generate import add_arguments as phantom_arguments
+    parser = argparse.ArgumentParser()
+    demo_model.phantom_command().add_arguments(parser)
+    assert parser.parse_args(["--out", "x", *[x for p in PHANTOM.items() for x in p]]).videos
+
+
+def test_demo_model_command_keeps_its_options():
+    import argparse
 
     parser = argparse.ArgumentParser()
-    phantom_arguments(parser)
-    assert parser.parse_args(["--out", "x", *[x for p in PHANTOM.items() for x in p]]).videos
+    demo_model.add_arguments(parser)
+    args = parser.parse_args(["--work", "w", "--out", "o"])
+    assert (args.work, args.out, args.max_minutes, args.float32, args.cache) == (
+        Path("w"), Path("o"), 15.0, False, None,
+    )  # fmt: skip
+    args = parser.parse_args(["--work", "w", "--out", "o", "--max-minutes", "2", "--float32"])
+    assert args.max_minutes == 2.0 and args.float32

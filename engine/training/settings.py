@@ -1,0 +1,171 @@
+"""What a training run is asked to do: :class:`TrainSettings` for a run, :class:`FitSettings`
+for one fold of it.
+
+:class:`TrainSettings` holds one field per ``luvnet train`` option, named as the option's
+``argparse`` destination (``--batch-size`` -> ``batch_size``), so ``run.json``'s ``"args"``
+record keeps the keys it has always had; :meth:`TrainSettings.check` refuses a bad value with
+one :class:`~luvnet.engine.errors.LuvnetError` naming the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.config import MODEL_VARIANTS
+
+LR_SCHEDULES = ("plateau", "linear")  # what each does: schedule.py
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """The training loop's settings for one fold (:class:`~.fit.FoldTrainer`)."""
+
+    epochs: int = 150
+    patience: int = 50
+    lr: float = 1e-6
+    batch_size: int = 4
+    accumulate: int = 1
+    amp: bool = False
+    seed: int = 0
+    save_every: int = 200  # optimizer steps between mid-epoch state saves; 0 = epoch ends only
+    budget_s: float | None = None  # wall clock for this fold, summed over resumed invocations
+    num_workers: int = 0
+    pos_weight: tuple[float, ...] | None = None
+    tensorboard: bool = True
+    bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
+    augment: bool = True  # flip/rotation on training clips (spec §3)
+    lr_decay: float = 1.0  # multiply the lr by this ...
+    lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
+    lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
+    freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``luvnet train``'s options (defaults: the paper's protocol, spec §3)."""
+
+    manifest: Path
+    out: Path  # run directory (created; resumed if present)
+    # model
+    model: str = "luvnet"  # one of MODEL_VARIANTS
+    backbone: str = "densenet161"
+    weights: str | None = None  # 'imagenet' or a path; None: random initialisation
+    kernel_size: int = 13
+    num_heads: int = 8
+    fusion_hidden: int = 4096
+    classifier_hidden: int = 512
+    dropout: float = 0.5
+    image_size: int = 256
+    crop_box: tuple[int, int, int, int] | None = None  # x, y, w, h; None: detect per video
+    clip_length: int = 30
+    clip_step: int = 24
+    # split
+    folds: int = 5
+    fold: int | None = None  # train only this fold (0-based); None: every fold in turn
+    test_fraction: float = 0.1
+    seed: int = 0
+    # optimisation
+    epochs: int = 150
+    patience: int = 50
+    lr: float = 1e-6
+    batch_size: int = 4
+    accumulate: int = 1
+    amp: bool = False
+    pos_weight: str | None = None  # 'auto' or one positive number per pattern, comma-separated
+    # running
+    device: str | None = None  # auto (None), cpu, cuda or cuda:N
+    num_workers: int | None = None  # None: up to 4 on CUDA, 0 on the CPU
+    threads: int | None = None
+    max_minutes: float | None = None  # wall-clock budget for all folds
+    save_every: int = 200
+    augment: bool = True
+    lr_decay: float = 1.0
+    lr_patience: int = 0
+    lr_schedule: str = "plateau"  # one of LR_SCHEDULES
+    freeze_bn_after: float | None = None
+    bn_recalibrate: int = 0
+    cache: Path | None = None  # frame cache folder; None: $LUVNET_CACHE or the default
+
+    def check(self) -> None:
+        """Every bad value as one LuvnetError naming its option.
+
+        Raises:
+            LuvnetError: the first bad value, in the order of the checks below.
+        """
+        if self.model not in MODEL_VARIANTS:
+            raise LuvnetError(
+                f"--model: expected one of {', '.join(MODEL_VARIANTS)}, got {self.model!r}"
+            )
+        for name in ("epochs", "batch_size", "accumulate", "folds", "image_size", "clip_length"):
+            _positive(name, getattr(self, name))
+        for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
+            _positive(name, getattr(self, name))
+        _positive("classifier_hidden", self.classifier_hidden)
+        zero_ok = ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads")
+        for name in (*zero_ok, "lr_patience"):
+            _positive(name, getattr(self, name), zero_ok=True)
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise LuvnetError(
+                f"--kernel-size: expected an odd positive number, got {self.kernel_size}"
+            )
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise LuvnetError(
+                f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}"
+            )
+        self._check_schedule()
+        if not 0.0 <= self.dropout < 1.0:
+            raise LuvnetError(f"--dropout: expected a number in [0, 1), got {self.dropout}")
+        if self.fold is not None and self.fold < 0:
+            raise LuvnetError(f"--fold: expected 0..{self.folds - 1}, got {self.fold}")
+        if self.folds < 2:
+            raise LuvnetError(f"--folds: expected at least 2, got {self.folds}")
+
+    def _check_schedule(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise LuvnetError(
+                f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.lr_schedule!r}"
+            )
+        if self.lr_schedule != "plateau" and self.lr_patience > 0:
+            raise LuvnetError(
+                f"--lr-patience: applies to --lr-schedule plateau only, not {self.lr_schedule}"
+            )
+        if self.freeze_bn_after is not None:
+            if not 0.0 <= self.freeze_bn_after < 1.0:
+                raise LuvnetError(
+                    f"--freeze-bn-after: expected a share of the run in [0, 1), "
+                    f"got {self.freeze_bn_after}"
+                )
+            if self.bn_recalibrate <= 0:
+                raise LuvnetError(
+                    "--freeze-bn-after: needs --bn-recalibrate N (the training batches the "
+                    "frozen statistics come from)"
+                )
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise LuvnetError(f"--lr-decay: expected a factor in (0, 1], got {self.lr_decay}")
+
+    def record(self) -> dict[str, Any]:
+        """The settings as ``run.json`` records them under ``"args"``: one key per option,
+        paths as strings, the crop box as its ``x,y,w,h`` text."""
+        document: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif field.name == "crop_box" and value is not None:
+                value = ",".join(str(v) for v in value)
+            document[field.name] = value
+        return document
+
+
+def _positive(name: str, value: float | int | None, *, zero_ok: bool = False) -> None:
+    """``value`` > 0 (>= 0 with ``zero_ok``), or a LuvnetError naming option ``--name``."""
+    if value is None:
+        return
+    ok = value >= 0 if zero_ok else value > 0
+    if not ok:
+        expected = "0 or more" if zero_ok else "a positive number"
+        raise LuvnetError(f"--{name.replace('_', '-')}: expected {expected}, got {value}")
