@@ -1,4 +1,4 @@
-"""Phantom rendering speed on one core: ``python -m luvnet.bench.phantom_speed``.
+"""Phantom rendering speed on one core (``python -m luvnet.commands.phantom_speed``).
 
 Renders frames of a few scenes (all four patterns present) at the native 924 x 1232 and at
 256 x 256 with ``cv2.setNumThreads(1)``, and prints median and p99 milliseconds per frame,
@@ -8,8 +8,8 @@ thread by the live source, so it does not stall a paced stream).
 
 from __future__ import annotations
 
-import argparse
 import time
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -42,23 +42,8 @@ def measure(size: tuple[int, int], frames: int, scenes: int) -> dict[str, float]
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m luvnet.bench.phantom_speed", description=__doc__
-    )
-    parser.add_argument("--frames", type=int, default=150, help="frames per scene")
-    parser.add_argument("--scenes", type=int, default=3, help="scenes per size")
-    args = parser.parse_args(argv)
+def render_speed(frames: int, scenes: int) -> Iterator[tuple[tuple[int, int], dict[str, float]]]:
+    """(size, :func:`measure` figures) at each of :data:`SIZES` in turn, with one OpenCV thread."""
     cv2.setNumThreads(1)
-    print(f"phantom render, one OpenCV thread, {args.scenes} scenes x {args.frames} frames")
     for size in SIZES:
-        r = measure(size, args.frames, args.scenes)
-        print(
-            f"{size[0]}x{size[1]}: median {r['median_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
-            f"{r['fps']:.0f} fps  (scene build {r['build_ms']:.0f} ms)"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        yield size, measure(size, frames, scenes)

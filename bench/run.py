@@ -1,4 +1,4 @@
-"""``luvnet bench``: per-stage and end-to-end latency of the live pipeline, side by side.
+"""Per-stage and end-to-end latency of the live pipeline, side by side (``luvnet bench``).
 
 One run measures, on the same frames and the same model: cached (one encoder call per new
 frame) vs naive (re-encode the window), incremental head vs window rerun (and the temporal
@@ -8,11 +8,13 @@ frame rates. Warm-up iterations are skipped. Speed is reported, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import logging
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,55 +22,59 @@ from luvnet.bench.modes import run_backend_head, run_cached, run_heads, run_naiv
 from luvnet.bench.plot import plot_cdfs
 from luvnet.bench.replay import ReplaySource
 from luvnet.bench.stats import machine_info, peak_memory, summarize
-from luvnet.commands.stream import parse_size
 from luvnet.engine.backends import create_backend
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.network import build_model
-from luvnet.streamer.compose import StreamSettings, resolve_device
+from luvnet.engine.runtime import resolve_device, set_threads
+from luvnet.streamer.compose import StreamSettings
 from luvnet.streamer.frame_source import SourceEnded, SourceOptions
 from luvnet.streamer.sources import open_source
-from luvnet.streamer.stages import HEAD_MODES
+
+log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--backbone", default="densenet161", help="random-init LUV-Net trunk")
-    model.add_argument("--checkpoint", type=Path, help="benchmark this checkpoint instead")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--source", default="phantom:0", help="frames to feed (URI)")
-    parser.add_argument("--size", default="924x1232", help="phantom frame size HxW")
-    parser.add_argument("--frames", type=int, default=60, help="measured frames per mode")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--naive-frames", type=int, default=5, help="measured naive frames")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
-    parser.add_argument("--backends", default="eager", help="comma list: eager,inductor,...")
-    parser.add_argument("--paced", default="", help="comma list of fps for paced runs, e.g. 30,60")
-    parser.add_argument("--paced-seconds", type=float, default=10.0)
-    parser.add_argument(
-        "--paced-backends",
-        default=None,
-        help="comma list of loaded backends to run paced (default: all of --backends)",
-    )
-    parser.add_argument(
-        "--paced-source",
-        default="replay",
-        choices=("replay", "live"),
-        help="replay: --source's frames decoded beforehand and replayed from memory at the "
-        "pace, as a capture card delivers them (default); live: the source itself, paced",
-    )
-    parser.add_argument(
-        "--paced-head",
-        default="incremental",
-        choices=HEAD_MODES,
-        help="head stage of the paced pipeline: incremental state, or the backend's compiled "
-        "head rerun over the window",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", type=Path, dest="json_out", help="write every figure here")
-    parser.add_argument("--plot", type=Path, help="latency CDFs per mode (PNG)")
+@dataclass(frozen=True)
+class BenchSettings:
+    """One bench run: the model, the frames, what is measured and for how long."""
+
+    backbone: str = "densenet161"  # random-init LUV-Net trunk, when no checkpoint is given
+    checkpoint: Path | None = None
+    image_size: int = 256  # with ``backbone``
+    source: str = "phantom:0"  # frames to feed (URI)
+    size: tuple[int, int] = (924, 1232)  # phantom frame size (height, width)
+    frames: int = 60  # measured frames per mode
+    warmup: int = 10  # skipped iterations before each measurement
+    naive_frames: int = 5  # measured frames of the naive mode
+    device: str = "auto"
+    precision: str = "fp32"  # fp32 | fp16
+    backends: tuple[str, ...] = ("eager",)
+    paced_fps: tuple[float, ...] = ()  # one paced run per frame rate (and paced backend)
+    paced_seconds: float = 10.0
+    paced_backends: tuple[str, ...] | None = None  # None: every one of ``backends``
+    paced_source: str = "replay"  # replay (decoded beforehand, from memory) | live
+    paced_head: str = "incremental"  # head stage of the paced pipeline
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+
+
+@dataclass
+class BenchResult:
+    """The report (every figure, JSON-ready) and the raw samples behind the CDF plot."""
+
+    report: dict[str, Any]
+    series: dict[str, list[float]] = field(default_factory=dict)  # ms per frame, per mode
+    title: str = ""
+
+    def write_json(self, path: Path) -> None:
+        """The report as JSON, written atomically."""
+        with atomic_open(path) as handle:
+            handle.write(json.dumps(self.report, indent=2) + "\n")
+
+    def plot(self, path: Path) -> None:
+        """Latency CDFs per mode (PNG)."""
+        plot_cdfs(self.series, path, self.title)
 
 
 def _read_frames(uri: str, count: int, size: tuple[int, int]) -> list:
@@ -88,19 +94,15 @@ def _read_frames(uri: str, count: int, size: tuple[int, int]) -> list:
     return frames
 
 
-def _checkpoint_path(args: argparse.Namespace, scratch: Path) -> Path:
+def _checkpoint_path(settings: BenchSettings, scratch: Path) -> Path:
     """The bench always goes through a real checkpoint, as the streamer does."""
-    if args.checkpoint:
-        return args.checkpoint
+    if settings.checkpoint:
+        return settings.checkpoint
     config = ModelConfig(
-        backbone=args.backbone, preprocess=PreprocessConfig(image_size=args.image_size)
+        backbone=settings.backbone, preprocess=PreprocessConfig(image_size=settings.image_size)
     )
     torch.manual_seed(0)
-    return save_checkpoint(build_model(config).eval(), scratch / f"bench-{args.backbone}")
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return save_checkpoint(build_model(config).eval(), scratch / f"bench-{settings.backbone}")
 
 
 def _ratio(slow: dict, fast: dict) -> float | None:
@@ -109,72 +111,82 @@ def _ratio(slow: dict, fast: dict) -> float | None:
     return slow["p50"] / fast["p50"]
 
 
-def run(args: argparse.Namespace) -> int:
-    import tempfile
+def run_bench(settings: BenchSettings) -> BenchResult:
+    """Measure every mode of ``settings`` (module docstring); progress goes to the log.
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = torch.float16 if args.precision == "fp16" else torch.float32
+    Raises:
+        LuvnetError: a paced backend not among ``backends``, fp16 without CUDA, a bad device,
+            checkpoint or source, or a backend that fails to load.
+    """
+    names = list(settings.backends)
+    paced_names = list(settings.paced_backends) if settings.paced_backends is not None else names
+    for name in paced_names:
+        if name not in names:
+            raise LuvnetError(f"--paced-backends: {name!r} is not among --backends {names}")
+    set_threads(settings.threads)
+    device = resolve_device(settings.device)
+    dtype = torch.float16 if settings.precision == "fp16" else torch.float32
     if dtype == torch.float16 and device.type != "cuda":
         raise LuvnetError("--precision fp16 needs a CUDA device")
-    size = parse_size(args.size)
+    size = settings.size
     with tempfile.TemporaryDirectory() as scratch:
-        checkpoint_dir = _checkpoint_path(args, Path(scratch))
+        checkpoint_dir = _checkpoint_path(settings, Path(scratch))
         checkpoint = load_checkpoint(checkpoint_dir)
         model = checkpoint.model.to(device=device).eval()
         length = model.config.clip_length
-        needed = max(args.frames + args.warmup, length + args.naive_frames)
-        frames = _read_frames(args.source, needed, size)
+        needed = max(settings.frames + settings.warmup, length + settings.naive_frames)
+        frames = _read_frames(settings.source, needed, size)
         report: dict[str, object] = {
             "machine": machine_info(device),
             "model": {
                 "backbone": model.config.backbone,
                 "variant": model.config.variant,
                 "image_size": model.config.preprocess.image_size,
-                "precision": args.precision,
+                "precision": settings.precision,
                 "model_id": checkpoint.model_id,
             },
-            "source": args.source,
+            "source": settings.source,
             "frame_size": list(frames[0].shape),
             "modes": {},
             "ratios": {},
         }
         modes: dict[str, dict[str, list[float]]] = {}
-        names = _names(args.backends)
-        paced_names = _names(args.paced_backends) if args.paced_backends is not None else names
-        for name in paced_names:
-            if name not in names:
-                raise LuvnetError(f"--paced-backends: {name!r} is not among --backends {names}")
         # Backends copy the fp32 model; the head state then runs in the backend's dtype.
-        loaded = [create_backend(n, model, device=device, precision=args.precision) for n in names]
+        loaded = [
+            create_backend(n, model, device=device, precision=settings.precision) for n in names
+        ]
         model = model.to(dtype)
         report["backends"] = {b.name: b.info.to_dict() for b in loaded}
         for backend in loaded:
-            _log(f"cached/{backend.name}: {args.frames} frames after {args.warmup} warm-up")
+            log.info(
+                "cached/%s: %d frames after %d warm-up",
+                backend.name,
+                settings.frames,
+                settings.warmup,
+            )
             modes[f"cached_{backend.name}"] = run_cached(
                 model,
-                frames[: args.frames + args.warmup],
+                frames[: settings.frames + settings.warmup],
                 backend.encode,
                 device,
                 dtype,
                 "incremental",
-                args.warmup,
+                settings.warmup,
             )
 
         @torch.inference_mode()
         def eager_encode(frames: torch.Tensor) -> torch.Tensor:
             return model.embed(frames)
 
-        _log(f"naive: {args.naive_frames} frames, {length} encoder calls each")
+        log.info("naive: %d frames, %d encoder calls each", settings.naive_frames, length)
         modes["naive_eager"] = run_naive(
-            model, frames, eager_encode, device, dtype, args.naive_frames
+            model, frames, eager_encode, device, dtype, settings.naive_frames
         )
-        _log("heads: incremental vs window rerun")
-        heads = run_heads(model, device, dtype, args.frames, args.warmup)
+        log.info("heads: incremental vs window rerun")
+        heads = run_heads(model, device, dtype, settings.frames, settings.warmup)
         for backend in loaded:
             heads[f"head_window_{backend.name}"] = run_backend_head(
-                backend, args.frames, args.warmup
+                backend, settings.frames, settings.warmup
             )
         report["modes"] = {m: {s: summarize(v) for s, v in st.items()} for m, st in modes.items()}
         report["heads"] = {name: summarize(v) for name, v in heads.items()}
@@ -192,54 +204,46 @@ def run(args: argparse.Namespace) -> int:
         paced = {}
         by_name = dict(zip(names, loaded, strict=True))  # as asked: "auto" too
         for name in paced_names:
-            for fps in [float(f) for f in _names(args.paced)]:
-                label = f"{name}_{args.paced_head}_{fps:g}fps"
-                _log(f"paced {label} for {args.paced_seconds:g} s")
-                settings = StreamSettings(
-                    source=args.source,
+            for fps in settings.paced_fps:
+                label = f"{name}_{settings.paced_head}_{fps:g}fps"
+                log.info("paced %s for %g s", label, settings.paced_seconds)
+                stream = StreamSettings(
+                    source=settings.source,
                     checkpoint=checkpoint_dir,
                     device=str(device),
-                    precision=args.precision,
-                    head_mode=args.paced_head,
+                    precision=settings.precision,
+                    head_mode=settings.paced_head,
                     realtime=True,
                     source_options={"fps": fps, "size": size},
                 )
                 source = (
-                    ReplaySource(frames, fps, name=args.source)
-                    if args.paced_source == "replay"
+                    ReplaySource(frames, fps, name=settings.source)
+                    if settings.paced_source == "replay"
                     else None
                 )
-                result = run_paced(settings, args.paced_seconds, by_name[name], source)
-                e2e = result.pop("e2e")[args.warmup :]
+                result = run_paced(stream, settings.paced_seconds, by_name[name], source)
+                e2e = result.pop("e2e")[settings.warmup :]
                 stages = result.pop("stages")
                 paced[label] = {
                     **result,
                     "backend": name,
-                    "head": args.paced_head,
+                    "head": settings.paced_head,
                     "fps": fps,
-                    "source": args.paced_source,
+                    "source": settings.paced_source,
                     "e2e": summarize(e2e),
-                    "stages": {k: summarize(v[args.warmup :]) for k, v in stages.items()},
+                    "stages": {k: summarize(v[settings.warmup :]) for k, v in stages.items()},
                 }
                 modes[f"paced_{label}_e2e"] = {"total": e2e}
         report["paced"] = paced
         report["memory"] = peak_memory(device)
         report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    _print_report(report)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.plot:
-        series = {m: st["total"] for m, st in modes.items() if "total" in st}
-        series.update(heads)
-        plot_cdfs(series, args.plot, f"luvnet bench: {model.config.backbone} on {device}")
-    return 0
+    series = {m: st["total"] for m, st in modes.items() if "total" in st}
+    series.update(heads)
+    return BenchResult(report, series, f"luvnet bench: {model.config.backbone} on {device}")
 
 
-def _log(text: str) -> None:
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-def _print_report(report: dict) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """The figures of :func:`run_bench` as a table on stdout."""
     machine = report["machine"]
     print(
         f"machine: {machine['cpu']} x{machine['cpu_count']} (torch threads "

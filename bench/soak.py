@@ -1,9 +1,9 @@
 """Soak test: the real live stream for a long time, watched for leaks, losses and miscounts.
 
-Usage::
+Usage (the command line is :mod:`luvnet.commands.soak`)::
 
-    python -m luvnet.bench.soak --minutes 30 --source phantom --backbone mobilenet_v3_small
-    python -m luvnet.bench.soak --minutes 10 --source file:scan.mp4 --loop --checkpoint DIR
+    python -m luvnet.commands.soak --minutes 30 --source phantom --backbone mobilenet_v3_small
+    python -m luvnet.commands.soak --minutes 10 --source file:scan.mp4 --loop --checkpoint DIR
 
 Runs ``compose_stream`` with a real :class:`~streamer.publisher.ScorePublisher` on loopback and
 a real :class:`~streamer.client.ScoreSubscriber` that keeps up, on its own thread. Every
@@ -22,38 +22,62 @@ open file descriptors. At the end it reports and checks:
   frames_dropped plus the frames that failed in the pipeline plus the (at most one) frame still
   waiting in the grabber's slot when the stream was stopped.
 
-Exit status 0 when every check passed, 1 when one failed, 2 for a usage error. The report is
-printed; ``--json`` also writes it with every sample.
+The command's exit status is 0 when every check passed, 1 when one failed, 2 for a usage
+error. The report is printed; ``--json`` also writes it with every sample.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import os
 import resource
-import signal
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from luvnet.bench.stats import machine_info
-from luvnet.commands.stream import parse_size
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.checkpoint import save_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.network import build_model
+from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.streamer.client import ScoreSubscriber
-from luvnet.streamer.compose import StreamSettings, compose_stream, resolve_device
+from luvnet.streamer.compose import StreamSettings, compose_stream
 from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from luvnet.streamer.publisher import ScorePublisher
 
+log = logging.getLogger(__name__)
+
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    """One soak run: what streams, for how long, and the limits its checks apply."""
+
+    minutes: float
+    source: str = "phantom"
+    checkpoint: Path | None = None
+    backbone: str = "mobilenet_v3_small"  # random-init LUV-Net, when no checkpoint is given
+    image_size: int = 256  # with ``backbone``
+    size: tuple[int, int] | None = None  # phantom/capture frame size (height, width)
+    fps: float | None = None  # phantom/capture frame rate
+    loop: bool = False  # replay a file source forever
+    realtime: bool = True  # False: block policy, every frame scored
+    device: str = "auto"
+    backend: str = "eager"
+    head_mode: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    sample_s: float = 5.0  # seconds between samples
+    warmup_s: float = 60.0  # growth is measured after this
+    max_growth: float = 0.02  # allowed RSS growth after the warm-up
 
 
 @dataclass
@@ -136,45 +160,14 @@ class KeepingUpSubscriber:
         self.sub.close()
 
 
-def _checkpoint(args: argparse.Namespace, scratch: Path) -> Path:
-    if args.checkpoint:
-        return args.checkpoint
+def _checkpoint(settings: SoakSettings, scratch: Path) -> Path:
+    if settings.checkpoint:
+        return settings.checkpoint
     config = ModelConfig(
-        backbone=args.backbone, preprocess=PreprocessConfig(image_size=args.image_size)
+        backbone=settings.backbone, preprocess=PreprocessConfig(image_size=settings.image_size)
     )
     torch.manual_seed(0)  # random init: the soak measures the plumbing, not the scores
-    return save_checkpoint(build_model(config).eval(), scratch / f"soak-{args.backbone}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, required=True, help="how long to stream")
-    parser.add_argument("--source", default="phantom", help="phantom[:SEED] | file:PATH | ...")
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--checkpoint", type=Path, help="checkpoint directory")
-    model.add_argument(
-        "--backbone", default="mobilenet_v3_small", help="random-init LUV-Net on this trunk"
-    )
-    parser.add_argument("--image-size", type=int, default=256, help="with --backbone")
-    parser.add_argument("--size", help="phantom/capture frame size HxW")
-    parser.add_argument("--fps", type=float, help="phantom/capture frame rate")
-    parser.add_argument("--loop", action="store_true", help="replay a file source forever")
-    parser.add_argument(
-        "--as-fast-as-possible",
-        action="store_true",
-        help="block policy: score every frame instead of pacing and dropping",
-    )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", default="eager")
-    parser.add_argument("--head", default="auto", dest="head_mode")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
-    parser.add_argument(
-        "--warmup-s", type=float, default=60.0, help="growth is measured after this"
-    )
-    parser.add_argument(
-        "--max-growth", type=float, default=0.02, help="allowed RSS growth after the warm-up"
-    )
-    parser.add_argument("--json", type=Path, dest="json_out", help="write the report here")
+    return save_checkpoint(build_model(config).eval(), scratch / f"soak-{settings.backbone}")
 
 
 def growth(samples: list[Sample], warmup_s: float, key: str) -> dict[str, float] | None:
@@ -195,30 +188,42 @@ def growth(samples: list[Sample], warmup_s: float, key: str) -> dict[str, float]
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.minutes <= 0 or args.sample_s <= 0:
+def run_soak(
+    settings: SoakSettings, stop: threading.Event | None = None, *, command: str = ""
+) -> dict[str, Any]:
+    """Stream for ``settings.minutes`` (or until ``stop`` is set) and check the run.
+
+    Args:
+        stop: set from outside (a signal) to end the run early; it still reports.
+        command: the command line, recorded in the report.
+
+    Returns:
+        The report: figures, every sample and ``checks`` (name -> (passed, detail)).
+
+    Raises:
+        LuvnetError: a bad setting, device, checkpoint or source, or a subscriber that never
+            connected.
+    """
+    if settings.minutes <= 0 or settings.sample_s <= 0:
         raise LuvnetError("--minutes and --sample-s: expected positive numbers")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # an early stop still reports
-        signal.signal(sig, lambda *_: stop.set())
+    set_threads(settings.threads)
+    device = resolve_device(settings.device)
+    stop = stop if stop is not None else threading.Event()
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory() as scratch, ScorePublisher("tcp://127.0.0.1:*") as pub:
-        checkpoint = _checkpoint(args, Path(scratch))
-        options = {"size": parse_size(args.size), "fps": args.fps}
-        settings = StreamSettings(
-            source=args.source,
+        checkpoint = _checkpoint(settings, Path(scratch))
+        options = {"size": settings.size, "fps": settings.fps}
+        stream = StreamSettings(
+            source=settings.source,
             checkpoint=checkpoint,
             device=str(device),
-            backend=args.backend,
-            head_mode=args.head_mode,
-            realtime=not args.as_fast_as_possible,
-            loop=args.loop,
+            backend=settings.backend,
+            head_mode=settings.head_mode,
+            realtime=settings.realtime,
+            loop=settings.loop,
             source_options={k: v for k, v in options.items() if v is not None},
         )
-        pipeline = compose_stream(settings, pub.publish)
+        pipeline = compose_stream(stream, pub.publish)
         subscriber = KeepingUpSubscriber(pub.endpoint)
         subscriber.start()
         if not pub.wait_for_subscriber(30):
@@ -243,19 +248,23 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             last = samples[-1]
-            print(
-                f"soak: {last.t_s:7.0f} s  rss {last.rss_mib:8.1f} MiB "
-                f"(anon {last.rss_anon_mib or 0:8.1f})  captured {last.captured}"
-                f"  published {last.published}  dropped {last.dropped}  received {last.received}",
-                file=sys.stderr,
-                flush=True,
+            log.info(
+                "%7.0f s  rss %8.1f MiB (anon %8.1f)  captured %d  published %d  dropped %d  "
+                "received %d",
+                last.t_s,
+                last.rss_mib,
+                last.rss_anon_mib or 0,
+                last.captured,
+                last.published,
+                last.dropped,
+                last.received,
             )
 
         def sampler() -> None:
-            deadline = started + args.minutes * 60
+            deadline = started + settings.minutes * 60
             while not stop.is_set():
                 sample()
-                if stop.wait(min(args.sample_s, max(0.0, deadline - time.monotonic()))):
+                if stop.wait(min(settings.sample_s, max(0.0, deadline - time.monotonic()))):
                     break
                 if time.monotonic() >= deadline:
                     stop.set()
@@ -274,9 +283,9 @@ def run(args: argparse.Namespace) -> int:
 
     failed = pipeline.counters.failed_frames
     report: dict[str, object] = {
-        "command": "python -m luvnet.bench.soak " + " ".join(sys.argv[1:]),
+        "command": command,
         "machine": machine_info(device),
-        "source": args.source,
+        "source": settings.source,
         "model_id": pipeline.identity.model_id,
         "backend": pipeline.identity.backend,
         "seconds": seconds,
@@ -295,20 +304,27 @@ def run(args: argparse.Namespace) -> int:
         },
         "publisher": {"sent_scores": pub.sent_scores, "dropped": pub.dropped},
         "final_status": final.to_dict() if final is not None else None,
-        "rss": growth(samples, args.warmup_s, "rss_mib"),
-        "rss_anon": growth(samples, args.warmup_s, "rss_anon_mib"),
-        "gpu_allocated": growth(samples, args.warmup_s, "gpu_allocated_mib"),
-        "gpu_reserved": growth(samples, args.warmup_s, "gpu_reserved_mib"),
+        "rss": growth(samples, settings.warmup_s, "rss_mib"),
+        "rss_anon": growth(samples, settings.warmup_s, "rss_anon_mib"),
+        "gpu_allocated": growth(samples, settings.warmup_s, "gpu_allocated_mib"),
+        "gpu_reserved": growth(samples, settings.warmup_s, "gpu_reserved_mib"),
         "threads": [min(s.threads for s in samples), max(s.threads for s in samples)],
         "open_fds": [min(s.open_fds for s in samples), max(s.open_fds for s in samples)],
         "samples": [asdict(s) for s in samples],
     }
-    checks = _checks(report, args.max_growth)
-    report["checks"] = checks
-    _print_report(report)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if all(ok for ok, _ in checks.values()) else 1
+    report["checks"] = _checks(report, settings.max_growth)
+    return report
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """Whether every check of a :func:`run_soak` report passed."""
+    return all(ok for ok, _ in report["checks"].values())
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """The report with every sample as JSON, written atomically."""
+    with atomic_open(path) as handle:
+        handle.write(json.dumps(report, indent=2) + "\n")
 
 
 def _checks(report: dict, max_growth: float) -> dict[str, tuple[bool, str]]:
@@ -355,7 +371,8 @@ def _checks(report: dict, max_growth: float) -> dict[str, tuple[bool, str]]:
     return checks
 
 
-def _print_report(report: dict) -> None:
+def print_report(report: dict[str, Any]) -> None:
+    """The report of :func:`run_soak`, without the samples, on stdout."""
     machine = report["machine"]
     print(f"command: {report['command']}")
     print(
@@ -370,19 +387,3 @@ def _print_report(report: dict) -> None:
     )
     for name, (ok, detail) in report["checks"].items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    parser = argparse.ArgumentParser(prog="python -m luvnet.bench.soak", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except LuvnetError as err:
-        print(f"soak: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

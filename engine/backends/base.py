@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 
-from luvnet.engine.backends.parity import Parity
-
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16}
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,6 +42,40 @@ class BackendSpec:
     @property
     def frame_shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.image_size, self.image_size)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Largest accepted max-abs differences from eager fp32."""
+
+    logits: float
+    scores: float  # sigmoid(logits)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Max absolute differences from eager fp32 on the fixed input, and the tolerance used."""
+
+    logits: float
+    scores: float
+    attention: float
+    embedding: float  # reported, not enforced: its scale depends on the trunk
+    tolerance: Tolerance
+
+    @property
+    def ok(self) -> bool:
+        # NaN compares False, so a NaN output fails.
+        return self.logits <= self.tolerance.logits and self.scores <= self.tolerance.scores
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"parity vs eager fp32: logits {self.logits:.2e} (tol {self.tolerance.logits:.0e}), "
+            f"scores {self.scores:.2e} (tol {self.tolerance.scores:.0e}), "
+            f"attention {self.attention:.2e}, embedding {self.embedding:.2e}"
+        )
 
 
 @dataclass(frozen=True)

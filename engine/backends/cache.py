@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.network import LUVNet
 
 # Bump when the layout of what the backends write changes.
@@ -51,4 +52,5 @@ def cache_key(facts: dict[str, Any]) -> str:
 def write_facts(directory: Path, facts: dict[str, Any]) -> None:
     """Record, next to the artefacts, what they were built from (for people, not lookups)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "key.json").write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
+    with atomic_open(directory / "key.json") as handle:
+        handle.write(json.dumps(facts, indent=2, sort_keys=True) + "\n")

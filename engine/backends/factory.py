@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from luvnet.engine.backends import auto
+from luvnet.engine.backends.auto import select as select_auto
 from luvnet.engine.backends.base import PRECISIONS, Backend, BackendSpec
 from luvnet.engine.backends.cache import default_cache_dir
 from luvnet.engine.backends.parity import (
@@ -22,6 +22,7 @@ from luvnet.engine.backends.parity import (
 )
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.network import LUVNet
+from luvnet.engine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,6 @@ LOADERS: dict[str, str] = {
     "onnxruntime": "luvnet.engine.backends.ort",
 }
 BACKEND_NAMES: tuple[str, ...] = ("auto", *LOADERS)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise LuvnetError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from err
-    if resolved.type == "cpu":
-        return resolved
-    if resolved.type != "cuda":
-        raise LuvnetError(f"device: expected cpu, cuda or cuda:N, got {device!r}")
-    if not torch.cuda.is_available():
-        raise LuvnetError(f"device {device}: CUDA is not available on this machine; use cpu")
-    # An explicit index: CUDA graphs and device queries need one.
-    index = torch.cuda.current_device() if resolved.index is None else resolved.index
-    return torch.device("cuda", index)
 
 
 def make_spec(
@@ -67,7 +52,7 @@ def make_spec(
         raise LuvnetError(f"backend: expected one of {', '.join(BACKEND_NAMES)}, got {name!r}")
     if precision not in PRECISIONS:
         raise LuvnetError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    resolved = resolve_device(device)
+    resolved = resolve_device(device, option="device")
     if precision == "fp16" and resolved.type == "cpu":
         raise LuvnetError("precision fp16 needs a CUDA device; on the CPU use fp32")
     size = image_size or model.config.preprocess.image_size
@@ -140,7 +125,7 @@ def create_backend(
     reference = reference_outputs(base, spec.image_size, spec.window)
     tolerance = tolerance or TOLERANCES[spec.precision]
     if name == "auto":
-        backend = auto.select(
+        backend = select_auto(
             spec, reference, lambda chosen: load_verified(chosen, base, spec, reference, tolerance)
         )
     else:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import torch
 
 from luvnet.engine.backends.modules import EncoderGraph, HeadGraph
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_path, read_json_object, write_json
 from luvnet.engine.model.network import LUVNet
 
 FORMAT = "luvnet-onnx"
@@ -86,8 +85,8 @@ def _export_one(
     opset: int,
     exporter: str,
 ) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent exporters never collide
-    with warnings.catch_warnings():
+    # A temporary beside the file, unique per writer: concurrent exporters never collide.
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         # The legacy exporter announces its deprecation and traces with TracerWarnings.
         warnings.simplefilter("ignore")
         options: dict[str, Any] = {"dynamo": exporter == "dynamo"}
@@ -102,7 +101,6 @@ def _export_one(
             opset_version=opset,
             **options,
         )
-    tmp.replace(path)
 
 
 def export_onnx(
@@ -193,9 +191,7 @@ def export_onnx(
         "patterns": list(config.pattern_names),
         "thresholds": list(config.thresholds),
     }
-    tmp = out / f"{META_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(out / META_FILE)
+    write_json(out / META_FILE, meta)
     return meta
 
 
@@ -204,11 +200,8 @@ def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise LuvnetError(f"{path}: missing; expected the output of `luvnet export --format onnx`")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LuvnetError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_json_object(path, expected=f'an ONNX export description ("format": "{FORMAT}")')
+    if meta.get("format") != FORMAT:
         raise LuvnetError(f'{path}: expected "format": "{FORMAT}"')
     if meta.get("format_version") != FORMAT_VERSION:
         raise LuvnetError(

@@ -10,15 +10,15 @@ backend's own embedding feeds its head, so encoder error shows in the logits.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from luvnet.engine.backends.base import Backend, Parity, Tolerance
 from luvnet.engine.errors import LuvnetError
 
 if TYPE_CHECKING:
-    from luvnet.engine.backends.base import Backend
     from luvnet.engine.model.network import LUVNet
 
 PARITY_SEED = 20250701
@@ -28,44 +28,10 @@ class ParityError(LuvnetError):
     """A backend computes something other than eager fp32 on the fixed input."""
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Largest accepted max-abs differences from eager fp32."""
-
-    logits: float
-    scores: float  # sigmoid(logits)
-
-
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(logits=1e-3, scores=1e-3),
     "fp16": Tolerance(logits=5e-2, scores=1e-2),
 }
-
-
-@dataclass(frozen=True)
-class Parity:
-    """Max absolute differences from eager fp32 on the fixed input, and the tolerance used."""
-
-    logits: float
-    scores: float
-    attention: float
-    embedding: float  # reported, not enforced: its scale depends on the trunk
-    tolerance: Tolerance
-
-    @property
-    def ok(self) -> bool:
-        # NaN compares False, so a NaN output fails.
-        return self.logits <= self.tolerance.logits and self.scores <= self.tolerance.scores
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        return (
-            f"parity vs eager fp32: logits {self.logits:.2e} (tol {self.tolerance.logits:.0e}), "
-            f"scores {self.scores:.2e} (tol {self.tolerance.scores:.0e}), "
-            f"attention {self.attention:.2e}, embedding {self.embedding:.2e}"
-        )
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ def _save(
             compiled, str(partial / path.name), output_format="exported_program", inputs=list(args)
         )
         (partial / path.name).replace(path)
-    except Exception as err:  # e.g. no C++ runtime: ExportedProgram saving needs it
+    except Exception as err:  # noqa: BLE001 - e.g. no C++ runtime: saving needs it
         log.warning("tensorrt: cannot cache %s (%s); it is rebuilt on the next start", path, err)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -222,7 +222,7 @@ def load(model: LUVNet, spec: BackendSpec) -> Backend:
         if path.is_file():
             try:
                 engine, hit = _load_saved(trt, path), True
-            except Exception as err:  # stale or corrupt: rebuild rather than fail
+            except Exception as err:  # noqa: BLE001 - stale or corrupt: rebuild, never fail
                 log.warning("tensorrt: cannot load %s (%s); rebuilding", path, err)
         if engine is None:
             try:

@@ -1,4 +1,4 @@
-"""``luvnet covid-blues-manifest``: a manifest for the COVID-BLUES videos, read in place.
+"""Manifest rows for the COVID-BLUES videos, read in place (``luvnet covid-blues-manifest``).
 
 The dataset (``../shared/data/covid-blues``, see its README) labels each video with
 ``A-lines`` and ``B-lines`` = yes/no (some values carry a trailing space) in
@@ -13,13 +13,11 @@ sector detection, which would crop away the black bottom of dim videos.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
-import sys
 from pathlib import Path
 
-from luvnet.engine.data.manifest import LabelSpec, ManifestRow, read_manifest, write_manifest
+from luvnet.engine.data.manifest import LabelSpec, ManifestRow
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import PATTERNS
 
@@ -76,28 +74,3 @@ def _row(data_dir: Path, record: dict[str, str], line: int) -> ManifestRow:
             raise ValueError(f"{column} {record.get(column)!r}; expected yes or no")
         labels[pattern] = _YES_NO[value]
     return ManifestRow(video.resolve(), match["patient"], labels, None, line)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "luvnet covid-blues-manifest --data DIR --out manifest.csv"
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("../shared/data/covid-blues"),
-        help="the COVID-BLUES folder (severity.csv, lus_videos/)",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="manifest CSV to write")
-
-
-def run(args: argparse.Namespace) -> int:
-    rows = build_rows(args.data)
-    out: Path = args.out
-    if out.is_dir():
-        raise LuvnetError(f"--out {out}: is a folder; expected a CSV file path")
-    if not out.parent.is_dir():
-        raise LuvnetError(f"--out {out}: folder {out.parent} does not exist")
-    write_manifest(out, rows)
-    manifest = read_manifest(out)  # what we wrote must pass the same validation as any input
-    patients = len(manifest.patients())
-    print(f"wrote {len(manifest)} videos of {patients} patients to {out}", file=sys.stdout)
-    return 0

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from luvnet.engine.data.video import VIDEO_EXTENSIONS
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("video", "patient_id", *PATTERNS)
@@ -283,11 +284,11 @@ def _combined(path: Path, errors: list[str]) -> LuvnetError:
 
 
 def write_manifest(path: str | Path, rows: list[ManifestRow], *, with_split: bool = False) -> None:
-    """Write rows as a manifest; video paths relative to the manifest's folder."""
+    """Write rows as a manifest, atomically; video paths relative to the manifest's folder."""
     path = Path(path)
     root = path.resolve().parent
     columns = [*REQUIRED_COLUMNS, *(["split"] if with_split else [])]
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:

@@ -1,4 +1,4 @@
-"""``luvnet attention --checkpoint C --video V --out plot.png [--manifest M] [--clip I]``.
+"""Per-pattern attention curves of one video as a PNG figure (``luvnet attention``).
 
 The figure of spec §5 (``../shared/docs/luvnet-spec.md``), drawn with OpenCV: one panel per
 pattern with alpha_t (attention summed over heads, min-max normalised per clip; see
@@ -10,7 +10,6 @@ The video goes through the checkpoint's own preprocessing and :func:`engine.infe
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,11 @@ from luvnet.engine.data.preprocess import preprocess_frames
 from luvnet.engine.data.video import read_video
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.attention_curves import VideoCurves, stitch
-from luvnet.engine.evaluation.inference import resolve_device, score_clips, set_threads
+from luvnet.engine.evaluation.inference import score_clips
 from luvnet.engine.evaluation.report import DISPLAY_NAMES
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.checkpoint import Checkpoint, load_checkpoint
+from luvnet.engine.runtime import resolve_device, set_threads
 
 TOP_K = 3
 # Layout in pixels; the figure is WIDTH x figure_height(P).
@@ -240,38 +241,43 @@ def render(
     return canvas
 
 
-# --- CLI ----------------------------------------------------------------------------------------
+def plot_attention(
+    checkpoint: Path,
+    video: Path,
+    out: Path,
+    *,
+    manifest: Path | None = None,
+    clip: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> tuple[int, int]:
+    """Draw the figure of ``video`` (all clips, or clip ``clip``) into the PNG ``out``.
 
+    Args:
+        manifest: a manifest listing the video, for the ground truth (None: not shown).
+        device: ``auto``/``None`` (CUDA when visible), ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch CPU threads (None: torch's default).
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = (
-        "luvnet attention --checkpoint C --video V --out plot.png [--manifest M] [--clip I]"
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--video", type=Path, required=True, help="video file")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument(
-        "--manifest", type=Path, default=None, help="manifest listing the video (ground truth)"
-    )
-    parser.add_argument("--clip", type=int, default=None, help="only this clip (default: all)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if any)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    Returns:
+        (width, height) of the PNG in pixels.
 
-
-def run(args: argparse.Namespace) -> int:
-    if args.threads is not None and args.threads < 1:
-        raise LuvnetError(f"--threads: expected a positive integer, got {args.threads}")
-    set_threads(args.threads)
-    if args.out.suffix.lower() != ".png":
-        raise LuvnetError(f"--out {args.out}: expected a .png file name")
-    ckpt = load_checkpoint(args.checkpoint, map_location=resolve_device(args.device))
-    curves, frames, offset = video_curves(ckpt, args.video, args.clip)
+    Raises:
+        LuvnetError: a bad checkpoint, video, manifest or clip index, or an unwritable PNG.
+    """
+    set_threads(threads)
+    ckpt = load_checkpoint(checkpoint, map_location=resolve_device(device))
+    curves, frames, offset = video_curves(ckpt, video, clip)
     truths = None
-    if args.manifest is not None:
-        truths = truth_from_manifest(args.manifest, args.video, offset + curves.raw.shape[1])
-    image = render(ckpt, args.video, curves, frames, offset, truths)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), image):
-        raise LuvnetError(f"--out {args.out}: OpenCV could not write the PNG")
-    print(f"wrote {args.out} ({image.shape[1]}x{image.shape[0]})")
-    return 0
+    if manifest is not None:
+        truths = truth_from_manifest(manifest, video, offset + curves.raw.shape[1])
+    image = render(ckpt, video, curves, frames, offset, truths)
+    ok, png = cv2.imencode(".png", image)
+    try:
+        if not ok:
+            raise OSError("PNG encoding failed")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_open(out, "wb") as handle:
+            handle.write(png.tobytes())
+    except OSError as err:
+        raise LuvnetError(f"--out {out}: cannot write the PNG ({err.strerror or err})") from None
+    return image.shape[1], image.shape[0]

@@ -1,10 +1,10 @@
-"""``luvnet compare A.csv B.csv [--json OUT]``: paired DeLong test per pattern.
+"""Paired DeLong test per pattern between two predictions files (``luvnet compare``).
 
 Both files are predictions CSVs (``engine.predictions``) of two models on the same clips. Rows are
-matched by ``clip_id``; the clip sets, the pattern names and every label must agree, otherwise the
-command refuses. Each pattern uses its known labels only.
+matched by ``clip_id``; the clip sets, the pattern names and every label must agree, otherwise
+:func:`align` refuses. Each pattern uses its known labels only.
 
-``--json OUT`` writes::
+:func:`write_comparison` writes::
 
     {"a": "A.csv", "b": "B.csv", "n_clips": 120,
      "patterns": {"<pattern>": {"n_pos", "n_neg", "auc_a", "auc_b", "auc_diff", "z", "p_value",
@@ -15,46 +15,29 @@ with ``null`` for undefined figures and ``reason`` saying why.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.evaluation.metrics import DelongTest, delong_test
-from luvnet.engine.evaluation.predictions import Predictions, read_predictions
+from luvnet.engine.evaluation.predictions import Predictions
+from luvnet.engine.evaluation.roc import DelongTest, delong_test
+from luvnet.engine.files import write_json
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "luvnet compare A.csv B.csv [--json OUT]"
-    parser.add_argument("a", type=Path, help="predictions CSV of model A")
-    parser.add_argument("b", type=Path, help="predictions CSV of model B (same clips)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-
-
-def run(args: argparse.Namespace) -> int:
-    a, b = read_predictions(args.a), read_predictions(args.b)
-    order = align(a, b, args.a, args.b)
-    results = compare(a, b, order)
-    print(format_table(results, args.a, args.b))
-    if args.json is not None:
-        payload = {
-            "a": str(args.a),
-            "b": str(args.b),
-            "n_clips": len(a.clips),
-            "patterns": {name: _as_json(t) for name, t in results.items()},
-        }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-            os.replace(tmp, args.json)
-        except OSError as err:
-            raise LuvnetError(f"--json {args.json}: cannot write ({err.strerror})") from None
-    return 0
+def write_comparison(
+    path: Path, path_a: Path, path_b: Path, n_clips: int, results: dict[str, DelongTest]
+) -> None:
+    """The figures of :func:`compare` as JSON (module docstring), written atomically."""
+    payload = {
+        "a": str(path_a),
+        "b": str(path_b),
+        "n_clips": n_clips,
+        "patterns": {name: _as_json(t) for name, t in results.items()},
+    }
+    write_json(path, payload)
 
 
 def align(a: Predictions, b: Predictions, path_a: Path, path_b: Path) -> np.ndarray:

@@ -1,59 +1,38 @@
-"""``luvnet evaluate --checkpoint C --manifest M [--split test|val|train|all] --out DIR``.
+"""Score a checkpoint on a manifest split (``luvnet evaluate``): metrics.json and predictions.csv.
 
 Scores every clip of the chosen split with :func:`engine.inference.predict` (the same function
-training uses for validation) and writes ``DIR/metrics.json`` (``engine.metrics`` schema, at the
-checkpoint's stored thresholds) and ``DIR/predictions.csv`` (``engine.predictions``).
+training uses for validation) and writes ``OUT/metrics.json`` (``engine.metrics`` schema, at the
+checkpoint's stored thresholds) and ``OUT/predictions.csv`` (``engine.predictions``).
 
 Which patients a split holds: the checkpoint's provenance records the patients of its fold's
 train/val/test sets (``luvnet train`` stores them), and those win, so a checkpoint is always
 scored on the patients it was really held out from. A checkpoint without them (e.g. the demo
-model) uses the manifest's ``split`` column (train/val/test values). ``--split all`` takes every
+model) uses the manifest's ``split`` column (train/val/test values). Split ``all`` takes every
 row, e.g. for an external test set.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from luvnet.engine.data.clips import default_cache_dir
+from luvnet.engine.data.datasets import clip_dataset, eval_loader
+from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.evaluation.inference import (
-    Scored,
-    channels_last,
-    predict,
-    resolve_device,
-    set_threads,
-)
+from luvnet.engine.evaluation.inference import Scored, channels_last, predict
 from luvnet.engine.evaluation.metrics import compute_metrics, write_metrics
 from luvnet.engine.evaluation.predictions import write_predictions
 from luvnet.engine.model.checkpoint import file_sha256, load_checkpoint
 from luvnet.engine.progress import ProgressBar
-from luvnet.engine.training.loaders import clip_dataset, eval_loader
+from luvnet.engine.runtime import resolve_device, set_threads
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val", "train", "all")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = (
-        "luvnet evaluate --checkpoint C --manifest M [--split test|val|train|all] --out DIR"
-    )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument("--manifest", type=Path, required=True, help="manifest CSV of videos")
-    parser.add_argument("--split", choices=SPLITS, default="test", help="default: test")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument("--batch-size", type=int, default=4, help="clips per batch (default 4)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if any)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument(
-        "--cache", type=Path, default=None, help="frame cache folder (default $LUVNET_CACHE)"
-    )
-    parser.add_argument("--amp", action="store_true", help="mixed precision")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def write_results(
@@ -102,52 +81,79 @@ def select_rows(
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
-        raise LuvnetError(f"--batch-size: expected a positive integer, got {args.batch_size}")
-    if args.num_workers < 0:
-        raise LuvnetError(f"--num-workers: expected 0 or more, got {args.num_workers}")
-    if args.threads is not None and args.threads < 1:
-        raise LuvnetError(f"--threads: expected a positive integer, got {args.threads}")
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint, map_location=device)
-    manifest = read_manifest(args.manifest)
-    rows = select_rows(manifest, ckpt.provenance, args.split, ckpt.path)
-    dataset = clip_dataset(rows, ckpt.config, args.cache or default_cache_dir())
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` scored: the metrics.json dictionary and how many videos."""
+
+    metrics: dict[str, Any]
+    n_videos: int
+    split: str
+
+    def summary(self) -> str:
+        return summary_line(self.metrics, self.n_videos, self.split)
+
+
+def evaluate(
+    checkpoint: Path,
+    manifest: Path,
+    out: Path,
+    *,
+    split: str = "test",
+    batch_size: int = 4,
+    device: str | None = None,
+    num_workers: int = 0,
+    cache: Path | None = None,
+    amp: bool = False,
+    threads: int | None = None,
+) -> Evaluation:
+    """Score ``checkpoint`` on the ``split`` rows of ``manifest``; write both files into ``out``.
+
+    Args:
+        device: ``auto``/``None`` (CUDA when visible), ``cpu``, ``cuda`` or ``cuda:N``.
+        cache: the frame cache folder (default ``$LUVNET_CACHE``).
+        amp: mixed precision.
+        threads: torch CPU threads (None: torch's default).
+
+    Raises:
+        LuvnetError: a bad checkpoint, manifest or device, or an empty split.
+    """
+    set_threads(threads)
+    torch_device = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location=torch_device)
+    table = read_manifest(manifest)
+    rows = select_rows(table, ckpt.provenance, split, ckpt.path)
+    dataset = clip_dataset(rows, ckpt.config, cache or default_cache_dir())
     loader = eval_loader(
         dataset,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        pin_memory=device.type == "cuda",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=torch_device.type == "cuda",
     )
-    bar = ProgressBar(len(loader), f"evaluate {args.split}", show_loss=False)
+    bar = ProgressBar(len(loader), f"evaluate {split}", show_loss=False)
     scored = predict(
         channels_last(ckpt.model),
         loader,
         ckpt.config.preprocess,
-        root=manifest.path.resolve().parent,
-        amp=args.amp,
+        root=table.path.resolve().parent,
+        amp=amp,
         on_batch=bar.update,
     )
     bar.close()
-    args.out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     metrics = write_results(
         scored,
-        args.out / "metrics.json",
-        args.out / "predictions.csv",
+        out / "metrics.json",
+        out / "predictions.csv",
         list(ckpt.config.thresholds),
         ckpt.config.pattern_names,
     )
     recorded = ckpt.provenance.get("manifest_sha256")
-    if recorded and recorded != file_sha256(args.manifest):
-        print(
-            f"luvnet evaluate: note: {args.manifest} differs from the manifest the checkpoint "
-            "was trained on (SHA-256 mismatch)",
-            file=sys.stderr,
+    if recorded and recorded != file_sha256(manifest):
+        log.warning(
+            "%s differs from the manifest the checkpoint was trained on (SHA-256 mismatch)",
+            manifest,
         )
-    print(summary_line(metrics, len(rows), args.split))
-    return 0
+    return Evaluation(metrics, len(rows), split)
 
 
 def summary_line(metrics: dict[str, Any], n_videos: int, split: str) -> str:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from luvnet.engine.data.preprocess import normalize
-from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.predictions import ClipRef
 from luvnet.engine.model.config import PreprocessConfig
 from luvnet.engine.model.loss import masked_bce_sum
@@ -175,26 +174,3 @@ def predict(
         loss=float(loss_sum.item()) / known if known else None,
         n_known=known,
     )
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``--device``: cuda, cpu, cuda:N or None (= cuda when visible, else cpu)."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LuvnetError(f"--device: expected cuda, cuda:N or cpu, got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LuvnetError(f"--device {name}: no CUDA device is visible; use --device cpu")
-    if device.type not in ("cuda", "cpu"):
-        raise LuvnetError(f"--device: expected cuda, cuda:N or cpu, got {name!r}")
-    return device
-
-
-def set_threads(threads: int | None) -> None:
-    """``--threads``. On an oversubscribed CPU, OpenMP threads spin waiting for each other:
-    measured here (mobilenet_v3_small, 64 px, training, load ~7 on 2 cores) 2 threads took
-    243 ms of wall clock per frame, 1 thread 10 ms."""
-    if threads:
-        torch.set_num_threads(threads)

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
 
 CLIP_COLUMNS: tuple[str, ...] = ("clip_id", "video", "patient_id", "start", "end")
@@ -100,8 +101,7 @@ def write_predictions(
                     f"{path}: clip {clip.clip_id!r}, prob_{name}: expected a probability in "
                     f"[0, 1], got {float(p[i, k])!r}"
                 )
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(prediction_columns(names))
         for i, clip in enumerate(clips):
@@ -110,7 +110,6 @@ def write_predictions(
             for k in range(len(names)):
                 row += ["" if math.isnan(y[i, k]) else str(int(y[i, k])), repr(float(p[i, k]))]
             writer.writerow(row)
-    os.replace(tmp, path)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> Predictions:

@@ -1,4 +1,4 @@
-"""``luvnet report RUN [RUN ...] [--split val|test] [--out table.md]``: the paper's Table 1.
+"""The paper's Table 1 from training run directories (``luvnet report``), as Markdown.
 
 A training run directory (see ``docs/formats.md``)::
 
@@ -13,8 +13,6 @@ some folds says how many, e.g. ``0.853 ± 0.020 (4/5)``; one defined in none is 
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.metrics import MACRO_AUC_METHOD, read_metrics
+from luvnet.engine.files import atomic_open, read_json_object
 
 DISPLAY_NAMES = {
     "a_lines": "A-lines",
@@ -31,25 +30,6 @@ DISPLAY_NAMES = {
     "pleural_effusion": "Pleural effusion",
 }
 FOLD_DIR = re.compile(r"fold_(\d+)")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "luvnet report RUN [RUN ...] [--split val|test] [--out table.md]"
-    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="training run directory")
-    parser.add_argument("--split", choices=("val", "test"), default="val", help="default: val")
-    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
-
-
-def run(args: argparse.Namespace) -> int:
-    runs = [load_run(path, args.split) for path in args.runs]
-    table = format_table(runs, args.split)
-    print(table)
-    if args.out is not None:
-        try:
-            args.out.write_text(table + "\n", encoding="utf-8")
-        except OSError as err:
-            raise LuvnetError(f"--out {args.out}: cannot write ({err.strerror})") from None
-    return 0
 
 
 def load_run(path: Path, split: str) -> dict[str, Any]:
@@ -71,14 +51,7 @@ def load_run(path: Path, split: str) -> dict[str, Any]:
 
 
 def _read_run_json(path: Path) -> dict[str, Any]:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LuvnetError(f'{path}: missing; expected {{"model": ..., "backbone": ...}}') from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LuvnetError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(info, dict):
-        raise LuvnetError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    info = read_json_object(path, expected='{"model": ..., "backbone": ...}')
     for key in ("model", "backbone"):
         if not isinstance(info.get(key), str) or not info[key]:
             raise LuvnetError(f"{path}: {key}: expected a non-empty string, got {info.get(key)!r}")
@@ -136,3 +109,9 @@ def format_table(runs: list[dict[str, Any]], split: str) -> str:
         "interpolated mean ROC of the authors' notebooks.",
     ]
     return "\n".join(lines)
+
+
+def write_table(path: Path, table: str) -> None:
+    """The Markdown of :func:`format_table`, newline-terminated, written atomically."""
+    with atomic_open(path) as handle:
+        handle.write(table + "\n")

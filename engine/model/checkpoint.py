@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import atomic_open, atomic_path, read_json_object
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.network import LUVNet, build_model
 
@@ -78,9 +79,8 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(weights_tmp), metadata={"format": FORMAT})
-    weights_tmp.replace(directory / WEIGHTS_FILE)  # atomic: a crash never leaves half a file
+    with atomic_path(directory / WEIGHTS_FILE) as weights_tmp:  # never half a file
+        save_file(state, str(weights_tmp), metadata={"format": FORMAT})
     document = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -88,9 +88,9 @@ def save_checkpoint(
         "provenance": provenance if provenance is not None else default_provenance(),
         "metrics": metrics or {},
     }
-    config_tmp = directory / (CONFIG_FILE + ".tmp")
-    config_tmp.write_text(json.dumps(document, indent=2) + "\n")
-    config_tmp.replace(directory / CONFIG_FILE)
+    # Not write_json: a diverged run's NaN loss in ``metrics`` must not stop its checkpoint.
+    with atomic_open(directory / CONFIG_FILE) as handle:
+        handle.write(json.dumps(document, indent=2) + "\n")
     return directory
 
 
@@ -114,11 +114,8 @@ def _checkpoint_dir(path: str | Path) -> Path:
 def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Validate and parse ``config.json``; returns (ModelConfig, whole document)."""
     config_path = _checkpoint_dir(path) / CONFIG_FILE
-    try:
-        document = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LuvnetError(f"{config_path}: not valid JSON ({err})") from err
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    document = read_json_object(config_path, expected=f'a checkpoint config ("format": "{FORMAT}")')
+    if document.get("format") != FORMAT:
         raise LuvnetError(f'{config_path}: expected "format": "{FORMAT}"')
     if document.get("format_version") != FORMAT_VERSION:
         raise LuvnetError(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from luvnet.engine.backends.onnx_export import DEFAULT_OPSET, EXPORTERS
 
+HELP = "export encoder and head to ONNX"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=("onnx",), help="output format")

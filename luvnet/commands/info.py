@@ -8,6 +8,8 @@ import json
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import MODEL_VARIANTS, ModelConfig
 
+HELP = "parameter and compute counts of a model or checkpoint"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from luvnet.engine.errors import LuvnetError
+
+T = TypeVar("T")
 
 
 def positive_int(text: str) -> int:
@@ -62,3 +68,16 @@ def frame_size(text: str) -> tuple[int, int]:
     if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW such as 924x1232, got {text!r}")
     return int(h), int(w)
+
+
+def checked(option: str, parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)`` with one of the types above, after argument parsing.
+
+    A bad value is then a one-line ``LuvnetError`` naming ``option`` (``luvnet CMD: error:
+    --size: expected HxW ...``, exit 2) rather than argparse's usage text, for the options whose
+    error has always been that one line.
+    """
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as err:
+        raise LuvnetError(f"{option}: {err}") from None

@@ -1,7 +1,7 @@
 """Synthetic lung-ultrasound phantom: convex-probe videos with exact frame-level truth.
 
 ``PhantomVideo`` is the Python API (training data, tests); ``source.open_phantom`` is the live
-frame source (``phantom:SEED``); ``generate`` is the ``luvnet phantom`` command.
+frame source (``phantom:SEED``); ``generate`` writes labelled sets (``luvnet phantom``).
 """
 
 from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry

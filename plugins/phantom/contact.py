@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
 
 PER_PATTERN = 3
@@ -100,4 +101,5 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    path.write_bytes(data.tobytes())
+    with atomic_open(path, "wb") as handle:
+        handle.write(data.tobytes())

@@ -9,14 +9,8 @@ import numpy as np
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
 from luvnet.plugins.phantom.render import Renderer
-from luvnet.plugins.phantom.scene import (
-    Anatomy,
-    Scene,
-    coverage_table,
-    frame_motion,
-    sample_scene,
-    truth_ranges,
-)
+from luvnet.plugins.phantom.sampling import sample_scene
+from luvnet.plugins.phantom.scene import Anatomy, Scene, coverage_table, frame_motion, truth_ranges
 
 DEFAULT_FPS = 30.0
 

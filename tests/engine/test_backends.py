@@ -213,7 +213,7 @@ def test_a_training_mode_model_is_copied_not_switched(cache_dir):
         ({"name": "tensorrtt"}, "backend: expected one of auto, eager, inductor, tensorrt"),
         ({"name": "eager", "precision": "fp16"}, "precision fp16 needs a CUDA device"),
         ({"name": "eager", "precision": "int8"}, "precision: expected one of fp32, fp16"),
-        ({"name": "eager", "device": "tpu"}, "device: expected cpu, cuda or cuda:N"),
+        ({"name": "eager", "device": "tpu"}, "device: expected auto, cpu, cuda or cuda:N"),
         ({"name": "inductor", "inductor_mode": "reduce-overhead"}, "needs a CUDA device"),
         ({"name": "inductor", "inductor_mode": "fast"}, "inductor mode: expected one of"),
     ],
@@ -228,7 +228,7 @@ def test_bad_requests_are_one_line_errors(model, cache_dir, kwargs, message):
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
 def test_cuda_requested_without_cuda(model, cache_dir):
-    with pytest.raises(LuvnetError, match="CUDA is not available on this machine"):
+    with pytest.raises(LuvnetError, match="no CUDA GPU is visible on this machine"):
         create_backend("eager", model, device="cuda", cache_dir=cache_dir)
 
 

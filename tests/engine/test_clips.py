@@ -14,14 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luvnet.engine.data.clips import (
-    ClipAugment,
-    ClipDataset,
-    FrameCache,
-    clip_labels,
-    clip_spans,
-    take_clip,
-)
+from luvnet.engine.data.clips import ClipAugment, ClipDataset, clip_labels, clip_spans, take_clip
+from luvnet.engine.data.frame_cache import FrameCache
 from luvnet.engine.data.manifest import LabelSpec, read_manifest
 from luvnet.engine.data.preprocess import letterbox_u8
 from luvnet.engine.data.video import read_video

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from luvnet.cli import main
-from luvnet.engine.evaluation.metrics import delong_test
 from luvnet.engine.evaluation.predictions import ClipRef, write_predictions
+from luvnet.engine.evaluation.roc import delong_test
 
 N = 24
 

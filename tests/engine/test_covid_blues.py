@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from luvnet.cli import main
-from luvnet.engine.data.clips import FrameCache, clip_spans
+from luvnet.engine.data.clips import clip_spans
+from luvnet.engine.data.frame_cache import FrameCache
 from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.model.config import PreprocessConfig
 

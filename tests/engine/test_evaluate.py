@@ -118,7 +118,7 @@ def test_manifest_split_column_is_used_without_recorded_patients(tmp_path: Path)
     [
         (["--checkpoint", "{tmp}/none"], "no such directory"),
         (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
-        (["--device", "tpu"], "--device: expected cuda, cuda:N or cpu, got 'tpu'"),
+        (["--device", "tpu"], "--device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(run, tmp_path: Path, args, message):

@@ -12,18 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.evaluation.metrics import (
+from luvnet.engine.evaluation.metrics import compute_metrics, micro_auc, read_metrics, write_metrics
+from luvnet.engine.evaluation.roc import (
     Z_95,
-    compute_metrics,
     delong_auc,
     delong_test,
-    micro_auc,
     midrank,
-    read_metrics,
     roc_auc,
     threshold_stats,
     two_sided_p,
-    write_metrics,
     youden_threshold,
 )
 

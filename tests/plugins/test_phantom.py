@@ -18,7 +18,8 @@ from luvnet import cli
 from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom import Anatomy, Geometry, PhantomVideo
-from luvnet.plugins.phantom.scene import a_line_profile, sample_scene, shadow_profile, truth_table
+from luvnet.plugins.phantom.sampling import sample_scene
+from luvnet.plugins.phantom.scene import a_line_profile, shadow_profile, truth_table
 from luvnet.plugins.phantom.source import PhantomSource, open_phantom, parse_spec
 from luvnet.streamer.frame_source import FrameSource, SourceEnded, SourceError, SourceOptions
 

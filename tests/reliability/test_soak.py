@@ -1,4 +1,4 @@
-"""bench.soak end to end, briefly: the real stream, publisher and subscriber, and its report.
+"""commands.soak end to end, briefly: the real stream, publisher and subscriber, and its report.
 
 The figures that matter come from long runs (docs/reliability.md); this checks the plumbing and
 that a run's accounting adds up. The growth limit is loose: 15 s is all warm-up.
@@ -19,7 +19,7 @@ from tests.reliability.helpers import REPO
 def test_a_short_soak_passes_its_checks(tiny_checkpoint, tmp_path):
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "-m", "luvnet.bench.soak", "--minutes", "0.25", "--checkpoint"]
+        [sys.executable, "-m", "luvnet.commands.soak", "--minutes", "0.25", "--checkpoint"]
         + [str(tiny_checkpoint), "--size", "240x320", "--warmup-s", "4", "--sample-s", "2"]
         + ["--max-growth", "0.25", "--threads", "1", "--json", str(out)],
         cwd=REPO,

@@ -1,0 +1,102 @@
+"""``luvnet bench``: per-stage and end-to-end latency of the live pipeline, side by side.
+
+Cached vs naive encoding, incremental head vs window rerun, each requested backend and,
+with ``--paced``, the paced live pipeline; see :mod:`luvnet.bench.run`. Speed is reported,
+never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from luvnet.bench.run import BenchSettings, print_report, run_bench
+from luvnet.commands.options import checked, frame_size
+from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.stages import HEAD_MODES
+
+HELP = "latency of the pipeline stages, cached vs naive, backends"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--backbone", default="densenet161", help="random-init LUV-Net trunk")
+    model.add_argument("--checkpoint", type=Path, help="benchmark this checkpoint instead")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--source", default="phantom:0", help="frames to feed (URI)")
+    parser.add_argument("--size", default="924x1232", help="phantom frame size HxW")
+    parser.add_argument("--frames", type=int, default=60, help="measured frames per mode")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--naive-frames", type=int, default=5, help="measured naive frames")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    parser.add_argument("--backends", default="eager", help="comma list: eager,inductor,...")
+    parser.add_argument("--paced", default="", help="comma list of fps for paced runs, e.g. 30,60")
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--paced-backends",
+        default=None,
+        help="comma list of loaded backends to run paced (default: all of --backends)",
+    )
+    parser.add_argument(
+        "--paced-source",
+        default="replay",
+        choices=("replay", "live"),
+        help="replay: --source's frames decoded beforehand and replayed from memory at the "
+        "pace, as a capture card delivers them (default); live: the source itself, paced",
+    )
+    parser.add_argument(
+        "--paced-head",
+        default="incremental",
+        choices=HEAD_MODES,
+        help="head stage of the paced pipeline: incremental state, or the backend's compiled "
+        "head rerun over the window",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, dest="json_out", help="write every figure here")
+    parser.add_argument("--plot", type=Path, help="latency CDFs per mode (PNG)")
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma list: ``eager, inductor`` -> ("eager", "inductor"); empty items dropped."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def frame_rates(text: str) -> tuple[float, ...]:
+    """``--paced``: a comma list of frame rates."""
+    try:
+        return tuple(float(part) for part in names(text))
+    except ValueError:
+        raise LuvnetError(f"--paced: expected a comma list of frame rates, got {text!r}") from None
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    return BenchSettings(
+        backbone=args.backbone,
+        checkpoint=args.checkpoint,
+        image_size=args.image_size,
+        source=args.source,
+        size=checked("--size", frame_size, args.size),
+        frames=args.frames,
+        warmup=args.warmup,
+        naive_frames=args.naive_frames,
+        device=args.device,
+        precision=args.precision,
+        backends=names(args.backends),
+        paced_fps=frame_rates(args.paced),
+        paced_seconds=args.paced_seconds,
+        paced_backends=names(args.paced_backends) if args.paced_backends is not None else None,
+        paced_source=args.paced_source,
+        paced_head=args.paced_head,
+        threads=args.threads,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_bench(settings_from_args(args))
+    print_report(result.report)
+    if args.json_out:
+        result.write_json(args.json_out)
+    if args.plot:
+        result.plot(args.plot)
+    return 0
