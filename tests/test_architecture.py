@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -195,10 +196,17 @@ def test_every_package_folder_is_installed() -> None:
 def test_wheel_installs_only_luvnet(tmp_path: Path) -> None:
     """``pip install .`` adds ``luvnet`` as its only top-level import name; ``import engine``
     fails there while ``import luvnet.engine`` works."""
+    # Build from a copy: pip builds in the source tree, and the checkout stays as it was.
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in FOLDERS.values():
+        shutil.copytree(REPO / folder, source / folder, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     target = tmp_path / "site"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]

@@ -11,13 +11,13 @@ exactly as typed at a shell.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from pathlib import Path
 from types import ModuleType
 
+from luvnet.commands import phantom as phantom_command
 from luvnet.commands import train as train_command
 from luvnet.commands.logs import configure_logging
 from luvnet.engine.errors import LuvnetError
@@ -37,15 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--float32", action="store_true", help="keep float32 weights")
     parser.add_argument("--cache", type=Path, default=None, help="frame cache folder")
-
-
-def phantom_command() -> ModuleType:
-    """The ``luvnet phantom`` command module."""
-    try:
-        return importlib.import_module("luvnet.commands.phantom")
-    except ModuleNotFoundError:
-        # Until the phantom's options move into the command layer, they live with it.
-        return importlib.import_module("luvnet.plugins.phantom.generate")
 
 
 def run_command(module: ModuleType, name: str, argv: list[str]) -> None:
@@ -71,7 +62,7 @@ def build_demo(
     phantom = work / "phantom"
     if not (phantom / "manifest.csv").is_file():
         flags = demo.recipe_flags(demo.PHANTOM)
-        run_command(phantom_command(), "phantom", ["--out", str(phantom), *flags])
+        run_command(phantom_command, "phantom", ["--out", str(phantom), *flags])
     run_dir = work / "run"
     argv = ["--manifest", str(phantom / "manifest.csv"), "--out", str(run_dir)]
     argv += demo.recipe_flags(demo.TRAIN)

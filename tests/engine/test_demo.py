@@ -55,7 +55,7 @@ def test_recipe_flags_are_accepted_by_the_commands():
     args = parser.parse_args(["--manifest", "m.csv", "--out", "o", *flags])
     assert args.backbone == "mobilenet_v3_small" and args.lr == float(TRAIN["--lr"])
     parser = argparse.ArgumentParser()
-    demo_model.phantom_command().add_arguments(parser)
+    demo_model.phantom_command.add_arguments(parser)
     assert parser.parse_args(["--out", "x", *[x for p in PHANTOM.items() for x in p]]).videos
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from luvnet.engine.evaluation.metrics import roc_auc
+from luvnet.engine.evaluation.roc import roc_auc
 from luvnet.plugins.phantom.source import PhantomSource
 from luvnet.streamer.compose import DEMO_CHECKPOINT
 from tests.streamer.test_stream import PATTERNS, run_stream
