@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict, deque
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -125,6 +126,7 @@ def run_heads(
             samples["head_incremental"].append((t1 - t0) / 1e6)
             samples["head_window"].append((t2 - t1) / 1e6)
         if probe is not None:
+            assert temporal is not None  # probe exists only when the head has a temporal branch
             index = probe.window.push(emb)
             t3 = _now(device)
             probe.temporal_update(index, emb)
@@ -155,12 +157,24 @@ def run_backend_head(backend: Backend, steps: int, warmup: int) -> list[float]:
     return samples
 
 
+class PacedRun(TypedDict):
+    """What :func:`run_paced` measured; latencies in ms, one per published frame."""
+
+    e2e: list[float]
+    stages: dict[str, list[float]]
+    published: int
+    captured: int
+    dropped: int
+    sustained_fps: float
+    seconds: float
+
+
 def run_paced(
     settings: StreamSettings,
     seconds: float,
     backend: Backend | None = None,
     source: FrameSource | None = None,
-) -> dict[str, object]:
+) -> PacedRun:
     """The live pipeline at the source's own pace for ``seconds``; e2e = grab -> published."""
     e2e: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)

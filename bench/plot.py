@@ -30,11 +30,11 @@ def plot_cdfs(series: dict[str, list[float]], path: Path, title: str) -> None:
     """One curve per mode on a log-latency axis; writes a PNG."""
     width, height, margin = 900, 520, 70
     canvas = np.full((height, width + LEGEND_WIDTH, 3), 255, np.uint8)
-    series = {k: np.sort(np.asarray(v)) for k, v in series.items() if len(v)}
-    if not series:
+    curves = {k: np.sort(np.asarray(v)) for k, v in series.items() if len(v)}
+    if not curves:
         raise ValueError("plot: no latency samples")
-    lo = max(min(float(v[0]) for v in series.values()), 1e-3)
-    hi = max(float(v[-1]) for v in series.values())
+    lo = max(min(float(v[0]) for v in curves.values()), 1e-3)
+    hi = max(float(v[-1]) for v in curves.values())
     lo_log, hi_log = np.log10(lo) - 0.05, np.log10(hi) + 0.05
 
     def x_of(ms: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def plot_cdfs(series: dict[str, list[float]], path: Path, title: str) -> None:
         y = int(y_of(np.array([p]))[0])
         cv2.line(canvas, (margin, y), (width - margin, y), (225, 225, 225), 1)
         cv2.putText(canvas, f"p{round(p * 100)}", (margin - 40, y + 4), font, 0.4, (0, 0, 0), 1)
-    for i, (name, values) in enumerate(series.items()):
+    for i, (name, values) in enumerate(curves.items()):
         colour = COLOURS[i % len(COLOURS)]
         probs = np.arange(1, len(values) + 1) / len(values)
         points = np.stack([x_of(values), y_of(probs)], axis=1).reshape(-1, 1, 2)

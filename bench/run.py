@@ -188,17 +188,19 @@ def run_bench(settings: BenchSettings) -> BenchResult:
             heads[f"head_window_{backend.name}"] = run_backend_head(
                 backend, settings.frames, settings.warmup
             )
-        report["modes"] = {m: {s: summarize(v) for s, v in st.items()} for m, st in modes.items()}
-        report["heads"] = {name: summarize(v) for name, v in heads.items()}
-        cached = report["modes"].get("cached_eager", {}).get("total", {})
+        mode_stats = {m: {s: summarize(v) for s, v in st.items()} for m, st in modes.items()}
+        head_stats = {name: summarize(v) for name, v in heads.items()}
+        report["modes"] = mode_stats
+        report["heads"] = head_stats
+        cached = mode_stats.get("cached_eager", {}).get("total", {})
         report["ratios"] = {
-            "naive_over_cached_eager": _ratio(report["modes"]["naive_eager"]["total"], cached),
+            "naive_over_cached_eager": _ratio(mode_stats["naive_eager"]["total"], cached),
             "head_window_over_incremental": _ratio(
-                report["heads"]["head_window"], report["heads"]["head_incremental"]
+                head_stats["head_window"], head_stats["head_incremental"]
             ),
             "temporal_window_over_incremental": _ratio(
-                report["heads"].get("temporal_window", {}),
-                report["heads"].get("temporal_incremental", {}),
+                head_stats.get("temporal_window", {}),
+                head_stats.get("temporal_incremental", {}),
             ),
         }
         paced = {}
@@ -222,10 +224,11 @@ def run_bench(settings: BenchSettings) -> BenchResult:
                     else None
                 )
                 result = run_paced(stream, settings.paced_seconds, by_name[name], source)
-                e2e = result.pop("e2e")[settings.warmup :]
-                stages = result.pop("stages")
+                e2e = result["e2e"][settings.warmup :]
+                stages = result["stages"]
+                counts = {k: v for k, v in result.items() if k not in ("e2e", "stages")}
                 paced[label] = {
-                    **result,
+                    **counts,
                     "backend": name,
                     "head": settings.paced_head,
                     "fps": fps,

@@ -151,8 +151,12 @@ class KeepingUpSubscriber:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.last_status
-            final = status is not None and status.state in ("ended", "error")
-            if final and status.frames_published == published and self.scores >= published:
+            if (
+                status is not None
+                and status.state in ("ended", "error")
+                and status.frames_published == published
+                and self.scores >= published
+            ):
                 break
             time.sleep(0.05)
         self._stop.set()

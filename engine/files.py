@@ -20,7 +20,7 @@ from luvnet.engine.errors import LuvnetError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path``; moved onto ``path`` when the block ends without error.
 
     For writers that take a file name (safetensors, OpenCV). On an error the temporary file is
@@ -39,7 +39,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_open(
-    path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8", newline: str | None = None
+    path: str | os.PathLike[str],
+    mode: str = "w",
+    *,
+    encoding: str | None = "utf-8",
+    newline: str | None = None,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path`` for writing; it replaces ``path`` on success.
 
@@ -56,7 +60,7 @@ def atomic_open(
                 yield handle
 
 
-def write_json(path: str | Path, document: Any, *, indent: int | None = 2) -> None:
+def write_json(path: str | os.PathLike[str], document: Any, *, indent: int | None = 2) -> None:
     """Write ``document`` as strict JSON (no NaN or Infinity), atomically, newline-terminated.
 
     Raises:

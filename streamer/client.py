@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, cast
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -119,8 +119,10 @@ class ScoreSubscriber:
             try:
                 self._socket.connect(endpoint)
             except zmq.ZMQError as err:
+                # libzmq errors always carry an errno; the stub allows None for custom ones.
+                errno = cast(int, err.errno)
                 raise LuvnetError(
-                    f"endpoint {endpoint!r}: {zmq.strerror(err.errno)}; expected an address "
+                    f"endpoint {endpoint!r}: {zmq.strerror(errno)}; expected an address "
                     f"such as {DEFAULT_ENDPOINT}"
                 ) from None
         except BaseException:

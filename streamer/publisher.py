@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Self, cast
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -141,7 +141,9 @@ class ScorePublisher:
             try:
                 self._socket.bind(bind)
             except zmq.ZMQError as err:
-                raise LuvnetError(f"bind {bind}: {zmq.strerror(err.errno)}") from None
+                # libzmq errors always carry an errno; the stub allows None for custom ones.
+                errno = cast(int, err.errno)
+                raise LuvnetError(f"bind {bind}: {zmq.strerror(errno)}") from None
             self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
             self.close()

@@ -48,9 +48,8 @@ def load(model: LUVNet, spec: BackendSpec) -> Backend:
     cuda_graphs = mode in _CUDA_GRAPH_MODES
     # channels_last trunk: ~3x faster compiled convolutions on this CPU (resnet18, 64 px).
     runner = model_copy(model, spec.dtype, channels_last=True)
-    options = {"mode": mode, "fullgraph": True, "dynamic": False}
-    compiled_encoder = torch.compile(EncoderGraph(runner), **options)
-    compiled_head = torch.compile(HeadGraph(runner), **options)
+    compiled_encoder = torch.compile(EncoderGraph(runner), mode=mode, fullgraph=True, dynamic=False)
+    compiled_head = torch.compile(HeadGraph(runner), mode=mode, fullgraph=True, dynamic=False)
 
     # CUDA-graph outputs live in static buffers that the next replay overwrites, and each
     # call must start a new step; a clone of [1, D] or [1, P] costs microseconds.

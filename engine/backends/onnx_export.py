@@ -136,7 +136,8 @@ def export_onnx(
         out / ENCODER_FILE,
         inputs=["frames"],
         outputs=["embedding"],
-        **common,
+        opset=opset,
+        exporter=exporter,
     )
     _export_one(
         HeadGraph(cpu),
@@ -144,7 +145,8 @@ def export_onnx(
         out / HEAD_FILE,
         inputs=["embeddings", "mask"],
         outputs=["logits", "attention"],
-        **common,
+        opset=opset,
+        exporter=exporter,
     )
     pre = config.preprocess
     meta = {

@@ -155,7 +155,7 @@ class ChangeAccumulator:
         if self.count < 2:
             return SectorDetection(full, False, f"full frame: {self.count} frame(s), need 2+")
         p = self.params
-        moving = (std >= p.min_std).astype(np.uint8)
+        moving: np.ndarray = (std >= p.min_std).astype(np.uint8)
         if not moving.any():
             return SectorDetection(
                 full, False, f"full frame: no pixel varies by {p.min_std} grey levels (std)"

@@ -159,8 +159,8 @@ def draw_panel(
     _text(canvas, title, (x0, top + 22), 0.55, colour=colour, thick=2)
     if truth is not None and truth.frames is not None:
         marked = truth.frames[offset : offset + n]
-        for t in np.flatnonzero(marked):
-            a, b = px(t - 0.5), px(t + 0.5)
+        for i in np.flatnonzero(marked):
+            a, b = px(i - 0.5), px(i + 0.5)
             cv2.rectangle(canvas, (max(a, x0), y0), (min(b, x1), y1), TRUTH, -1)
         note = "ground truth: present (shaded)" if marked.any() else "ground truth: absent"
     else:
@@ -189,7 +189,10 @@ def draw_panel(
         _text(canvas, str(rank), (centre[0] - 4, centre[1] - 10), 0.45, thick=2)
     tx = WIDTH - thumbs_w - 16
     for rank, t in enumerate(top_frames, start=1):
-        thumb = cv2.resize(np.ascontiguousarray(frames[t]), (THUMB, THUMB), cv2.INTER_AREA)
+        # INTER_LINEAR, as always: cv2.INTER_AREA used to sit in the ``dst`` slot and was ignored.
+        thumb = cv2.resize(
+            np.ascontiguousarray(frames[t]), (THUMB, THUMB), interpolation=cv2.INTER_LINEAR
+        )
         x = tx + (rank - 1) * (THUMB + THUMB_GAP)
         canvas[top + 34 : top + 34 + THUMB, x : x + THUMB] = cv2.cvtColor(thumb, cv2.COLOR_GRAY2BGR)
         cv2.rectangle(canvas, (x, top + 34), (x + THUMB - 1, top + 33 + THUMB), colour, 2)

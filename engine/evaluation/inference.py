@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -106,7 +106,10 @@ def model_input(
     return flat.contiguous(memory_format=torch.channels_last).unflatten(0, (b, length))
 
 
-def channels_last(model: torch.nn.Module) -> torch.nn.Module:
+_M = TypeVar("_M", bound=torch.nn.Module)
+
+
+def channels_last(model: _M) -> _M:
     """The model with 4-D weights in channels-last layout (see :func:`model_input`)."""
     return model.to(memory_format=torch.channels_last)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ def masked_bce(
     return total / count.clamp_min(1)
 
 
-def parse_pos_weight(text: str | None, pattern_names: Sequence[str]) -> str | list[float] | None:
+def parse_pos_weight(
+    text: str | None, pattern_names: Sequence[str]
+) -> Literal["auto"] | list[float] | None:
     """``--pos-weight``: None, ``auto`` or one positive number per pattern, comma-separated."""
     if text is None:
         return None

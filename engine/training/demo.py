@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -78,7 +78,10 @@ def demo_recipe() -> dict[str, dict[str, str]]:
     return {"phantom": PHANTOM, "train": TRAIN}
 
 
-def half_precision_copy(model: torch.nn.Module) -> torch.nn.Module:
+_M = TypeVar("_M", bound=torch.nn.Module)
+
+
+def half_precision_copy(model: _M) -> _M:
     """A float16 copy for saving; integer buffers (BatchNorm counters) stay as they are."""
     return copy.deepcopy(model).half()
 

@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -134,7 +134,9 @@ def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings) -> dict[s
     }
 
 
-def pos_weights(spec: str | list[float] | None, train: ClipDataset) -> tuple[float, ...] | None:
+def pos_weights(
+    spec: Literal["auto"] | list[float] | None, train: ClipDataset
+) -> tuple[float, ...] | None:
     """``--pos-weight``: None, the given numbers, or negatives/positives of the training clips."""
     if spec is None:
         return None

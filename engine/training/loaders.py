@@ -12,7 +12,7 @@ mid-epoch and resumed sees exactly the batches and augmentations it would have s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -50,8 +50,13 @@ class ResumableSampler(Sampler[int]):
     """This rank's shuffled indices for an epoch, starting at batch ``start_batch``."""
 
     def __init__(self, size: int, env: DistEnv, seed: int, batch_size: int) -> None:
-        self.inner = DistributedSampler(
-            range(size), num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed
+        # DistributedSampler only takes len() of its dataset; the stub asks for a Dataset.
+        self.inner: DistributedSampler[int] = DistributedSampler(
+            cast("Dataset[int]", range(size)),
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=True,
+            seed=seed,
         )
         self.batch_size = batch_size
         self.start_batch = 0

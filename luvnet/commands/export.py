@@ -75,5 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     reference = reference_outputs(checkpoint.model, spec.image_size, spec.window)
     backend = verify(open_exported(out, spec), reference, TOLERANCES["fp32"])
-    print(f"onnxruntime {backend.info.parity.summary()}")
+    parity = backend.info.parity
+    assert parity is not None  # verify() attaches it
+    print(f"onnxruntime {parity.summary()}")
     return 0

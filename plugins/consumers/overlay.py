@@ -126,7 +126,7 @@ class OverlayWriter:
         if self._writer is None:
             size = (annotated.shape[1], annotated.shape[0])
             self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size
+                str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size
             )
             if not self._writer.isOpened():
                 raise LuvnetError(f"--overlay {self.path}: cannot write an mp4 there")

@@ -97,7 +97,7 @@ def plan_videos(spec: PhantomSet) -> list[PhantomVideo]:
 
 def _write_video(path: Path, video: PhantomVideo, keep: set[int]) -> dict[int, np.ndarray]:
     height, width = video.size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), video.fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), video.fps, (width, height))
     if not writer.isOpened():
         raise LuvnetError(f"{path}: OpenCV cannot write an mp4v video here (check the folder)")
     kept = {}

@@ -13,8 +13,10 @@ uniformly, centred, for other sizes.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import cast
 
 import numpy as np
 
@@ -50,7 +52,8 @@ class Geometry:
     def for_size(cls, height: int, width: int) -> Geometry:
         """The layout for an output size; one shared instance per size, so the remap tables
         are computed once per process."""
-        return _for_size(cls, int(height), int(width))
+        # A class object is hashable; mypy checks the instances' __hash__ instead.
+        return _for_size(cast(Hashable, cls), int(height), int(width))
 
     @classmethod
     def _layout(cls, height: int, width: int) -> Geometry:

@@ -138,7 +138,7 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     amp = float(rng.uniform(120, 190))
     texture = 1.0 + 0.15 * smooth_noise(rng, shape[1], 1.5 * g.cpm)[None, :]
     grain = smooth_field(rng, shape, max(sigma * 0.6, 0.3), 0.8 * g.cpm)
-    strength = a_line_profile(s).astype(np.float32)
+    strength: np.ndarray = a_line_profile(s).astype(np.float32)
     strength = cv2.GaussianBlur(strength[None, :], (0, 0), sigmaX=max(1.0, 1.5 * g.cpm))
     decay = float(rng.uniform(0.65, 0.85))
     k = 1
@@ -344,7 +344,9 @@ def _noise_bank(g: _Grid, rng: np.random.Generator) -> np.ndarray:
     geo = g.geometry
     shape = (geo.rows + 2 * NOISE_PAD, geo.cols + 2 * NOISE_PAD)
     level = float(rng.uniform(3.0, 8.0))
-    rayleigh = np.sqrt(-2.0 * np.log(rng.uniform(1e-6, 1.0, size=shape))).astype(np.float32)
+    rayleigh: np.ndarray = np.sqrt(-2.0 * np.log(rng.uniform(1e-6, 1.0, size=shape))).astype(
+        np.float32
+    )
     rayleigh = cv2.GaussianBlur(rayleigh, (0, 0), sigmaX=max(g.sig_c * 0.6, 0.3), sigmaY=0.3)
     return np.clip(level * rayleigh * 1.4, 0, 255).astype(np.uint8)
 

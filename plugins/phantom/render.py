@@ -50,8 +50,12 @@ class Renderer:
         shift_y = float(m.shift_y[index])
         # Frame rows above ``split`` come from the chest wall strip, the rest from the lung.
         split = min(max(int(math.floor(lay.split + shift_y)), 1), geo.rows - 1)
-        wall_affine = np.float32([[1, 0, m.wall_x[index]], [0, 1, lay.margin - shift_y]])
-        lung_affine = np.float32([[1, 0, m.lung_x[index]], [0, 1, split + lay.margin - shift_y]])
+        wall_affine = np.array(
+            [[1, 0, m.wall_x[index]], [0, 1, lay.margin - shift_y]], dtype=np.float32
+        )
+        lung_affine = np.array(
+            [[1, 0, m.lung_x[index]], [0, 1, split + lay.margin - shift_y]], dtype=np.float32
+        )
         top, bottom = self._polar[:split], self._polar[split:]
         cv2.warpAffine(
             lay.wall,

@@ -73,7 +73,8 @@ def _effusions(strip: _Strip, required: bool) -> list[Instance]:
 
 
 def _consolidations(strip: _Strip, required: bool) -> list[Instance]:
-    rng, out = strip.rng, []
+    rng = strip.rng
+    out: list[Instance] = []
     for _ in range(1 + int(rng.random() < 0.25)):
         width = max(rng.uniform(0.2, 0.5) * strip.view, 10 * strip.cpm)
         span = _place(rng, width, strip.lo, strip.hi, strip.taken, required and not out)
@@ -86,7 +87,8 @@ def _consolidations(strip: _Strip, required: bool) -> list[Instance]:
 
 def _b_lines(strip: _Strip, required: bool) -> list[Instance]:
     """1-2 clusters, each 1-5 separate beams or a confluent band (30 %)."""
-    rng, out = strip.rng, []
+    rng = strip.rng
+    out: list[Instance] = []
     for _ in range(1 + int(rng.random() < 0.45)):
         need = required and not out
         strength = float(rng.uniform(0.45, 1.0))

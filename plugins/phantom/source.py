@@ -120,7 +120,11 @@ class PhantomSource:
         i = self._in_scene
         image = self._video.frame(i)
         truth = self._video.truth_at(i)
-        meta = {"scene": self._scene_index, "scene_frame": i, "frame": self.frames_read}
+        meta: dict[str, object] = {
+            "scene": self._scene_index,
+            "scene_frame": i,
+            "frame": self.frames_read,
+        }
         self._in_scene += 1
         self.frames_read += 1
         if self.realtime:

@@ -33,12 +33,12 @@ def speckle_db(
     in samples along depth (rows) and across beams (cols)."""
     re = _blur(rng.standard_normal(shape, dtype=np.float32), sigma_rows, sigma_cols)
     im = _blur(rng.standard_normal(shape, dtype=np.float32), sigma_rows, sigma_cols)
-    power = cv2.add(cv2.multiply(re, re), cv2.multiply(im, im))
+    power: np.ndarray = cv2.add(cv2.multiply(re, re), cv2.multiply(im, im))
     power *= 1.0 / max(float(power.mean()), 1e-12)
     # Scanners soften the deep nulls (dynamic-range compression, display smoothing); without
     # this the nulls draw dark cell walls around every grain.
     np.maximum(power, 0.1, out=power)
-    db = cv2.log(power)
+    db: np.ndarray = cv2.log(power)
     db *= np.float32(10.0 / np.log(10.0))
     db -= np.float32(db.mean())
     return db

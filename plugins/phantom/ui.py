@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import cv2
 import numpy as np
@@ -105,5 +106,5 @@ def draw_ui(geometry: Geometry, fps: float) -> UiLayer:
         max(1, round(3 * s)),
         cv2.LINE_AA,
     )
-    mask = logo.any(axis=2)
+    mask = cast(np.ndarray, logo.any(axis=2))  # stub allows a scalar; axis=2 of 3-D is 2-D
     return UiLayer(grey=grey, logo_box=(lx0, ly0, lx1, ly1), logo=logo, logo_mask=mask)

@@ -86,12 +86,14 @@ class FileSource(_OpenCVSource):
             self._fps = self._fps or 30.0
         self._start_ns, self._index = time.monotonic_ns(), 0
         # A file OpenCV "opens" but cannot decode (wrong extension, truncated) fails here.
+        assert self._capture is not None  # set by super().open(), which raises otherwise
         if self._capture.get(cv2.CAP_PROP_FRAME_COUNT) == 0 and self._read_probe() is None:
             self.close()
             raise SourceError(f"{self.name}: not a decodable video")
 
     def _read_probe(self):
         image = self._read_image()
+        assert self._capture is not None  # _read_image raises before open
         self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
         return image
 
@@ -100,6 +102,7 @@ class FileSource(_OpenCVSource):
         if image is None:
             if not self.options.loop or self._index == 0:
                 raise SourceEnded(self.name)
+            assert self._capture is not None  # _read_image raises before open
             self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._start_ns, self._index = time.monotonic_ns(), 0
             image = self._read_image()
@@ -127,7 +130,7 @@ class DeviceSource(_OpenCVSource):
         capture = cv2.VideoCapture(self.device, backend)
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if self.options.fourcc:
-            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.options.fourcc[:4]))
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.options.fourcc[:4]))
         if self.options.size:
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.options.size[0])
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.options.size[1])
