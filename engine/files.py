@@ -104,3 +104,37 @@ def read_json_object(path: str | Path, *, expected: str = "a JSON object") -> di
     if not isinstance(document, dict):
         raise LuvnetError(f"{path}: expected {expected}, got a JSON {type(document).__name__}")
     return document
+
+
+def read_versioned_json(
+    path: str | Path, *, format: str, version: int, expected: str, hint: str = ""
+) -> dict[str, Any]:
+    """Read a JSON object that declares ``"format"`` and ``"format_version"`` and check both.
+
+    For luvnet's own documents (checkpoint config, training state, ONNX export description).
+
+    Args:
+        path: the file.
+        format: the ``"format"`` value the document must declare.
+        version: the one ``"format_version"`` this code reads.
+        expected: what the file should hold, for the error when it is missing or not an object.
+        hint: appended to every error after ``"; "`` (e.g. how to start over).
+
+    Raises:
+        LuvnetError: as :func:`read_json_object`, or another format or version.
+    """
+    suffix = f"; {hint}" if hint else ""
+    try:
+        document = read_json_object(path, expected=expected)
+    except LuvnetError as err:
+        raise LuvnetError(f"{err}{suffix}") from None
+    if document.get("format") != format:
+        raise LuvnetError(
+            f'{path}: expected "format": "{format}", got {document.get("format")!r}{suffix}'
+        )
+    if document.get("format_version") != version:
+        raise LuvnetError(
+            f"{path}: format_version {document.get('format_version')!r} unsupported; "
+            f"expected {version}{suffix}"
+        )
+    return document

@@ -27,7 +27,7 @@ import torch
 
 from luvnet.engine.backends.modules import EncoderGraph, HeadGraph
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.files import atomic_path, read_json_object, write_json
+from luvnet.engine.files import atomic_path, read_versioned_json, write_json
 from luvnet.engine.model.network import LUVNet
 
 FORMAT = "luvnet-onnx"
@@ -202,14 +202,12 @@ def read_onnx_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise LuvnetError(f"{path}: missing; expected the output of `luvnet export --format onnx`")
-    meta = read_json_object(path, expected=f'an ONNX export description ("format": "{FORMAT}")')
-    if meta.get("format") != FORMAT:
-        raise LuvnetError(f'{path}: expected "format": "{FORMAT}"')
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise LuvnetError(
-            f"{path}: format_version {meta.get('format_version')!r} unsupported; "
-            f"expected {FORMAT_VERSION}"
-        )
+    meta = read_versioned_json(
+        path,
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        expected=f'an ONNX export description ("format": "{FORMAT}")',
+    )
     for part in ("encoder", "head"):
         onnx_file = Path(directory) / meta[part]["file"]
         if not onnx_file.is_file():

@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.files import atomic_open, atomic_path, read_json_object
+from luvnet.engine.files import atomic_open, atomic_path, read_versioned_json
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.network import LUVNet, build_model
 
@@ -114,14 +114,12 @@ def _checkpoint_dir(path: str | Path) -> Path:
 def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Validate and parse ``config.json``; returns (ModelConfig, whole document)."""
     config_path = _checkpoint_dir(path) / CONFIG_FILE
-    document = read_json_object(config_path, expected=f'a checkpoint config ("format": "{FORMAT}")')
-    if document.get("format") != FORMAT:
-        raise LuvnetError(f'{config_path}: expected "format": "{FORMAT}"')
-    if document.get("format_version") != FORMAT_VERSION:
-        raise LuvnetError(
-            f"{config_path}: format_version {document.get('format_version')!r} unsupported; "
-            f"expected {FORMAT_VERSION}"
-        )
+    document = read_versioned_json(
+        config_path,
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        expected=f'a checkpoint config ("format": "{FORMAT}")',
+    )
     try:
         config = ModelConfig.from_dict(document.get("model") or {})
     except (TypeError, ValueError) as err:

@@ -16,7 +16,6 @@ complete. Nothing is pickled: the optimizer's ``state_dict`` is split into its t
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.files import atomic_path, write_json
+from luvnet.engine.files import atomic_path, read_versioned_json, write_json
 
 FORMAT = "luvnet-train-state"
 FORMAT_VERSION = 1
@@ -176,17 +175,13 @@ def load_state(directory: str | Path) -> TrainState | None:
     json_path = directory / STATE_JSON
     if not json_path.is_file():
         return None
-    try:
-        document = json.loads(json_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LuvnetError(
-            f"{json_path}: not valid JSON ({err}); delete {directory} to restart"
-        ) from None
-    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
-        raise LuvnetError(
-            f"{json_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
-            f"{document.get('format')!r} version {document.get('format_version')!r}"
-        )
+    document = read_versioned_json(
+        json_path,
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        expected="luvnet training state",
+        hint=f"delete {directory} to restart",
+    )
     tensor_path = directory / str(document.get("tensors"))
     try:
         tensors = load_file(str(tensor_path))
