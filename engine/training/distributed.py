@@ -6,8 +6,8 @@ pins this process to ``cuda:<LOCAL_RANK>``. Without ``WORLD_SIZE`` everything he
 single-process identity (world 1, rank 0, no process group), so the training loop has one path.
 
 Written against the documented ``torch.distributed`` / ``DistributedDataParallel`` API. Run
-here with Gloo on two CPU processes (tests/engine/test_train.py); never on GPUs (NCCL), since
-no GPU machine was available (see docs/training.md).
+here with Gloo on two CPU processes (tests/engine/training/test_train.py); never on GPUs
+(NCCL), since no GPU machine was available (see docs/training.md).
 """
 
 from __future__ import annotations

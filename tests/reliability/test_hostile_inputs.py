@@ -3,10 +3,11 @@ files, checkpoints posing as something else. Each is scored, or skipped with a o
 none stops the stream or corrupts what it publishes.
 
 Already covered elsewhere (not repeated here): every decoder-level bad file in
-tests/engine/test_video.py::test_bad_files, the frame formats of
-tests/engine/test_preprocess.py::test_to_gray_u8_formats/_rejects and its property tests,
-manifest rows in tests/engine/test_manifest.py, checkpoint shapes, keys and pickles at the
-loader in tests/engine/test_checkpoint.py, and an empty frame in tests/streamer/test_faults.py.
+tests/engine/data/test_video.py::test_bad_files, the frame formats of
+tests/engine/data/test_preprocess.py::test_to_gray_u8_formats/_rejects and its property tests,
+manifest rows in tests/engine/data/test_manifest.py, checkpoint shapes, keys and pickles at
+the loader in tests/engine/model/test_checkpoint.py, and an empty frame in
+tests/streamer/test_faults.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Property tests that complete the existing ones: the live frame path given any array at all.
 
-Existing: tests/engine/test_preprocess.py::test_any_image_becomes_a_square_u8 (uint8/uint16,
+Existing: tests/engine/data/test_preprocess.py::test_any_image_becomes_a_square_u8 (uint8/uint16,
 1/3/4 channels) and ::test_any_video_gives_a_box_inside_it; the decoder's fuzzing in
 tests/streamer/test_protocol.py (test_fuzz_*). Missing was the other side of the first one:
 every dtype and rank a third-party source might hand over, with NaN, inf and extremes.

@@ -3,7 +3,7 @@
 Already covered elsewhere: the bind-address rules of ScorePublisher
 (tests/streamer/test_publisher_client.py::test_non_loopback_bind_is_refused), CURVE key layout
 and who receives at the library level (tests/streamer/test_security.py), pickles refused by the
-checkpoint loader (tests/engine/test_checkpoint.py::test_malicious_pickle_is_refused_without_
+checkpoint loader (tests/engine/model/test_checkpoint.py::test_malicious_pickle_is_refused_without_
 running) and by `luvnet stream` (test_hostile_inputs.py here).
 """
 

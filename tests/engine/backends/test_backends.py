@@ -21,7 +21,7 @@ from luvnet.engine.backends.tensorrt import compile_options, precision_options
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.network import build_luvnet, build_model
-from tests.engine.test_model import randomize_batchnorm
+from tests.engine.model.test_model import randomize_batchnorm
 
 SIZE = 64
 WINDOW = 30

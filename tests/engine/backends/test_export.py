@@ -22,7 +22,7 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.config import MODEL_VARIANTS, PreprocessConfig
 from luvnet.engine.model.network import VARIANT_BUILDERS, build_luvnet
-from tests.engine.test_model import randomize_batchnorm
+from tests.engine.model.test_model import randomize_batchnorm
 
 HAS_ONNX = importlib.util.find_spec("onnx") is not None
 HAS_ORT = HAS_ONNX and importlib.util.find_spec("onnxruntime") is not None

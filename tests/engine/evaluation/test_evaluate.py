@@ -21,7 +21,7 @@ from luvnet.engine.model.config import PreprocessConfig
 from luvnet.engine.model.network import build_luvnet
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = [*TINY_TRAIN_ARGS, "--epochs", "1"]
 
 

@@ -8,7 +8,7 @@ import torch
 from luvnet.engine.model.config import MODEL_VARIANTS
 from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead
 from luvnet.engine.model.network import VARIANT_BUILDERS
-from tests.engine.test_model import randomize_batchnorm
+from tests.engine.model.test_model import randomize_batchnorm
 
 
 @pytest.mark.parametrize("variant", MODEL_VARIANTS)

@@ -15,7 +15,7 @@ from luvnet.engine.data.frame_cache import FrameCache
 from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.model.config import PreprocessConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REAL_DATA = (REPO / ".." / "shared" / "data" / "covid-blues").resolve()
 needs_real_data = pytest.mark.skipif(
     not (REAL_DATA / "severity.csv").is_file(),

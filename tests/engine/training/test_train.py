@@ -29,7 +29,7 @@ from luvnet.engine.training.state import (
 )
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
