@@ -4,11 +4,13 @@ Scores every clip of the chosen split with :func:`engine.inference.predict` (the
 training uses for validation) and writes ``OUT/metrics.json`` (``engine.metrics`` schema, at the
 checkpoint's stored thresholds) and ``OUT/predictions.csv`` (``engine.predictions``).
 
-Which patients a split holds: the checkpoint's provenance records the patients of its fold's
-train/val/test sets (``luvnet train`` stores them), and those win, so a checkpoint is always
-scored on the patients it was really held out from. A checkpoint without them (e.g. the demo
-model) uses the manifest's ``split`` column (train/val/test values). Split ``all`` takes every
-row, e.g. for an external test set.
+Which patients a split holds: the checkpoint's provenance records how its fold's train/val/test
+sets were drawn and one digest per set (``luvnet train`` stores them; never the patient ids, see
+:mod:`luvnet.engine.data.split_record`). The split is re-derived from the manifest and used only
+when its digest matches, so a checkpoint is always scored on the patients it was really held out
+from; older checkpoints that list the ids in clear are read as before. A checkpoint without a
+recorded split uses the manifest's ``split`` column (train/val/test values). Split ``all``
+takes every row, e.g. for an external test set.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
+from luvnet.engine.data.split_record import recorded_patients
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.inference import Scored, channels_last, predict
 from luvnet.engine.evaluation.metrics import compute_metrics, write_metrics
@@ -50,24 +53,14 @@ def write_results(
     return metrics
 
 
-def split_patients(provenance: dict[str, Any]) -> dict[str, list[str]] | None:
-    """The fold's {"train", "val", "test"} patient lists recorded by ``luvnet train``."""
-    split = provenance.get("split")
-    patients = split.get("patients") if isinstance(split, dict) else None
-    if isinstance(patients, dict) and all(isinstance(patients.get(k), list) for k in SPLITS[:3]):
-        return {k: [str(p) for p in patients[k]] for k in SPLITS[:3]}
-    return None
-
-
 def select_rows(
     manifest: Manifest, provenance: dict[str, Any], split: str, checkpoint: Path
 ) -> list[ManifestRow]:
     """The manifest rows of ``split`` (module docstring for where the split comes from)."""
     if split == "all":
         return list(manifest.rows)
-    patients = split_patients(provenance)
-    if patients is not None:
-        wanted = set(patients[split])
+    wanted = recorded_patients(manifest, provenance, split, checkpoint)
+    if wanted is not None:
         rows = [row for row in manifest.rows if row.patient_id in wanted]
         source = f"the {split} patients recorded in {checkpoint}"
     else:

@@ -11,8 +11,10 @@
 3. :func:`export` writes the best checkpoint to ``OUT`` with float16 weights (half the
    bytes; :func:`luvnet.engine.model.checkpoint.load_checkpoint` copies them into the float32
    model), its held-out test metrics and the recipe in the checkpoint's metrics and
-   provenance, and the stream window set to :data:`STREAM_WINDOW` (the head is
-   length-agnostic: masked mean and attention over however many frames the window holds).
+   provenance (its split as patient counts and digests, never patient ids:
+   :mod:`luvnet.engine.data.split_record`), and the stream window set to :data:`STREAM_WINDOW`
+   (the head is length-agnostic: masked mean and attention over however many frames the
+   window holds).
 
 Seeds are fixed everywhere (phantom, split, initialisation, shuffling, augmentation), so the
 same command gives the same model on the same machine, except where the time budget cuts
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from luvnet.engine.data.split_record import redact_provenance
 from luvnet.engine.evaluation.metrics import read_metrics
 from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.config import ModelConfig
@@ -63,7 +66,7 @@ TRAIN: dict[str, str] = {
     "--threads": "2",  # on an idle 2-core machine; use 1 on a loaded one (docs/results.md)
 }
 MAX_MINUTES = 15.0  # the training budget, which the linear schedule spans
-# Trained on 8-frame clips, streamed over the spec's window (the config's defaults: 30, step 24).
+# Trained on 8-frame clips, streamed over the paper's window (the config's defaults: 30, step 24).
 STREAM_WINDOW = ModelConfig.clip_length
 STREAM_STEP = ModelConfig.clip_step
 
@@ -97,7 +100,8 @@ def export(fold_dir: Path, out: Path, *, half: bool, recipe: dict[str, Any]) -> 
         metrics["test_micro_auc"] = test["micro_auc"]
         metrics["test_macro_auc"] = test["macro_auc"]
         metrics["test_n_clips"] = test["n_clips"]
-    provenance = dict(ckpt.provenance) | {
+    # A run from before patient ids were digested still lists them: never export those.
+    provenance = redact_provenance(ckpt.provenance) | {
         "demo_recipe": recipe,
         "weights_dtype": "float16" if half else "float32",
     }

@@ -1,6 +1,6 @@
 """The training loop of one fold: epochs, early stopping, time budget, DDP.
 
-Protocol (spec §3 of ``../shared/docs/luvnet-spec.md``): Adam, BCE-with-logits over the known
+Protocol (docs/model.md, "Data and training protocol"): Adam, BCE-with-logits over the known
 labels, clip-consistent augmentation on the training clips only, early stopping on the
 validation loss, the best-validation-loss model kept in ``best/`` with per-pattern Youden
 thresholds fitted on that epoch's validation predictions.

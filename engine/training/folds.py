@@ -1,4 +1,4 @@
-"""Cross-validated training (spec §3): :func:`train` runs what ``luvnet train`` asks for.
+"""Cross-validated training (docs/model.md, "Training"): :func:`train` runs ``luvnet train``.
 
 Defaults are the paper's: DenseNet-161, Adam lr 1e-6, batch 4, up to 150 epochs, early stopping
 on the validation loss with patience 50, 10% of patients held out as test, 5 folds. Every fold
@@ -24,6 +24,7 @@ from luvnet.engine.data.clips import ClipDataset, clip_labels
 from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, read_manifest
+from luvnet.engine.data.split_record import describe_sets, fold_record, new_salt
 from luvnet.engine.data.splits import Fold, SplitPlan, rows_for, splits_from_manifest
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.evaluate import write_results
@@ -99,8 +100,15 @@ def plan_splits(manifest: Manifest, settings: TrainSettings) -> tuple[SplitPlan,
 
 
 def write_run_json(
-    settings: TrainSettings, config: ModelConfig, plan: SplitPlan, manifest_sha: str, command: str
+    settings: TrainSettings,
+    config: ModelConfig,
+    plan: SplitPlan,
+    manifest_sha: str,
+    command: str,
+    salt: str,
 ) -> None:
+    """``RUN/run.json``; the test patients as a count and a digest, never their ids."""
+    test = describe_sets({"test": plan.test}, salt)
     document = {
         "model": config.variant,
         "backbone": config.backbone,
@@ -109,7 +117,13 @@ def write_run_json(
         "manifest_sha256": manifest_sha,
         "split_mode": plan.mode,
         "folds": len(plan),
-        "test_patients": sorted(plan.test),
+        "split": {
+            "mode": plan.mode,
+            "seed": settings.seed,
+            "test_fraction": settings.test_fraction,
+            "folds": len(plan),
+        }
+        | test,
         "args": settings.record(),
         "command": command,
         "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -118,20 +132,12 @@ def write_run_json(
     write_json(settings.out / "run.json", document, indent=2)
 
 
-def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings) -> dict[str, Any]:
-    """What evaluate needs to find this fold's patients again (checkpoint provenance)."""
-    return {
-        "mode": plan.mode,
-        "seed": settings.seed,
-        "test_fraction": settings.test_fraction,
-        "folds": len(plan),
-        "fold": fold.index,
-        "patients": {
-            "train": sorted(fold.train),
-            "val": sorted(fold.val),
-            "test": sorted(fold.test),
-        },
-    }
+def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings, salt: str) -> dict[str, Any]:
+    """What evaluate needs to find this fold's patients again (checkpoint provenance): the
+    settings that re-derive the split, and per set a patient count and digest (no ids)."""
+    return fold_record(
+        plan, fold.index, seed=settings.seed, test_fraction=settings.test_fraction, salt=salt
+    )
 
 
 def pos_weights(
@@ -163,6 +169,7 @@ def _train(
     manifest = read_manifest(s.manifest)
     manifest_sha = file_sha256(s.manifest)
     plan, folds = plan_splits(manifest, s)
+    salt = new_salt()  # one per run: the digests of a set differ between runs
     num_workers = s.num_workers
     if num_workers is None:
         num_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
@@ -171,7 +178,7 @@ def _train(
     build_fold_model(config, s.weights, s.seed)  # bad heads/kernel/weights fail here, early
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
-        write_run_json(s, config, plan, manifest_sha, command)
+        write_run_json(s, config, plan, manifest_sha, command, salt)
         if s.weights is None:
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
@@ -211,7 +218,7 @@ def _train(
             "world_size": env.world_size,
         }
         provenance = default_provenance(s.manifest) | {
-            "split": split_record(plan, fold, s),
+            "split": split_record(plan, fold, s, salt),
             "weights": s.weights,
             "lr": s.lr,
             "seed": s.seed,

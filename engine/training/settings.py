@@ -36,7 +36,7 @@ class FitSettings:
     pos_weight: tuple[float, ...] | None = None
     tensorboard: bool = True
     bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
-    augment: bool = True  # flip/rotation on training clips (spec §3)
+    augment: bool = True  # flip/rotation on training clips (docs/model.md, "Training")
     lr_decay: float = 1.0  # multiply the lr by this ...
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
     lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
@@ -45,7 +45,7 @@ class FitSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """``luvnet train``'s options (defaults: the paper's protocol, spec §3)."""
+    """``luvnet train``'s options (defaults: the paper's protocol, docs/model.md "Training")."""
 
     manifest: Path
     out: Path  # run directory (created; resumed if present)

@@ -4,6 +4,8 @@ one-line errors; and the shared scoring path equals the model's forward."""
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,13 @@ import pytest
 import torch
 
 from luvnet.cli import main
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.data.split_record import redact_checkpoint
+from luvnet.engine.data.splits import splits_from_manifest
 from luvnet.engine.evaluation.inference import score_clips
 from luvnet.engine.evaluation.metrics import read_metrics
 from luvnet.engine.evaluation.predictions import read_predictions
-from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.config import PreprocessConfig
 from luvnet.engine.model.network import build_luvnet
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
@@ -111,6 +116,61 @@ def test_manifest_split_column_is_used_without_recorded_patients(tmp_path: Path)
     argv += ["--out", str(out), "--cache", str(tmp_path / "cache"), "--device", "cpu"]
     assert main(argv) == 0
     assert {c.patient_id for c in read_predictions(out / "predictions.csv").clips} == {"P03"}
+
+
+def _evaluate(checkpoint: Path, manifest: Path, out: Path, cache: Path, split: str = "test"):
+    return _luvnet(
+        "evaluate", "--checkpoint", str(checkpoint), "--manifest", str(manifest),
+        "--split", split, "--out", str(out), "--cache", str(cache), "--device", "cpu",
+    )  # fmt: skip
+
+
+def test_a_checkpoint_listing_patient_ids_in_clear_still_evaluates_and_can_be_redacted(
+    run, tmp_path: Path
+):
+    """Checkpoints written before the digests stored the split's ids in clear: they evaluate
+    the same patients, and redact_checkpoint removes the ids without touching the weights."""
+    manifest, cache, out = run
+    old = tmp_path / "old"
+    shutil.copytree(out / "fold_0" / "best", old)
+    plan = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
+    fold = plan.fold(0)
+    document = json.loads((old / "config.json").read_text())
+    record = document["provenance"]["split"]
+    for key in ("patient_counts", "patient_digests"):
+        del record[key]
+    record["patients"] = {k: sorted(getattr(fold, k)) for k in ("train", "val", "test")}
+    (old / "config.json").write_text(json.dumps(document, indent=2))
+    model_id = load_checkpoint(old).model_id
+    expected = read_predictions(out / "fold_0" / "predictions_test.csv")
+
+    result = _evaluate(old, manifest, tmp_path / "e_old", cache)
+    assert result.returncode == 0, result.stderr
+    scored = read_predictions(tmp_path / "e_old" / "predictions.csv")
+    assert [c.clip_id for c in scored.clips] == [c.clip_id for c in expected.clips]
+
+    assert redact_checkpoint(old) and not redact_checkpoint(old)
+    text = (old / "config.json").read_text()
+    assert not [p for p in fold.train | fold.val | fold.test if f'"{p}"' in text]
+    assert load_checkpoint(old).model_id == model_id
+    result = _evaluate(old, manifest, tmp_path / "e_new", cache)
+    assert result.returncode == 0, result.stderr
+    scored = read_predictions(tmp_path / "e_new" / "predictions.csv")
+    assert [c.clip_id for c in scored.clips] == [c.clip_id for c in expected.clips]
+
+
+def test_a_manifest_that_does_not_rederive_the_split_is_one_line(run, tmp_path: Path):
+    """Other patient ids (here: the same videos renumbered) give another split: evaluate
+    refuses rather than score patients the model may have trained on."""
+    manifest, cache, out = run
+    other = manifest.with_name("manifest_other.csv")  # beside the videos it names
+    other.write_text(manifest.read_text().replace(",P0", ",Q0"))
+    result = _evaluate(out / "fold_0" / "best", other, tmp_path / "e", cache)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "its test patients (recorded as a digest) differ from the" in result.stderr
+    assert "use the manifest it was trained on" in result.stderr
+    assert not (tmp_path / "e" / "predictions.csv").exists()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ from safetensors import safe_open
 from luvnet.cli import main
 from luvnet.commands import demo_model
 from luvnet.commands.train import add_arguments
+from luvnet.engine.data.split_record import patients_digest
+from luvnet.engine.data.splits import make_splits
 from luvnet.engine.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint
 from luvnet.engine.training.demo import PHANTOM, STREAM_WINDOW, TRAIN, export
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
@@ -38,6 +40,8 @@ def test_half_precision_export_halves_the_file_and_keeps_the_scores(tmp_path: Pa
     assert loaded.config.clip_length == 30 != full.config.clip_length
     document = json.loads((half / CONFIG_FILE).read_text())
     assert document["provenance"]["weights_dtype"] == "float16"
+    assert "patients" not in document["provenance"]["split"]
+    assert document["provenance"]["split"]["patient_digests"]["method"] == "scrypt"
     assert "test_auc" in document["metrics"]
     clip = torch.randn(2, 8, 3, 32, 32)
     with torch.no_grad():
@@ -70,3 +74,30 @@ def test_demo_model_command_keeps_its_options():
     )  # fmt: skip
     args = parser.parse_args(["--work", "w", "--out", "o", "--max-minutes", "2", "--float32"])
     assert args.max_minutes == 2.0 and args.float32
+
+
+def test_the_committed_demo_model_records_its_split_without_patient_ids():
+    """engine/demo_model lists no patient id; its digests are those of the split the recipe
+    draws (phantom patients ``phantom-SEED-PPPP``, luvnet train's seeded split), so the
+    re-export kept the same patients and weights."""
+    demo = Path(__file__).resolve().parents[3] / "engine" / "demo_model"
+    text = (demo / CONFIG_FILE).read_text()
+    assert "phantom-" not in text, "patient ids in the demo model's config.json"
+    record = json.loads(text)["provenance"]["split"]
+    patients = [
+        f"phantom-{PHANTOM['--seed']}-{i // int(PHANTOM['--videos-per-patient']):04d}"
+        for i in range(int(PHANTOM["--videos"]))
+    ]
+    plan = make_splits(
+        patients,
+        test_fraction=float(TRAIN["--test-fraction"]),
+        k=int(TRAIN["--folds"]),
+        seed=int(TRAIN["--seed"]),
+    )
+    fold = plan.fold(int(TRAIN["--fold"]))
+    digests = record["patient_digests"]
+    params = {k: digests[k] for k in ("n", "r", "p")}
+    for name in ("train", "val", "test"):
+        patients_of = getattr(fold, name)
+        assert record["patient_counts"][name] == len(patients_of)
+        assert digests[name] == patients_digest(patients_of, digests["salt"], **params), name

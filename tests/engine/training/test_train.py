@@ -16,6 +16,9 @@ import pytest
 import torch
 
 from luvnet.cli import main
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.data.split_record import patients_digest
+from luvnet.engine.data.splits import splits_from_manifest
 from luvnet.engine.evaluation.metrics import read_metrics, youden_thresholds
 from luvnet.engine.evaluation.predictions import read_predictions
 from luvnet.engine.model.checkpoint import file_sha256, load_checkpoint
@@ -91,12 +94,61 @@ def test_provenance_records_manifest_hash_and_patient_split(trained, data):
     manifest, _ = data
     ckpt = load_checkpoint(trained / "fold_0" / "best")
     assert ckpt.provenance["manifest_sha256"] == file_sha256(manifest)
-    patients = ckpt.provenance["split"]["patients"]
-    train, val, test = (set(patients[k]) for k in ("train", "val", "test"))
-    assert train and val and test
-    assert not (train & val or train & test or val & test), "patients must not cross splits"
+    record = ckpt.provenance["split"]
+    assert "patients" not in record, "patient ids must not be stored in clear"
+    plan = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
+    fold = plan.fold(0)
+    sets = {"train": fold.train, "val": fold.val, "test": fold.test}
+    assert all(sets.values())
+    assert not (fold.train & fold.val or fold.train & fold.test or fold.val & fold.test)
+    assert record["patient_counts"] == {k: len(v) for k, v in sets.items()}
+    digests = record["patient_digests"]
+    params = {k: digests[k] for k in ("n", "r", "p")}
+    for name, patients in sets.items():
+        assert digests[name] == patients_digest(patients, digests["salt"], **params), name
+    # A set digest checks the whole list, not one patient: one swapped id changes it.
+    swapped = (fold.test - {min(fold.test)}) | {min(fold.train)}
+    assert patients_digest(swapped, digests["salt"], **params) != digests["test"]
     tested = {c.patient_id for c in read_predictions(trained / "fold_0/predictions_test.csv").clips}
-    assert tested == test
+    assert tested == fold.test
+    run = json.loads((trained / "run.json").read_text())
+    assert run["split"]["patient_counts"] == {"test": len(fold.test)}
+    assert run["split"]["patient_digests"]["test"] == patients_digest(
+        fold.test, run["split"]["patient_digests"]["salt"], **params
+    )
+
+
+def test_no_patient_id_in_checkpoints_run_json_or_logs(data, tmp_path: Path):
+    """Record-number-like ids through the real `luvnet train`: none of them lands in a
+    checkpoint, the resume state, run.json, metrics, history or the log; only the local
+    per-clip predictions name patients (docs/threat-model.md)."""
+    manifest, cache = data
+    rows = list(csv.DictReader(manifest.open()))
+    ids = {p: f"MRN-{4711000 + i}-X" for i, p in enumerate(sorted({r["patient_id"] for r in rows}))}
+    renamed = manifest.with_name("manifest_mrn.csv")  # beside the videos it names
+    with renamed.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "patient_id": ids[r["patient_id"]]} for r in rows)
+    out = tmp_path / "run"
+    result = subprocess.run(
+        _cli("train", "--manifest", str(renamed), "--out", str(out), "--cache", str(cache),
+             *TINY_TRAIN_ARGS, "--epochs", "1"),
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert {"run.json", "config.json", "model.safetensors", "state.json"} <= {p.name for p in files}
+    local = {"predictions_val.csv", "predictions_test.csv"}
+    leaks = {
+        str(path.relative_to(out)): [i for i in ids.values() if i.encode() in path.read_bytes()]
+        for path in files
+        if path.name not in local
+    }
+    assert not any(leaks.values()), leaks
+    assert not [i for i in ids.values() if i in result.stdout + result.stderr], result.stderr
+    named = {c.patient_id for c in read_predictions(out / "fold_0/predictions_test.csv").clips}
+    assert named and named <= set(ids.values()), "the local predictions keep their patients"
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
