@@ -8,6 +8,7 @@ POSIX), so a reader or a killed process never sees half a file.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -74,10 +75,56 @@ def write_json(path: str | os.PathLike[str], document: Any, *, indent: int | Non
         handle.write(text + "\n")
 
 
+# Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BOMS: tuple[tuple[bytes, str], ...] = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def decode_text(data: bytes, path: str | Path, *, hint: str = "save it as UTF-8") -> str:
+    """Text from the bytes of a file people save with other programs.
+
+    UTF-8 with or without a byte-order mark; UTF-16 or UTF-32 with one (a spreadsheet's
+    "Unicode Text" export, Notepad's "Unicode"); UTF-16 without one when NUL bytes show it.
+    The mark is dropped; line ends are left to the caller (``csv`` and ``json`` take CRLF).
+
+    Raises:
+        LuvnetError: none of these, naming the file, the byte and ``hint``.
+    """
+    encoding, skipped = "utf-8", 0
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            encoding, skipped = name, len(bom)
+            break
+    else:
+        if b"\x00" in data[:2]:  # "v\0i\0" is UTF-16 LE, "\0v\0i" is BE: ASCII text in UTF-16
+            encoding = "utf-16-le" if data[1:2] == b"\x00" else "utf-16-be"
+    try:
+        return data[skipped:].decode(encoding)
+    except UnicodeDecodeError as err:
+        what = encoding.upper().replace("-LE", " LE").replace("-BE", " BE")
+        at = err.start + skipped
+        raise LuvnetError(f"{path}: not {what} text ({err.reason} at byte {at}); {hint}") from None
+
+
+def read_text(path: str | Path, *, hint: str = "save it as UTF-8") -> str:
+    """A text file's contents, decoded as :func:`decode_text` says.
+
+    Raises:
+        OSError: the file cannot be read (missing, a directory, no permission).
+        LuvnetError: not text in any of those encodings.
+    """
+    return decode_text(Path(path).read_bytes(), path, hint=hint)
+
+
 def read_json_object(path: str | Path, *, expected: str = "a JSON object") -> dict[str, Any]:
     """Read a JSON file whose top level is an object.
 
-    A UTF-8 byte-order mark and CRLF line ends are accepted (editors on Windows write them).
+    A byte-order mark, UTF-16 and CRLF line ends are accepted (editors on Windows write them).
 
     Args:
         path: the file.
@@ -88,13 +135,11 @@ def read_json_object(path: str | Path, *, expected: str = "a JSON object") -> di
     """
     path = Path(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
+        document = json.loads(read_text(path))
     except FileNotFoundError:
         raise LuvnetError(f"{path}: missing; expected {expected}") from None
     except IsADirectoryError:
         raise LuvnetError(f"{path}: is a directory; expected a file with {expected}") from None
-    except UnicodeDecodeError as err:
-        raise LuvnetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise LuvnetError(
             f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"

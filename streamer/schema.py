@@ -81,6 +81,25 @@ def check_text(name: str, value: object, max_chars: int = MAX_TEXT_CHARS) -> str
     return value
 
 
+def printable(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """``text`` made fit for a text field: each non-printable character written as a Python
+    escape (``\\xa0``, ``\\u200b``, ``\\x1b``), cut to ``max_chars`` with ``...``.
+
+    For names a user chose (a file name with a no-break space pasted from a web page): the
+    field stays printable without refusing the name, and the escape still tells it apart.
+    """
+    pieces = [char if char.isprintable() else ascii(char)[1:-1] for char in text]
+    if sum(map(len, pieces)) <= max_chars:
+        return "".join(pieces)
+    kept, length = [], 0
+    for piece in pieces:  # whole escapes only, never half of one
+        if length + len(piece) > max_chars - 3:
+            break
+        kept.append(piece)
+        length += len(piece)
+    return "".join(kept) + "..."
+
+
 def _matching(name: str, value: object, pattern: re.Pattern[str], expected: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ProtocolError(f"{name}: expected {expected}, got {describe(value)}")

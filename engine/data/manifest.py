@@ -1,17 +1,24 @@
 """The CSV manifest of labelled videos: format, parsing and up-front validation.
 
-Format (UTF-8, comma-separated, one header line)::
+Format (one header line; comma-separated, UTF-8)::
 
     video,patient_id,a_lines,b_lines,consolidation,pleural_effusion[,split]
 
-* ``video``: path relative to the manifest's folder (absolute paths allowed); extension one
-  of :data:`engine.video.VIDEO_EXTENSIONS`. Each video at most once.
+What spreadsheets save is read too: ``;`` or tab between cells (the delimiter is taken from
+the header line), UTF-8 with or without a byte-order mark, UTF-16 with one ("Unicode Text"),
+CRLF line ends, and empty columns after the last named one.
+
+* ``video``: path relative to the manifest's folder (absolute paths allowed; ``\\`` between
+  folders is read as ``/``); extension one of :data:`engine.video.VIDEO_EXTENSIONS`. Each
+  video at most once. A Windows drive or network path (``C:\\...``) is refused by name.
 * ``patient_id``: any non-empty text; splits are made by patient, never by video.
 * one column per pattern (``engine.config.PATTERNS``), each cell one of
   ``0`` (absent in the whole video), ``1`` (present in the whole video),
   ``12-40;88-120`` (present in these frames: 0-based, both ends inclusive) or
   empty (unknown / not annotated: excluded from the loss and the metrics, NOT negative).
   A single frame is ``7-7``; a bare number other than 0 and 1 is rejected as ambiguous.
+  Spreadsheet spellings of 0 and 1 are read as such: ``0.0``/``1.0`` (also ``0,0``/``1,0``)
+  and ``FALSE``/``TRUE`` in any case.
 * ``split`` (optional): ``train`` / ``val`` / ``test`` (a fixed split), or ``test`` plus
   fold numbers ``0``, ``1``, ... (the fold whose validation set the patient is in), or empty
   (assigned by :mod:`engine.splits`). All rows of one patient carry the same value.
@@ -27,17 +34,21 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from luvnet.engine.data.video import VIDEO_EXTENSIONS
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.files import atomic_open
+from luvnet.engine.files import atomic_open, read_text
 from luvnet.engine.model.config import PATTERNS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("video", "patient_id", *PATTERNS)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("split",)
 FIXED_SPLITS: tuple[str, ...] = ("train", "val", "test")
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+# 0 and 1 as spreadsheets write them: 1.0 (0,0 in comma-decimal locales), TRUE/FALSE.
+_SPREADSHEET_BOOL = re.compile(r"(?i)(?:([01])(?:[.,]0*)?|(true)|false)")
+_DELIMITERS = (",", ";", "\t")
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\ or C:/ or \\server
 _WHOLE_END = 2**62  # "to the last frame", whatever the video's length
 _MAX_LISTED_ERRORS = 50
 
@@ -71,10 +82,9 @@ class LabelSpec:
         text = cell.strip()
         if text == "":
             return cls.unknown()
-        if text == "0":
-            return cls.negative()
-        if text == "1":
-            return cls.whole()
+        boolean = _SPREADSHEET_BOOL.fullmatch(text)
+        if boolean:
+            return cls.whole() if boolean[1] == "1" or boolean[2] else cls.negative()
         spans: list[tuple[int, int]] = []
         for part in text.split(";"):
             match = _RANGE.match(part)
@@ -165,18 +175,42 @@ def read_manifest(path: str | Path, *, check_files: bool = True) -> Manifest:
             f"{','.join(REQUIRED_COLUMNS)}[,split]"
         )
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise LuvnetError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        text = read_text(path, hint=_ENCODING_HINT)
+    except OSError as err:
+        raise LuvnetError(f"{path}: cannot be read ({err.strerror or err})") from None
     try:
         return _parse(path, text, check_files)
     except csv.Error as err:  # e.g. a cell over the csv module's field size limit
         raise LuvnetError(f"{path}: {err}; expected a plain CSV manifest") from None
 
 
+_ENCODING_HINT = (
+    "expected UTF-8 or UTF-16 text; a spreadsheet's plain 'CSV' uses this computer's code "
+    "page: save as 'CSV UTF-8' instead"
+)
+
+
+def _delimiter(first_line: str) -> str:
+    """The delimiter that splits the header into the most known column names.
+
+    Spreadsheets in comma-decimal locales save ``;``, "Unicode Text" exports save tabs. When no
+    delimiter yields a known name, the most frequent one, so the header error lists columns.
+    """
+    known = set(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+
+    def score(delimiter: str) -> tuple[int, int]:
+        names = next(csv.reader([first_line], delimiter=delimiter), [])
+        return sum(name.strip() in known for name in names), first_line.count(delimiter)
+
+    return max(_DELIMITERS, key=score)  # ties go to the first, the comma
+
+
 def _parse(path: Path, text: str, check_files: bool) -> Manifest:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    delimiter = _delimiter(text.split("\n", 1)[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [name.strip() for name in next(reader, [])]
+    while header and not header[-1]:  # empty columns a spreadsheet kept after the last one
+        header.pop()
     _check_header(path, header)
     root = path.resolve().parent
     errors: list[str] = []
@@ -187,8 +221,15 @@ def _parse(path: Path, text: str, check_files: bool) -> Manifest:
         line = reader.line_num
         if not any(cell.strip() for cell in cells):
             continue
+        if len(cells) > len(header) and not any(cell.strip() for cell in cells[len(header) :]):
+            cells = cells[: len(header)]  # trailing empty cells
         if len(cells) != len(header):
-            errors.append(f"line {line}: expected {len(header)} cells, got {len(cells)}")
+            quoting = (
+                f"; a {delimiter!r} inside a cell (frame ranges 12-40;88-120) must be quoted"
+                if delimiter != "," and len(cells) > len(header)
+                else ""
+            )
+            errors.append(f"line {line}: expected {len(header)} cells, got {len(cells)}{quoting}")
             continue
         row, row_errors = _parse_row(dict(zip(header, cells, strict=True)), root, line, check_files)
         errors += row_errors
@@ -245,10 +286,15 @@ def _parse_row(
     errors: list[str] = []
     where = f"line {line}"
     video_text = cells["video"].strip()
-    video = Path(video_text)
-    video = video if video.is_absolute() else root / video
+    video = _video_path(video_text, root)
     if not video_text:
         errors.append(f"{where}: empty video cell; expected a video path")
+    elif video is None:
+        example = "/".join(PureWindowsPath(video_text).parts[1:][-2:])  # parts[0] is the drive
+        errors.append(
+            f"{where}: video '{video_text}' is a Windows path from another machine; copy the "
+            f"video here and give its path relative to the manifest's folder (e.g. {example})"
+        )
     elif video.suffix.lower() not in VIDEO_EXTENSIONS:
         errors.append(
             f"{where}: video {video_text!r} has extension {video.suffix or '(none)'!r}"
@@ -271,9 +317,23 @@ def _parse_row(
             split = parse_split(cells["split"])
         except ValueError as err:
             errors.append(f"{where}: split: {err}")
-    if errors:
+    if errors or video is None:
         return None, errors
     return ManifestRow(video.resolve(), patient, labels, split, line), []
+
+
+def _video_path(text: str, root: Path) -> Path | None:
+    """The video cell as a path under ``root``; None for a Windows drive or network path.
+
+    Backslashes between folders (``videos\\clip2.mp4``, written on Windows) are read as
+    ``/`` unless a file with the literal name exists (a POSIX name may hold a backslash).
+    """
+    literal = Path(text) if Path(text).is_absolute() else root / text
+    if literal.is_file():
+        return literal
+    if _WINDOWS_ABSOLUTE.match(text):
+        return None
+    return root / text.replace("\\", "/") if "\\" in text else literal
 
 
 def _combined(path: Path, errors: list[str]) -> LuvnetError:

@@ -7,6 +7,7 @@ than the container declares).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -80,6 +81,16 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def ffmpeg_name(path: str | Path) -> str:
+    """The name to hand OpenCV's FFmpeg backend for a local file: always absolute.
+
+    FFmpeg reads a relative ``P01:L1.mp4`` as protocol ``P01``; an absolute name starts with
+    ``/``, which no protocol name can hold. (``%`` is only a pattern to OpenCV's image-sequence
+    backend, so callers also pass ``cv2.CAP_FFMPEG``.)
+    """
+    return os.path.abspath(path)
+
+
 class _Undecodable(Exception):
     pass
 
@@ -87,7 +98,7 @@ class _Undecodable(Exception):
 def _open(path: Path) -> cv2.VideoCapture:
     # CAP_FFMPEG explicitly: the default also tries the image-sequence backend, which would
     # treat a "%d" in a file name as a pattern.
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = cv2.VideoCapture(ffmpeg_name(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
         raise LuvnetError(f"{path}: OpenCV cannot open it; expected a video file")
@@ -95,7 +106,7 @@ def _open(path: Path) -> cv2.VideoCapture:
 
 
 def _read_opencv(path: Path, max_frames: int | None) -> tuple[list[np.ndarray], float, int]:
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    cap = cv2.VideoCapture(ffmpeg_name(path), cv2.CAP_FFMPEG)
     try:
         if not cap.isOpened():
             raise _Undecodable("cannot open")

@@ -5,9 +5,10 @@ Layout: a directory holding ``model.safetensors`` and ``config.json``::
     {"format": "luvnet-checkpoint", "format_version": 1,
      "model": {ModelConfig as JSON}, "provenance": {...}, "metrics": {...}}
 
-``provenance`` records the data manifest hash, the command, the date and versions. The
-model id published by the streamer is the first 12 hex digits of the SHA-256 of
-``model.safetensors``.
+``provenance`` records the data manifest hash, the command, the date and versions, and from
+``luvnet train`` the patient split as counts and salted digests, never patient ids
+(:mod:`luvnet.engine.data.split_record`). The model id published by the streamer is the first
+12 hex digits of the SHA-256 of ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import re
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 # A safetensors file starts with a little-endian u64 header length, then a JSON header.
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 @dataclass
@@ -106,6 +110,11 @@ def _checkpoint_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise LuvnetError(f"checkpoint {path}: no such directory")
     for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if (path / name).is_symlink() and not (path / name).exists():
+            raise LuvnetError(
+                f"checkpoint {path}: {name} links to {os.readlink(path / name)}, which is not "
+                "there; in a git-annex clone, run `git annex get` for it"
+            )
         if not (path / name).is_file():
             raise LuvnetError(f"checkpoint {path}: missing {name}")
     return path
@@ -128,16 +137,74 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 
 def _check_safetensors_header(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before any parser touches it."""
+    """Refuse anything that is not a whole safetensors file before any parser touches it.
+
+    Names the likely cause: a git-lfs pointer or a saved web page where the weights belong, a
+    pickle, or a copy shorter or longer than its header says (an interrupted or padded copy).
+    """
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        head = handle.read(9)
-    if len(head) < 9:
-        raise LuvnetError(f"{path}: not a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len > min(size - 8, _MAX_HEADER_BYTES) or head[8:9] != b"{":
-        kind = "a pickle" if head[:1] == b"\x80" else "not a safetensors file"
-        raise LuvnetError(f"{path}: {kind}; refusing to load it (luvnet never unpickles)")
+        head = handle.read(512)
+        placeholder = _placeholder(head)
+        if placeholder:
+            raise LuvnetError(f"{path}: {placeholder}")
+        if len(head) < 9:
+            raise LuvnetError(f"{path}: not a safetensors file ({size} bytes)")
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if header_len > _MAX_HEADER_BYTES or head[8:9] != b"{":
+            kind = "a pickle" if head[:1] == b"\x80" else "not a safetensors file"
+            raise LuvnetError(f"{path}: {kind}; refusing to load it (luvnet never unpickles)")
+        if header_len > size - 8:
+            raise LuvnetError(
+                f"{path}: truncated inside its header ({size} bytes, the header alone needs "
+                f"{8 + header_len}); the copy looks incomplete: copy or download it again"
+            )
+        handle.seek(8)
+        end = _data_end(handle.read(header_len))
+    if end is None:
+        return  # a malformed header: the safetensors parser names what is wrong
+    expected = 8 + header_len + end
+    if size < expected:
+        raise LuvnetError(
+            f"{path}: truncated: {size} bytes, but its header says the tensors end at byte "
+            f"{expected} ({expected - size} missing); the copy looks incomplete (an interrupted "
+            "download or copy): copy or download it again"
+        )
+    if size > expected:
+        raise LuvnetError(
+            f"{path}: {size - expected} bytes past the end of its tensors ({size} bytes, its "
+            f"header says {expected}); the copy looks incomplete or padded (a download or copy "
+            "that went wrong): copy or download it again"
+        )
+
+
+def _placeholder(head: bytes) -> str | None:
+    """What a small text file standing where the weights belong is, and how to get them."""
+    if head.startswith(_LFS_POINTER):
+        declared = re.search(rb"^size (\d+)", head, re.MULTILINE)
+        real = f" ({int(declared[1])} bytes)" if declared else ""
+        return (
+            "a git-lfs pointer, not the weights: the repository was cloned without git-lfs; "
+            f"run `git lfs install && git lfs pull` in the clone, or fetch the real file{real}"
+        )
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return (
+            "a web page (HTML), not the weights: it was saved from a page's address; download "
+            "the file itself (on GitHub, the 'raw' or 'download' link)"
+        )
+    return None
+
+
+def _data_end(raw: bytes) -> int | None:
+    """Where the tensors end, from a safetensors JSON header; None if the header is odd."""
+    try:
+        header = json.loads(raw)
+        ends = [
+            int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"
+        ]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return max(ends, default=0)
 
 
 def load_checkpoint(

@@ -1,11 +1,13 @@
 """OpenCV-backed sources: video files, capture devices and network streams.
 
-Spec §7 habits: V4L2 forced on Linux devices, CAP_PROP_BUFFERSIZE = 1, open/read timeouts on
-network sources. Pacing of file replays lives here; drop accounting lives in the grabber.
+Habits from docs/model.md, "Known pitfalls": V4L2 forced on Linux devices, CAP_PROP_BUFFERSIZE = 1,
+open/read timeouts on network sources. Pacing of file replays lives here; drop accounting lives in
+the grabber.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import cv2
 
+from luvnet.engine.data.video import ffmpeg_name
 from luvnet.streamer.frame_source import SourceEnded, SourceError, SourceFrame, SourceOptions
 
 
@@ -39,11 +42,15 @@ class _OpenCVSource:
         capture = self._create()
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"{self.name}: cannot open")
+            raise SourceError(f"{self.name}: cannot open{self._why_not_open()}")
         reported = capture.get(cv2.CAP_PROP_FPS)
         if reported and 0 < reported < 1000:
             self._fps = reported
         self._capture = capture
+
+    def _why_not_open(self) -> str:
+        """The likely cause of a failed open, as ``" (...)"``, or ``""`` when unknown."""
+        return ""
 
     def _read_image(self):
         if self._capture is None:
@@ -78,7 +85,14 @@ class FileSource(_OpenCVSource):
     def _create(self) -> cv2.VideoCapture:
         if not self.path.is_file():
             raise SourceError(f"{self.name}: no such file")
-        return cv2.VideoCapture(str(self.path))
+        # FFmpeg first, by absolute name: a relative "P01:L1.mp4" would be read as protocol
+        # "P01", and the default backend order reaches the image-sequence reader, to which a
+        # "%03d" in a name is a pattern. Other backends only for names without "%".
+        capture = cv2.VideoCapture(ffmpeg_name(self.path), cv2.CAP_FFMPEG)
+        if capture.isOpened() or "%" in self.path.name:
+            return capture
+        capture.release()
+        return cv2.VideoCapture(ffmpeg_name(self.path))
 
     def open(self) -> None:
         super().open()
@@ -122,6 +136,10 @@ class DeviceSource(_OpenCVSource):
 
     def __init__(self, device: int | str, options: SourceOptions) -> None:
         super().__init__(options)
+        fourcc = options.fourcc
+        if fourcc is not None and (len(fourcc) != 4 or not fourcc.isascii()):
+            # Refused here, not at open: a bad code would fail every reconnect, forever.
+            raise ValueError(f"fourcc: expected 4 ASCII characters such as MJPG, got {fourcc!r}")
         self.device = device
         self.name = f"device:{device}"
 
@@ -130,13 +148,25 @@ class DeviceSource(_OpenCVSource):
         capture = cv2.VideoCapture(self.device, backend)
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if self.options.fourcc:
-            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.options.fourcc[:4]))
+            capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.options.fourcc))
         if self.options.size:
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.options.size[0])
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.options.size[1])
         if self.options.fps:
             capture.set(cv2.CAP_PROP_FPS, self.options.fps)
         return capture
+
+    def _why_not_open(self) -> str:
+        if not sys.platform.startswith("linux"):
+            return ""
+        node = Path(f"/dev/video{self.device}" if isinstance(self.device, int) else self.device)
+        if not node.exists():
+            present = sorted(str(p) for p in Path("/dev").glob("video*"))
+            found = ", ".join(present) if present else "none"
+            return f" ({node} does not exist; capture devices here: {found})"
+        if not os.access(node, os.R_OK | os.W_OK):
+            return f" ({node}: permission denied; add this user to the 'video' group)"
+        return f" ({node} exists but did not open: busy in another program, or not a camera?)"
 
 
 class NetworkSource(_OpenCVSource):

@@ -12,6 +12,7 @@ import torch
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import (
     atomic_open,
+    decode_text,
     read_json_object,
     read_versioned_json,
     write_json,
@@ -46,7 +47,8 @@ def test_write_json_is_strict(tmp_path: Path) -> None:
         (None, "missing; expected a config"),
         (b"{not json", "not valid JSON (Expecting property name"),
         (b"[1, 2]", "expected a config, got a JSON list"),
-        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b'{"a": "\xe9"}', "not UTF-8 text (invalid continuation byte at byte 7); save it as"),
+        (b"\xff\xfe{\x00}", "not UTF-16 LE text (truncated data at byte 4)"),
     ],
 )
 def test_read_json_object_errors_are_one_line(tmp_path: Path, raw: bytes | None, message: str):
@@ -63,6 +65,24 @@ def test_read_json_object_takes_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
     path.write_bytes(b'\xef\xbb\xbf{\r\n  "a": 1\r\n}\r\n')
     assert read_json_object(path) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"]
+)
+def test_decode_text_reads_what_editors_and_spreadsheets_save(encoding: str) -> None:
+    """UTF-16/32 with a mark (Notepad's "Unicode", a spreadsheet's "Unicode Text"); UTF-16
+    without one (known from its NUL bytes); UTF-8 with or without a mark."""
+    text = 'video\tpatient_id\r\n{"ü": "肺"}\r\n'
+    assert decode_text(text.encode(encoding), "f") == text
+
+
+def test_decode_text_names_the_encoding_and_the_fix() -> None:
+    with pytest.raises(LuvnetError) as err:
+        decode_text("Lunge rechts ü".encode("cp1252"), "m.csv", hint="save as 'CSV UTF-8'")
+    assert str(err.value) == (
+        "m.csv: not UTF-8 text (invalid start byte at byte 13); save as 'CSV UTF-8'"
+    )
 
 
 def test_read_versioned_json(tmp_path: Path) -> None:

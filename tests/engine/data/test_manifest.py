@@ -70,7 +70,10 @@ def test_label_cell_parses(cell: str, ranges: tuple | None) -> None:
         ("1-2;;3-4", "bad range ''"),
         ("1-2,3-4", "bad range '1-2,3-4'"),
         ("yes", "bad range 'yes'"),
-        ("1.0", "bad range '1.0'"),
+        ("2.0", "bad range '2.0'"),  # spreadsheet spellings of 0 and 1 only
+        ("0.5", "bad range '0.5'"),
+        ("TRUEISH", "bad range 'TRUEISH'"),
+        ("01", "bad range '01'"),
     ],
 )
 def test_label_cell_rejects(cell: str, fragment: str) -> None:
@@ -245,3 +248,127 @@ def test_quoted_multiline_cell_keeps_line_numbers(videos: Path) -> None:
     with pytest.raises(LuvnetError) as err:
         read_manifest(path)
     assert f"{path}:4: pleural_effusion: bad range 'zz'" in str(err.value)
+
+
+# --------------------------------------------------------------------------- spreadsheet exports
+
+
+def write_export(folder: Path, rows: list[list[str]], delimiter: str, encoding: str) -> Path:
+    """A manifest as a spreadsheet saves it: CRLF, ``delimiter``, ``encoding`` (a "-sig" or
+    "utf-16"/"utf-32" codec writes the byte-order mark, "-le"/"-be" ones write none)."""
+    text = "".join(delimiter.join(cells) + "\r\n" for cells in rows)
+    path = folder / "export.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+EXPORT_ROWS = [
+    ["video", "patient_id", "a_lines", "b_lines", "consolidation", "pleural_effusion", "split"],
+    ["a.avi", "Müller-肺", "1", "0", "", '"12-40;88-120"', "test"],
+    ["sub/d.avi", "p2", "0", "1", "0", "0", "train"],
+]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"], ids=["comma", "semicolon", "tab"])
+@pytest.mark.parametrize(
+    "encoding",
+    ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32"],
+)
+def test_spreadsheet_exports_read_as_intended(videos: Path, delimiter: str, encoding: str) -> None:
+    """Excel in a comma-decimal locale saves ';' and UTF-8 with a BOM; its "Unicode Text"
+    saves tabs in UTF-16 LE with a BOM; LibreOffice offers every delimiter and encoding."""
+    path = write_export(videos, EXPORT_ROWS, delimiter, encoding)
+    manifest = read_manifest(path)
+    first, second = manifest.rows
+    assert first.video == (videos / "a.avi").resolve() and first.patient_id == "Müller-肺"
+    assert first.labels["pleural_effusion"].ranges == ((12, 40), (88, 120))
+    assert first.labels["consolidation"] == LabelSpec.unknown()
+    assert second.video == (videos / "sub" / "d.avi").resolve() and second.split == "train"
+    assert second.labels["b_lines"] == LabelSpec.whole()
+
+
+def test_an_unquoted_range_in_a_semicolon_export_says_to_quote_it(videos: Path) -> None:
+    rows = [EXPORT_ROWS[0], ["a.avi", "p1", "1", "0", "0", "12-40;88-120", "test"]]
+    with pytest.raises(LuvnetError) as err:
+        read_manifest(write_export(videos, rows, ";", "utf-8"))
+    assert str(err.value).endswith(
+        ":2: expected 7 cells, got 8; a ';' inside a cell (frame ranges 12-40;88-120) must be "
+        "quoted"
+    )
+
+
+def test_a_header_in_no_known_delimiter_lists_its_columns(videos: Path) -> None:
+    path = write_csv(videos, "Video;Patient;A;B", "a.avi;p1;1;0")
+    with pytest.raises(LuvnetError, match=r":1: unknown column\(s\) \['Video', 'Patient', 'A'"):
+        read_manifest(path)
+
+
+def test_a_code_page_export_names_the_encoding_to_save_in(videos: Path) -> None:
+    path = videos / "m.csv"
+    path.write_bytes(f"{HEADER}\na.avi,Müller,1,0,0,0\n".encode("cp1252"))
+    with pytest.raises(LuvnetError) as err:
+        read_manifest(path)
+    assert str(err.value).startswith(f"{path}: not UTF-8 text (invalid start byte at byte ")
+    assert "save as 'CSV UTF-8'" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("typed", "spec"),
+    [
+        ("1.0", LabelSpec.whole()),
+        ("0.0", LabelSpec.negative()),
+        ("1,0", LabelSpec.whole()),  # comma-decimal locale (quoted in a comma file)
+        ("0.00", LabelSpec.negative()),
+        ("TRUE", LabelSpec.whole()),
+        ("FALSE", LabelSpec.negative()),
+        ("True", LabelSpec.whole()),
+        ("false", LabelSpec.negative()),
+    ],
+)
+def test_labels_typed_as_spreadsheet_numbers_and_booleans(
+    videos: Path, typed: str, spec: LabelSpec
+) -> None:
+    path = write_csv(videos, HEADER, f'a.avi,p1,"{typed}",0,0,0')
+    assert read_manifest(path).rows[0].labels["a_lines"] == spec
+
+
+def test_trailing_empty_columns_are_ignored(videos: Path) -> None:
+    path = write_csv(videos, HEADER + ",split,,", "a.avi,p1,1,0,0,0,test,,", "b.avi,p2,0,1,0,0,,")
+    manifest = read_manifest(path)
+    assert [r.split for r in manifest.rows] == ["test", None]
+    # A value in such a column is not silently dropped.
+    path = write_csv(videos, HEADER + ",,", "a.avi,p1,1,0,0,0,,note")
+    with pytest.raises(LuvnetError, match=r":2: expected 6 cells, got 8"):
+        read_manifest(path)
+
+
+def test_relative_windows_paths_resolve(videos: Path) -> None:
+    path = write_csv(videos, HEADER, "sub\\d.avi,p1,1,0,0,0", ".\\a.avi,p2,1,0,0,0")
+    rows = read_manifest(path).rows
+    assert [r.video for r in rows] == [
+        (videos / "sub/d.avi").resolve(),
+        (videos / "a.avi").resolve(),
+    ]
+    # The same video written both ways is one video.
+    path = write_csv(videos, HEADER, "sub\\d.avi,p1,1,0,0,0", "sub/d.avi,p1,1,0,0,0")
+    with pytest.raises(LuvnetError, match=r":3: duplicate video"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("cell", "example"),
+    [
+        ("C:\\Users\\sono\\LUS\\videos\\a.avi", "videos/a.avi"),
+        ("d:/export/videos/a.avi", "videos/a.avi"),
+        ("\\\\pacs\\share\\a.avi", "a.avi"),
+    ],
+    ids=["drive-backslash", "drive-slash", "network-share"],
+)
+def test_an_absolute_windows_path_is_named_as_such(videos: Path, cell: str, example: str) -> None:
+    path = write_csv(videos, HEADER, "b.avi,p2,0,0,0,0", f"{cell},p1,1,0,0,0")
+    with pytest.raises(LuvnetError) as err:
+        read_manifest(path)
+    assert str(err.value) == (
+        f"{path}:3: video '{cell}' is a Windows path from another machine; copy the video here "
+        f"and give its path relative to the manifest's folder (e.g. {example})"
+    )

@@ -124,3 +124,76 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(saved):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "refusing" in result.stderr
+
+
+# --------------------------------------------------------------------------- copies gone wrong
+
+LFS_POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+    "size 45678912\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda data: LFS_POINTER.encode(),
+            "a git-lfs pointer, not the weights: the repository was cloned without git-lfs; run "
+            "`git lfs install && git lfs pull` in the clone, or fetch the real file "
+            "(45678912 bytes)",
+        ),
+        (
+            lambda data: b"<!DOCTYPE html>\n<html><body>model.safetensors</body></html>",
+            "a web page (HTML), not the weights",
+        ),
+        (
+            lambda data: data + b"\0" * 4096,
+            "4096 bytes past the end of its tensors ({n} bytes, its header says {size}); the "
+            "copy looks incomplete or padded",
+        ),
+        (
+            lambda data: data[:-1000],
+            "truncated: {n} bytes, but its header says the tensors end at byte {size} (1000 "
+            "missing); the copy looks incomplete",
+        ),
+        (lambda data: data[:100], "truncated inside its header (100 bytes, the header alone"),
+    ],
+    ids=["git-lfs-pointer", "html-page", "padded", "truncated", "truncated-header"],
+)
+def test_a_bad_copy_of_the_weights_names_the_likely_cause(saved, make, message):
+    _, path = saved
+    weights = path / WEIGHTS_FILE
+    data = weights.read_bytes()
+    weights.write_bytes(make(data))
+    with pytest.raises(LuvnetError) as err:
+        load_checkpoint(path)
+    expected = message.format(n=weights.stat().st_size, size=len(data))
+    assert str(err.value).startswith(f"{weights}: {expected}"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_git_annex_link_without_its_content_names_git_annex(saved):
+    _, path = saved
+    weights = path / WEIGHTS_FILE
+    weights.unlink()
+    weights.symlink_to("../.git/annex/objects/Xx/Yy/SHA256E-s1--00.safetensors")
+    with pytest.raises(LuvnetError, match=r"which is not there; in a git-annex clone, run `git"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode(),  # Notepad, UTF-8
+        lambda text: text.replace("\n", "\r\n").encode("utf-16"),  # Notepad's "Unicode"
+    ],
+    ids=["utf8-bom-crlf", "utf16-bom-crlf"],
+)
+def test_a_config_saved_by_a_windows_editor_loads(saved, encode):
+    model, path = saved
+    config = path / CONFIG_FILE
+    config.write_bytes(encode(config.read_text()))
+    loaded = load_checkpoint(path)
+    assert loaded.config == model.config.replace(thresholds=(0.1, 0.2, 0.3, 0.4))
