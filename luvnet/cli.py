@@ -16,16 +16,18 @@ import logging
 import os
 import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from luvnet.commands.logs import configure_logging
+from luvnet.commands.logs import configure_logging, on_terminal
 from luvnet.commands.signals import StopOnSignal
 from luvnet.engine.errors import LuvnetError
 
 log = logging.getLogger("luvnet.cli")
 
 CONSUMER_GROUP = "luvnet.consumers"
+IMPORT_NOTICE_S = 1.5  # a command whose imports take longer says so
 # name -> (module, one-line usage)
 COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("luvnet.commands.stream", "run the live pipeline and publish scores over ZeroMQ"),
@@ -44,6 +46,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("luvnet.commands.bench", "latency of the pipeline stages, cached vs naive, backends"),
     "keys": ("luvnet.commands.keys", "create CURVE keys for an authenticated score stream"),
 }
+
+
+INTRO = """\
+luvnet scores lung-ultrasound video live: it reads frames from a capture card, a file, a network
+stream or the built-in phantom and publishes four pattern scores per frame over ZeroMQ."""
+# The overview's groups, in order; consumers found only through entry points go under "plugins".
+GROUPS: dict[str, tuple[str, ...]] = {
+    "live": ("stream", "listen", "record", "overlay"),
+    "models": ("train", "evaluate", "compare", "report", "attention", "info", "export"),
+    "data": ("phantom", "covid-blues-manifest"),
+    "tools": ("bench", "keys"),
+}
+FIRST_COMMANDS = (
+    ("luvnet stream --max-frames 300", "score the phantom with the demo model (Ctrl-C stops)"),
+    ("luvnet listen", "in a second terminal: the scores as they arrive"),
+    ("luvnet overlay --max-frames 240", "write overlay.mp4: the video with score bars"),
+    ("luvnet COMMAND --help", "a command's options, with their defaults"),
+)
+FIRST_WIDTH = 34
 
 
 def consumer_commands() -> dict[str, tuple[str, str]]:
@@ -66,9 +87,64 @@ def consumer_commands() -> dict[str, tuple[str, str]]:
     return found
 
 
+def overview(commands: dict[str, tuple[str, str]]) -> str:
+    """``luvnet --help``: the intro, the commands by group, the first commands to try."""
+    lines = [INTRO, ""]
+    grouped = {name for names in GROUPS.values() for name in names}
+    groups = dict(GROUPS)
+    others = [name for name in commands if name not in grouped]
+    if others:
+        groups["plugins"] = tuple(others)
+    width = max(len(name) for name in commands) + 2
+    for group, names in groups.items():
+        present = [name for name in names if name in commands]
+        if not present:
+            continue
+        lines.append(f"{group}:")
+        lines += [f"  {name:{width}s}{commands[name][1]}" for name in present]
+        lines.append("")
+    lines.append("first commands:")
+    lines += [f"  {command:{FIRST_WIDTH}s}{what}" for command, what in FIRST_COMMANDS]
+    return "\n".join(lines)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is nothing to show (no
+    default, a flag that is off) or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "(default" in text
+            or "%(default)" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+def show_every_default(parser: argparse.ArgumentParser) -> None:
+    """Options written without a help text get one, so that their default shows too (argparse
+    prints nothing for an option without help)."""
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of actions
+        if action.help is None and action.option_strings:
+            action.help = ""
+            if action.default not in (None, False, argparse.SUPPRESS):
+                action.help = "(default: %(default)s)"
+
+
 def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="luvnet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="luvnet",
+        usage="luvnet COMMAND [OPTIONS]",
+        description=overview(commands),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     for name, (_, usage) in commands.items():
         sub.add_parser(name, help=usage, add_help=False)
     return parser
@@ -81,8 +157,16 @@ def _import_interruptibly(module_name: str) -> tuple[ModuleType, int | None]:
     ``except`` there, and the command would then start as if never interrupted. So during the
     import the signals only set a flag, checked once the import is done.
     """
-    with StopOnSignal() as signals:
-        module = importlib.import_module(module_name)
+    # torch takes seconds to import (tens on a cold disk): say what the wait is, if it is one.
+    notice = threading.Timer(IMPORT_NOTICE_S, log.info, ("loading its modules ...",))
+    notice.daemon = True
+    if on_terminal():
+        notice.start()
+    try:
+        with StopOnSignal() as signals:
+            module = importlib.import_module(module_name)
+    finally:
+        notice.cancel()
     return module, signals.signum
 
 
@@ -111,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted is not None:
             # Ctrl-C: the shell's 130; SIGTERM: a requested stop, like the stream's own 0.
             return 130 if interrupted == signal.SIGINT else 0
-        sub_parser = argparse.ArgumentParser(prog=f"luvnet {name}", description=usage)
+        sub_parser = argparse.ArgumentParser(
+            prog=f"luvnet {name}", description=usage, formatter_class=DefaultsHelpFormatter
+        )
         module.add_arguments(sub_parser)
+        show_every_default(sub_parser)
         args = sub_parser.parse_args(rest)
         return int(module.run(args) or 0)
     except LuvnetError as err:

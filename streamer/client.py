@@ -47,6 +47,7 @@ from luvnet.streamer.protocol import (
     check_topic_prefix,
     decode,
 )
+from luvnet.streamer.publisher import is_ipv6_endpoint
 from luvnet.streamer.security import CurveClientKeys, apply_client_curve
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,11 @@ class ScoreSubscriber:
             self._socket.rcvhwm = rcvhwm
             # A peer sending a bigger frame is disconnected before we buffer it.
             self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+            self._socket.ipv6 = is_ipv6_endpoint(endpoint)  # off, [::1] is never reached
             if curve is not None:
                 apply_client_curve(self._socket, curve)
-            # The trailing dot keeps "luvnet.cam1" from also matching "luvnet.cam10.*".
+            # The trailing dot keeps "luvnet.cam1" from also matching "luvnet.cam10.*"; every
+            # stream under the prefix matches (topics: protocol.stream_prefix).
             self._socket.setsockopt_string(zmq.SUBSCRIBE, f"{topic_prefix}.")
             self._monitor = self._socket.get_monitor_socket(
                 zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED

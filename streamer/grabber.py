@@ -7,6 +7,9 @@ Backpressure is an explicit choice (style §8):
 - ``block`` (as-fast-as-possible replays): capacity 1, the reader waits until the pipeline
   takes the frame, so a file is scored frame by frame and nothing is dropped.
 
+A frame read after :meth:`FrameGrabber.stop` was called is discarded uncounted: it is neither
+captured nor dropped (so ``captured == taken + dropped + left in the slot`` holds).
+
 A failing open or read reopens the source with exponential backoff and says so (``state`` and
 ``last_error``); each reconnect increments ``generation`` so the pipeline can reset its window.
 """
@@ -34,6 +37,7 @@ class GrabbedFrame:
     capture_ns: int  # time.monotonic_ns() when the read returned
     generation: int  # increments after every reconnect
     truth: dict[str, bool] | None
+    fps: float | None = None  # the source's nominal frame rate when it knows it
 
 
 class FrameGrabber:
@@ -94,15 +98,24 @@ class FrameGrabber:
         self.source.close()
 
     # -- grabber thread
-    def _put(self, frame: GrabbedFrame) -> None:
+    def _put(self, frame: GrabbedFrame) -> bool:
+        """Hand ``frame`` over; False when the grabber is stopping and it was not taken."""
         with self._cond:
             if self.policy == "block":
                 while self._slot is not None and not self._stop.is_set():
                     self._cond.wait(0.1)
-            if self._slot is not None:  # latest wins; "block" too once stopping
+            if self._stop.is_set():
+                # Read while the stream was stopping (a stop, --max-frames reached): nobody
+                # will take it, and it was never in the race for the slot, so it is neither
+                # captured nor dropped. Counting it was the one "drop" of an
+                # --as-fast-as-possible run.
+                return False
+            if self._slot is not None:  # latest wins
                 self.dropped += 1
             self._slot = frame
+            self.captured += 1
             self._cond.notify_all()
+            return True
 
     def _open_with_backoff(self) -> bool:
         delay = self.backoff_initial_s
@@ -162,16 +175,16 @@ class FrameGrabber:
                 self.generation += 1
                 continue
             retry_s = self.backoff_initial_s
-            self._put(
-                GrabbedFrame(
-                    image=frame.image,
-                    index=self.captured,
-                    capture_ns=time.monotonic_ns(),
-                    generation=self.generation,
-                    truth=frame.truth,
-                )
+            grabbed = GrabbedFrame(
+                image=frame.image,
+                index=self.captured,
+                capture_ns=time.monotonic_ns(),
+                generation=self.generation,
+                truth=frame.truth,
+                fps=self.source.fps,
             )
-            self.captured += 1
+            if not self._put(grabbed):
+                return
 
     def _end(self, state: str) -> None:
         with self._cond:

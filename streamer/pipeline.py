@@ -20,6 +20,7 @@ import torch
 from luvnet.engine.model.config import ModelConfig
 from luvnet.streamer.grabber import FrameGrabber, GrabbedFrame
 from luvnet.streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
+from luvnet.streamer.schema import printable
 from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class StreamPipeline:
         self.max_frames = max_frames
         self.counters = StreamCounters()
         self._window_key: tuple[int, int] | None = None
+        self._loop_over = False  # run() has left its loop: the next status is the final one
         self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
 
     # -- one frame
@@ -127,8 +129,8 @@ class StreamPipeline:
         seconds = max((now - then) / 1e9, 1e-9)
         self._rate_mark = (now, self.grabber.captured, self.counters.published)
         return StatusMessage(
-            source=self.grabber.source.name[:200],
-            state=self.grabber.state,
+            source=printable(self.grabber.source.name),  # a user's file name, escaped
+            state=self._state(),
             input_fps=(self.grabber.captured - captured) / seconds,
             output_fps=(self.counters.published - published) / seconds,
             frames_captured=self.grabber.captured,
@@ -142,6 +144,15 @@ class StreamPipeline:
             stream_id=self.identity.stream_id,
         )
 
+    def _state(self) -> str:
+        """The source's state, but final (ended, error) only once its last frame has been
+        taken: a subscriber that stops at the final status must not miss the last scores."""
+        state = self.grabber.state
+        # Once the loop is over, a frame left in the slot (a stop, --max-frames) is never
+        # taken: the final status is final anyway.
+        waiting = not self.grabber.finished and not self._loop_over
+        return "running" if state in ("ended", "error") and waiting else state
+
     # -- the loop
     def run(self, stop: threading.Event) -> int:
         """Process until the source ends or ``stop`` is set; returns the number published."""
@@ -152,8 +163,8 @@ class StreamPipeline:
             while not stop.is_set():
                 # Every second, and at once when the source changes state (reconnected,
                 # lost): a subscriber should not learn of a reconnect a second late.
-                if time.monotonic() >= next_status or self.grabber.state != last_state:
-                    last_state = self.grabber.state
+                if time.monotonic() >= next_status or self._state() != last_state:
+                    last_state = self._state()
                     self.publish(self.status())
                     next_status = time.monotonic() + STATUS_INTERVAL_S
                 frame = self.grabber.get(timeout_s=0.05)
@@ -166,6 +177,7 @@ class StreamPipeline:
                     break
         finally:
             self.grabber.stop()
+            self._loop_over = True
             self.publish(self.status())  # the final state: ended, error or stopped
         return self.counters.published
 

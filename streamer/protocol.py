@@ -3,7 +3,7 @@
 A message is two ZeroMQ frames, in the style of pyzmq ``examples/serialization``::
 
     [topic, body]
-    topic = b"<prefix>.scores" or b"<prefix>.status"   (prefix "luvnet" or "luvnet.<stream_id>")
+    topic = b"<prefix>.scores" or b"<prefix>.status"   (prefix: streamer.topics, the one rule)
     body  = one msgpack map; the attention array travels inside it as raw bytes (bin) with an
             explicit dtype ("<f2") and shape [P, L]
 
@@ -54,6 +54,12 @@ from luvnet.streamer.schema import (
     check_topic_prefix,
     describe,
 )
+from luvnet.streamer.topics import (
+    DEFAULT_STREAM_ID,
+    DEFAULT_TOPIC_PREFIX,
+    stream_id_of,
+    stream_prefix,
+)
 
 __all__ = [
     "ATTENTION_DTYPE",
@@ -78,12 +84,12 @@ __all__ = [
     "UnsupportedVersion",
     "check_topic_prefix",
     "decode",
+    "stream_id_of",
+    "stream_prefix",
 ]
 
 SCHEMA_VERSION = 1
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"  # loopback: see streamer.publisher on remote binds
-DEFAULT_TOPIC_PREFIX = "luvnet"
-DEFAULT_STREAM_ID = "default"
 SCORES = "scores"
 STATUS = "status"
 KINDS: tuple[str, ...] = (SCORES, STATUS)
@@ -118,8 +124,8 @@ def _check_envelope(msg: ScoreMessage | StatusMessage) -> None:
     _set(msg, "publish_ns", check_int("publish_ns", msg.publish_ns))
 
 
-def _pack(kind: str, topic_prefix: str, body: dict[str, Any]) -> list[bytes]:
-    topic = f"{check_topic_prefix(topic_prefix)}.{kind}".encode("ascii")
+def _pack(kind: str, topic_prefix: str, stream_id: str, body: dict[str, Any]) -> list[bytes]:
+    topic = f"{stream_prefix(topic_prefix, stream_id)}.{kind}".encode("ascii")
     payload = msgpack.packb(body, use_bin_type=True)
     if len(topic) + len(payload) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message: {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -132,9 +138,9 @@ class ScoreMessage:
 
     The producer fills everything except ``seq``, ``session`` and ``publish_ns``, which
     ``ScorePublisher.publish`` stamps. ``attention`` is alpha_t^p = sum over heads of the
-    attention weights (spec §5), shape [P, L] (any float array; stored as float16, read-only),
-    column 0 the oldest frame of the window and column ``fill - 1`` this frame; columns from
-    ``fill`` on are padding (0 when the model masks padding). Flags are derived:
+    attention weights (docs/model.md, "Attention curves"), shape [P, L] (any float array; stored as
+    float16, read-only), column 0 the oldest frame of the window and column ``fill - 1`` this frame;
+    columns from ``fill`` on are padding (0 when the model masks padding). Flags are derived:
     ``scores[p] >= thresholds[p]``.
     """
 
@@ -220,7 +226,9 @@ class ScoreMessage:
             "shape": list(self.attention.shape),
             "data": self.attention.tobytes(),
         }
-        return _pack(self.kind, topic_prefix, {**self._fields(), "attention": attention})
+        return _pack(
+            self.kind, topic_prefix, self.stream_id, {**self._fields(), "attention": attention}
+        )
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,7 @@ class StatusMessage:
         }
 
     def encode(self, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> list[bytes]:
-        return _pack(self.kind, topic_prefix, self.to_dict())
+        return _pack(self.kind, topic_prefix, self.stream_id, self.to_dict())
 
 
 Message = ScoreMessage | StatusMessage

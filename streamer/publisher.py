@@ -24,6 +24,11 @@ run that must not lose its first messages (a test, recording a file from frame 0
 The bind address must be loopback (``tcp://127.0.0.1:PORT``, ``tcp://[::1]:PORT``,
 ``tcp://localhost:PORT``), ``ipc://`` or ``inproc://`` unless ``allow_remote=True``: the stream
 carries patient-derived data and is unencrypted without ``curve_keys`` (streamer.security).
+An IPv6 address turns on the socket's IPv6 option (ZeroMQ sockets are IPv4-only without it).
+
+Topics follow the one rule of docs/protocol.md (``protocol.stream_prefix``): a message of
+stream S goes out on ``<topic_prefix>.S.<kind>``, or ``<topic_prefix>.<kind>`` when the prefix
+already names S (``luvnet`` for the stream "default", ``luvnet.ward3`` for "ward3").
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from luvnet.streamer.protocol import (
     ScoreMessage,
     StatusMessage,
     check_topic_prefix,
+    stream_prefix,
 )
 from luvnet.streamer.security import apply_server_curve, load_server_keys, start_authenticator
 
@@ -83,6 +89,20 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False
 
 
+def is_ipv6_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` is TCP to an IPv6 address (``tcp://[::1]:5555``), which needs the
+    socket's IPv6 option on both ends; host names keep ZeroMQ's IPv4 default."""
+    transport, _, address = endpoint.partition("://")
+    host = address.rpartition(":")[0].removeprefix("[").removesuffix("]")
+    if transport != "tcp" or ":" not in host:
+        return False
+    try:
+        ipaddress.IPv6Address(host.partition("%")[0])  # a scope such as fe80::1%eth0 is fine
+    except ValueError:
+        return False
+    return True
+
+
 def check_bind_endpoint(endpoint: str, allow_remote: bool = False) -> bool:
     """Refuse an address other hosts can reach unless ``allow_remote``; return whether local."""
     local = is_local_endpoint(endpoint)
@@ -102,13 +122,20 @@ class ScorePublisher:
         bind: str = DEFAULT_ENDPOINT,
         *,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+        stream_id: str | None = None,
         allow_remote: bool = False,
         curve_keys: str | os.PathLike[str] | None = None,
         sndhwm: int = DEFAULT_SNDHWM,
     ) -> None:
+        """``stream_id``: the stream this publisher carries, so that ``wait_for_subscriber``
+        knows its exact topics; None (a publisher of several streams) counts any subscription
+        under ``topic_prefix``."""
         # Check everything that can be wrong before any resource exists.
         local = check_bind_endpoint(bind, allow_remote)
         self.topic_prefix = check_topic_prefix(topic_prefix)
+        self.stream_id = stream_id
+        # The topics of this stream must fit the topic limit (a long prefix plus a long id).
+        self._stream_prefix = stream_prefix(topic_prefix, stream_id) if stream_id else None
         if sndhwm < 1:
             raise LuvnetError(f"sndhwm: expected a positive message count, got {sndhwm}")
         keys = load_server_keys(curve_keys) if curve_keys is not None else None
@@ -135,6 +162,7 @@ class ScorePublisher:
             # of a subscription (about 50 bytes per byte): three 200 MiB subscriptions from any
             # local process took the stream to 23 GiB; a peer sending more is disconnected.
             self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+            self._socket.ipv6 = is_ipv6_endpoint(bind)  # off: binding [::1] says "No such device"
             if keys is not None:
                 self._auth = start_authenticator(self._context, keys)
                 apply_server_curve(self._socket, keys)
@@ -195,7 +223,10 @@ class ScorePublisher:
             time.sleep(min(0.01, remaining))
 
     def _matches(self, subscription: bytes) -> bool:
-        topics = [f"{self.topic_prefix}.{kind}".encode() for kind in KINDS]
+        if self._stream_prefix is None:  # any stream under our prefix: match "<prefix>." on
+            ours = f"{self.topic_prefix}.".encode()
+            return ours.startswith(subscription) or subscription.startswith(ours)
+        topics = [f"{self._stream_prefix}.{kind}".encode() for kind in KINDS]
         return any(topic.startswith(subscription) for topic in topics)
 
     def close(self) -> None:
@@ -222,7 +253,7 @@ class PublisherOptions:
     """Where and how a producer publishes (``luvnet stream``'s publishing options)."""
 
     bind: str = DEFAULT_ENDPOINT
-    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX  # topics: see protocol.stream_prefix
     allow_remote: bool = False
     curve_keys: Path | None = None  # a key directory (streamer.security); None: unencrypted
 
@@ -231,6 +262,7 @@ def open_publisher(
     *,
     bind: str = DEFAULT_ENDPOINT,
     topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+    stream_id: str | None = None,
     allow_remote: bool = False,
     curve_keys: str | os.PathLike[str] | None = None,
     sndhwm: int = DEFAULT_SNDHWM,
@@ -239,6 +271,7 @@ def open_publisher(
     return ScorePublisher(
         bind,
         topic_prefix=topic_prefix,
+        stream_id=stream_id,
         allow_remote=allow_remote,
         curve_keys=curve_keys,
         sndhwm=sndhwm,

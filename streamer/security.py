@@ -9,7 +9,8 @@ One key directory serves both ends; ``generate_keys(DIR)`` creates::
     DIR/authorized/*.key      allow-list: public keys of the subscribers the publisher accepts
 
 The publisher (``--curve-keys DIR``) reads ``server.key_secret`` and ``authorized/``; a
-subscriber (``--curve-keys DIR``) reads ``client.key_secret`` and ``server.key``. To admit
+subscriber (``--curve-keys DIR``) reads ``client.key_secret`` (``NAME.key_secret`` with
+``--client NAME``, the pair ``add_client(DIR, NAME)`` made) and ``server.key``. To admit
 another subscriber, create its pair (``add_client(DIR, name)`` or ``zmq.auth.create_certificates``
 on its host) and copy its public ``.key`` file into ``DIR/authorized/``, then restart the
 publisher. Files use the ZeroMQ certificate format, so pyzmq, czmq and cppzmq tools read them.
@@ -110,11 +111,13 @@ def load_server_keys(key_dir: str | os.PathLike[str]) -> CurveServerKeys:
 def load_client_keys(
     key_dir: str | os.PathLike[str] | None = None,
     *,
+    client: str = CLIENT_NAME,
     client_secret_file: str | os.PathLike[str] | None = None,
     server_public_file: str | os.PathLike[str] | None = None,
 ) -> CurveClientKeys:
-    """A subscriber's keys: ``DIR/client.key_secret`` and ``DIR/server.key`` by default, or the
-    two files named explicitly (e.g. a pair made on the subscriber's own host)."""
+    """A subscriber's keys: ``DIR/<client>.key_secret`` (``client`` as named by
+    ``luvnet keys DIR --client NAME``) and ``DIR/server.key``, or the two files named explicitly
+    (e.g. a pair made on the subscriber's own host)."""
 
     def pick(explicit: str | os.PathLike[str] | None, default_name: str) -> Path:
         if explicit is not None:
@@ -123,7 +126,18 @@ def load_client_keys(
             raise LuvnetError("curve keys: give a key directory or both key files")
         return _key_dir(key_dir) / default_name
 
-    mine = pick(client_secret_file, f"{CLIENT_NAME}.key_secret")
+    mine = pick(client_secret_file, f"{client}.key_secret")
+    if client_secret_file is None and not mine.is_file():
+        others = sorted(
+            path.name.removesuffix(".key_secret")
+            for path in mine.parent.glob("*.key_secret")
+            if path.name != f"{SERVER_NAME}.key_secret"
+        )
+        if others:
+            raise LuvnetError(
+                f"{mine}: key file not found; this directory holds the client pair(s) "
+                f"{', '.join(others)}: pass --client {others[0]}"
+            )
     server = pick(server_public_file, f"{SERVER_NAME}.key")
     public, secret = _load(mine, secret=True)
     server_public, _ = _load(server, secret=False)

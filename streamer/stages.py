@@ -148,7 +148,7 @@ class HeadStage:
 @dataclass(frozen=True)
 class Scores:
     probabilities: np.ndarray  # [P] float
-    attention: np.ndarray  # [P, L] float16: per-pattern sum over heads (spec §5)
+    attention: np.ndarray  # [P, L] float16: per-pattern sum over heads (docs/model.md)
     fill: int
 
 

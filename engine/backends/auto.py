@@ -1,9 +1,9 @@
 """``auto``: pick a backend and say why.
 
-On CUDA the order is fixed by what is known to be fastest there (spec §6): tensorrt, then
-inductor, then eager; the first that loads and passes parity wins. On the CPU no order is
-safe to assume (inductor and ONNX Runtime beat eager on some trunks and not on others), so
-every verified candidate is timed briefly and the fastest wins.
+On CUDA the order is fixed by what is known to be fastest there (docs/model.md, "Reference
+figures"): tensorrt, then inductor, then eager; the first that loads and passes parity wins. On the
+CPU no order is safe to assume (inductor and ONNX Runtime beat eager on some trunks and not on
+others), so every verified candidate is timed briefly and the fastest wins.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Where compiled artefacts live and what they are keyed by.
 
 The cache root is a directory the user owns: ``$XDG_CACHE_HOME/luvnet`` or
-``~/.cache/luvnet`` (never /tmp, which torch-tensorrt defaults to; spec §7). Each backend
-uses a subdirectory (``trt/``, ``onnx/``) holding one directory per key. A key hashes
-everything that makes an artefact invalid: the weights and config (model fingerprint),
-the fixed shapes, the precision and the versions of the tools that built it.
+``~/.cache/luvnet`` (never /tmp, which torch-tensorrt defaults to; docs/model.md, "Known pitfalls").
+Each backend uses a subdirectory (``trt/``, ``onnx/``) holding one directory per key. A key hashes
+everything that makes an artefact invalid: the weights and config (model fingerprint), the fixed
+shapes, the precision and the versions of the tools that built it.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Encoder on [1, 3, S, S]; head on [1, L, D] plus the mask as an input of fixed shape [1, L]
 (the streamer sends a padded window with a mask until the window fills, then a full one:
 both are values of one static graph, so neither recompiles). On CUDA the default mode is
-``reduce-overhead`` (CUDA graphs; the launch-bound trunk gains the most, spec §6); on CPU
-plain inductor. Inductor's own on-disk caches (``TORCHINDUCTOR_CACHE_DIR``) make the
-second start-up much faster than the first.
+``reduce-overhead`` (CUDA graphs; the launch-bound trunk gains the most, docs/model.md, "Reference
+figures"); on CPU plain inductor. Inductor's own on-disk caches (``TORCHINDUCTOR_CACHE_DIR``) make
+the second start-up much faster than the first.
 """
 
 from __future__ import annotations

@@ -5,19 +5,19 @@ cannot be installed there); see docs/backends.md for how to verify it on a GPU m
 
 Per graph (encoder [1, 3, S, S]; head [1, L, D] + bool mask [1, L]): ``torch.export``,
 then ``torch_tensorrt.dynamo.compile(..., min_block_size=1)`` (small graphs otherwise fall
-back to PyTorch in pieces, spec §7), then ``torch_tensorrt.save(...,
+back to PyTorch in pieces, docs/model.md, "Known pitfalls"), then ``torch_tensorrt.save(...,
 output_format="exported_program")`` into ``<cache>/trt/<key>/`` and
 ``torch_tensorrt.load(...).module()`` on the next start. The key covers the model
 fingerprint, GPU name and compute capability, TensorRT / torch-tensorrt / torch versions,
 precision and shapes. The TensorRT timing cache sits next to it, per GPU and TensorRT
 version (torch-tensorrt's default is under /tmp).
 
-fp16 across torch-tensorrt versions (spec §7): the module and its float inputs are cast to
-half in every version, so with explicit typing (the default from 2.10, the only mode from
-2.13, where ``enabled_precisions`` is no longer a parameter and is ignored) the engine is
-fp16 by construction; up to 2.9 (weak typing) ``enabled_precisions={torch.half}`` is also
-passed, because without it TensorRT may not pick fp16 kernels. Keyword arguments the
-installed ``compile`` does not declare are dropped (and logged), never passed blindly.
+fp16 across torch-tensorrt versions (docs/model.md, "Known pitfalls"): the module and its float
+inputs are cast to half in every version, so with explicit typing (the default from 2.10, the only
+mode from 2.13, where ``enabled_precisions`` is no longer a parameter and is ignored) the engine is
+fp16 by construction; up to 2.9 (weak typing) ``enabled_precisions={torch.half}`` is also passed,
+because without it TensorRT may not pick fp16 kernels. Keyword arguments the installed ``compile``
+does not declare are dropped (and logged), never passed blindly.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Clips of preprocessed frames for training and evaluation (spec §3 of
-``../shared/docs/luvnet-spec.md``).
+"""Clips of preprocessed frames for training and evaluation (docs/model.md, "Clips").
 
 * :func:`clip_spans`: L = 30 consecutive frames every 24 (``ModelConfig.clip_length`` and
   ``clip_step``); the last short clip is padded by repeating its final frame and masked.

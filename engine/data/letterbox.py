@@ -1,6 +1,7 @@
 """Letterbox (crop, resize keeping the aspect ratio, centre on black) as a gather and two
 weighted sums, in torch, so that it runs wherever the frame is: on the CPU for the clip cache
-and the CPU stream, on the GPU for a stream that uploads the raw grey frame (spec §3).
+and the CPU stream, on the GPU for a stream that uploads the raw grey frame (docs/model.md,
+"Videos and preprocessing").
 
 Each axis of the S x S canvas gets *taps*: for output pixel i the K source indices and K
 weights it sums (zero weights on the black border). Shrinking uses area weights (the overlap

@@ -1,6 +1,6 @@
 """The one preprocessing path shared by training, evaluation and the live streamer.
 
-Spec ``../shared/docs/luvnet-spec.md`` §3: crop to the imaging sector (drop scanner UI and
+docs/model.md, "Data and training protocol": crop to the imaging sector (drop scanner UI and
 text), resize keeping the aspect ratio onto a black S x S canvas, grey replicated to 3
 channels, ImageNet mean/std. It is split in two on purpose:
 

@@ -1,6 +1,6 @@
 """Patient-level splits: a held-out test set plus K cross-validation folds on the rest.
 
-Spec ``../shared/docs/luvnet-spec.md`` §3: strictly by patient; 10% of patients held out as
+docs/model.md, "Splits": strictly by patient; 10% of patients held out as
 test, 5-fold cross-validation on the rest. Deterministic for a given seed and independent of
 the order the patients are listed in (they are sorted before the seeded shuffle).
 

@@ -1,4 +1,4 @@
-"""Per-frame attention curves of a video (spec §5 of ``../shared/docs/luvnet-spec.md``).
+"""Per-frame attention curves of a video (docs/model.md, "Attention curves").
 
 For each clip and pattern p: alpha_t^p = sum over heads of the attention weights a_{t,k}^p,
 min-max normalised over the clip's real frames. A video longer than one clip has overlapping

@@ -1,6 +1,6 @@
 """Per-pattern attention curves of one video as a PNG figure (``luvnet attention``).
 
-The figure of spec §5 (``../shared/docs/luvnet-spec.md``), drawn with OpenCV: one panel per
+The figure of docs/model.md, "Attention curves", drawn with OpenCV: one panel per
 pattern with alpha_t (attention summed over heads, min-max normalised per clip; see
 :mod:`engine.attention_curves`) against the frame index, the top-3 frames marked and shown as
 thumbnails, each clip's probability, and the ground truth shaded when ``--manifest`` knows it.

@@ -1,4 +1,4 @@
-"""The paper's metric protocol (``../shared/docs/luvnet-spec.md`` section 4), over all patterns.
+"""The paper's metric protocol (docs/model.md, "Metrics"), over all patterns.
 
 The statistics of one pattern (Mann-Whitney AUC, DeLong variance and test, Youden threshold,
 sensitivity/specificity/F1) live in :mod:`~luvnet.engine.evaluation.roc`; this module applies

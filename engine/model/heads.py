@@ -63,7 +63,7 @@ class TemporalBranch(nn.Module):
 
 
 class PatternAttention(nn.Module):
-    """One learned query per (pattern, head) attending over frames (spec §2.3).
+    """One learned query per (pattern, head) attending over frames (docs/model.md, "Architecture").
 
     No key/value projections: frame features are cut into ``num_heads`` chunks of size
     D / num_heads, scored against the queries, softmaxed over time and pooled.
@@ -89,7 +89,7 @@ class PatternAttention(nn.Module):
 
 
 class LUVNetHead(nn.Module):
-    """Temporal branch + pattern attention, fused by sum, then the classifier (spec §2)."""
+    """Temporal branch + pattern attention, summed, then the classifier (docs/model.md)."""
 
     def __init__(
         self,

@@ -1,11 +1,11 @@
 """Exact incremental head for streaming: one new frame embedding in, the window's logits out.
 
 BatchNorm (eval) and ReLU act per time step, so the temporal Conv1d can be assembled from
-cached per-frame products (spec §2, last paragraph). For each frame ``t`` we cache its
-``k`` tap products ``W_j h_t`` (one [k*D, D] x [D] multiply: exactly the new frame's share of
-the convolution). A conv output position ``p`` is the sum of the taps of the frames within
-``k // 2`` of it; when the window slides, only positions near its two edges change, and
-those are re-summed from cached taps (additions only, no drift from add/subtract).
+cached per-frame products (docs/model.md, "One head for training, evaluation and the stream"). For
+each frame ``t`` we cache its ``k`` tap products ``W_j h_t`` (one [k*D, D] x [D] multiply: exactly
+the new frame's share of the convolution). A conv output position ``p`` is the sum of the taps of
+the frames within ``k // 2`` of it; when the window slides, only positions near its two edges
+change, and those are re-summed from cached taps (additions only, no drift from add/subtract).
 
 Variants without a temporal branch have nothing to cache beyond the embeddings, so their
 state reruns the (cheap) head over the window.

@@ -1,4 +1,4 @@
-"""BCE-with-logits over known labels only (spec §3): NaN labels are unknown, not negative."""
+"""BCE-with-logits over known labels only (docs/model.md, "Training"): NaN = unknown, not 0."""
 
 from __future__ import annotations
 

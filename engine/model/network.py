@@ -100,7 +100,7 @@ def build_luvnet(
     weights: str | Path | None = None,
     **config: Any,
 ) -> LUVNet:
-    """LUV-Net (spec §2); ``temporal=False`` gives the 'w/o temporal' ablation."""
+    """LUV-Net (docs/model.md, "Architecture"); ``temporal=False``: the 'w/o temporal' one."""
     if not temporal:
         return build_luvnet_no_temporal(
             backbone,

@@ -11,7 +11,13 @@ import argparse
 from pathlib import Path
 
 from luvnet.bench.run import BenchSettings, print_report, run_bench
-from luvnet.commands.options import checked, frame_size
+from luvnet.commands.options import (
+    checked,
+    device_name,
+    frame_size,
+    nonnegative_int,
+    positive_int,
+)
 from luvnet.engine.errors import LuvnetError
 from luvnet.streamer.stages import HEAD_MODES
 
@@ -25,10 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--source", default="phantom:0", help="frames to feed (URI)")
     parser.add_argument("--size", default="924x1232", help="phantom frame size HxW")
-    parser.add_argument("--frames", type=int, default=60, help="measured frames per mode")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--naive-frames", type=int, default=5, help="measured naive frames")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--frames", type=positive_int, default=60, help="measured frames per mode")
+    parser.add_argument(
+        "--warmup", type=nonnegative_int, default=10, help="unmeasured frames first"
+    )
+    parser.add_argument(
+        "--naive-frames", type=positive_int, default=5, help="measured naive frames"
+    )
+    parser.add_argument("--device", default="auto", type=device_name, help="auto | cpu | cuda[:N]")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     parser.add_argument("--backends", default="eager", help="comma list: eager,inductor,...")
     parser.add_argument("--paced", default="", help="comma list of fps for paced runs, e.g. 30,60")
@@ -43,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="replay",
         choices=("replay", "live"),
         help="replay: --source's frames decoded beforehand and replayed from memory at the "
-        "pace, as a capture card delivers them (default); live: the source itself, paced",
+        "pace, as a capture card delivers them; live: the source itself, paced",
     )
     parser.add_argument(
         "--paced-head",

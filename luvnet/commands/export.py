@@ -22,14 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=("onnx",), help="output format")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
     parser.add_argument("--out", required=True, help="output directory (created if missing)")
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
-    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     parser.add_argument(
         "--exporter",
         default="torchscript",
         choices=EXPORTERS,
-        help="torch's legacy TorchScript exporter (default) or the dynamo one (needs onnxscript)",
+        help="torchscript: torch's legacy exporter; dynamo: the new one (needs onnxscript)",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
 

@@ -1,7 +1,8 @@
 """``luvnet listen``: a live text view of the score stream (see luvnet.plugins.consumers.listen).
 
-Usage: ``luvnet listen [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR] [--count N]
-[--timeout S]``. Ctrl-C or SIGTERM ends it cleanly with 0.
+Usage: ``luvnet listen [--endpoint tcp://127.0.0.1:5555] [--topic-prefix P] [--curve-keys DIR
+[--client NAME]] [--count N] [--timeout S]``. Ctrl-C or SIGTERM ends it cleanly with 0; no
+message for ``--timeout`` seconds is an error (2, one line).
 """
 
 from __future__ import annotations

@@ -31,6 +31,13 @@ class CommandFormatter(logging.Formatter):
         return self.prefix + message
 
 
+def on_terminal() -> bool:
+    """Whether a person is likely watching stderr. "Please wait" notices (a slow import, a model
+    being built) are shown only then: a log file or a script reading stderr gets results and
+    errors, and a bad input's error stays the one line it is."""
+    return sys.stderr.isatty()
+
+
 def configure_logging(command: str, level: int = logging.INFO) -> None:
     """Send every ``luvnet.*`` logger to stderr in the command-line format, at ``level``.
 

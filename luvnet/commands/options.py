@@ -7,11 +7,17 @@ Each is an ``argparse`` ``type=`` callable, so a bad value is a usage error at p
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.protocol import DEFAULT_ENDPOINT, ProtocolError, check_topic_prefix
+from luvnet.streamer.schema import check_stream_id
+from luvnet.streamer.sources import available_sources, split_uri
 
 T = TypeVar("T")
 
@@ -49,6 +55,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (seconds where 0 means "do not wait"); refuses nan and inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
 def crop_box(text: str) -> tuple[int, int, int, int]:
     """A fixed sector box ``X,Y,W,H`` in source pixels: x, y >= 0 and w, h >= 1."""
     try:
@@ -68,6 +85,118 @@ def frame_size(text: str) -> tuple[int, int]:
     if not sep or not h.isdigit() or not w.isdigit() or int(h) < 1 or int(w) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW such as 924x1232, got {text!r}")
     return int(h), int(w)
+
+
+def fourcc(text: str) -> str:
+    """A capture pixel format: exactly 4 printable ASCII characters, such as ``MJPG``, ``YUYV``."""
+    if len(text) != 4 or not all(" " <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            f"expected 4 characters such as MJPG or YUYV (a FOURCC code), got {text!r}"
+        )
+    return text
+
+
+def stream_id(text: str) -> str:
+    """A stream id: 1..64 of ``[A-Za-z0-9_-]`` (it is a word of the topic), such as ``bed1``."""
+    try:
+        return check_stream_id(text)
+    except ProtocolError:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 64 letters, digits, '_' or '-' such as bed1, got {text!r}"
+        ) from None
+
+
+def topic_prefix(text: str) -> str:
+    """A topic prefix: dot-separated ``[A-Za-z0-9_-]`` words, such as ``luvnet.ward3``."""
+    try:
+        return check_topic_prefix(text)
+    except ProtocolError:
+        raise argparse.ArgumentTypeError(
+            f"expected dot-separated words of letters, digits, '_' or '-' such as luvnet.ward3, "
+            f"got {text!r}"
+        ) from None
+
+
+def client_name(text: str) -> str:
+    """A CURVE client key name: 1..64 of ``[A-Za-z0-9_-]``, not ``server``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text) or text == "server":
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 64 letters, digits, '_' or '-' (not 'server'), got {text!r}"
+        )
+    return text
+
+
+def device_name(text: str) -> str:
+    """Where the model runs: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine
+    has that device is checked when the model loads)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def zmq_endpoint(text: str) -> str:
+    """A ZeroMQ address: ``tcp://HOST:PORT`` (an IPv6 host in brackets, ``tcp://[::1]:5555``),
+    ``ipc://PATH`` or ``inproc://NAME``. Whether other hosts may reach it is the publisher's
+    check (``--allow-remote``)."""
+    example = f"such as {DEFAULT_ENDPOINT} or tcp://[::1]:5555"
+    transport, sep, address = text.partition("://")
+    if not sep or not address or transport not in ("tcp", "ipc", "inproc"):
+        raise argparse.ArgumentTypeError(
+            f"expected tcp://HOST:PORT, ipc://PATH or inproc://NAME {example}, got {text!r}"
+        )
+    if transport != "tcp":
+        return text
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise argparse.ArgumentTypeError(
+            f"expected tcp://HOST:PORT with a port 1..65535 {example}, got {text!r}"
+        )
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            ok = False
+        else:
+            ok = host.endswith("]")
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"expected an IPv6 address in brackets such as tcp://[::1]:5555, got {text!r}"
+            )
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(
+            f"write an IPv6 address in brackets, tcp://[{host}]:{port}, got {text!r}"
+        )
+    return text
+
+
+def source_uri(text: str) -> str:
+    """A frame source whose scheme is installed (``phantom:7``, ``file:scan.mp4``, ``device:0``,
+    ``rtsp://...``); whether it opens is the source's own check when the stream starts."""
+    scheme, _ = split_uri(text)
+    schemes = available_sources()
+    if scheme not in schemes:
+        raise argparse.ArgumentTypeError(
+            f"unknown scheme {scheme!r} in {text!r}; expected one of {', '.join(sorted(schemes))} "
+            "(e.g. phantom:7, file:scan.mp4, device:0)"
+        )
+    return text
+
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi")  # containers OpenCV writes mp4v to
+
+
+def video_out(text: str) -> Path:
+    """A video file to write: a suffix OpenCV can write (``.mp4``, ...) in an existing folder."""
+    path = Path(text)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise argparse.ArgumentTypeError(
+            f"expected a video file name ending in {', '.join(VIDEO_SUFFIXES)}, got {text!r}"
+        )
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"folder {str(path.parent)!r} does not exist (create it first), got {text!r}"
+        )
+    return path
 
 
 def checked(option: str, parse: Callable[[str], T], text: str) -> T:

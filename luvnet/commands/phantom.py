@@ -28,22 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add = parser.add_argument
     add("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
-    add("--videos", type=int, default=8, metavar="N", help="number of videos (default 8)")
-    add("--seconds", type=float, default=6.0, metavar="S", help="length of each (default 6)")
-    add("--seed", type=int, default=0, metavar="K", help="seed of the set (default 0)")
+    add("--videos", type=int, default=8, metavar="N", help="number of videos")
+    add("--seconds", type=float, default=6.0, metavar="S", help="length of each, seconds")
+    add("--seed", type=int, default=0, metavar="K", help="seed of the set")
     add(
         "--size",
         default="x".join(map(str, NATIVE_SIZE)),
         metavar="HxW",
-        help="frame size, even numbers (default 924x1232, the paper's scanner)",
+        help="frame size, even numbers; 924x1232 is the paper's scanner",
     )
-    add("--fps", type=float, default=DEFAULT_FPS, metavar="F", help="frame rate (default 30)")
+    add("--fps", type=float, default=DEFAULT_FPS, metavar="F", help="frame rate")
     add(
         "--videos-per-patient",
         type=int,
         default=1,
         metavar="M",
-        help="videos sharing one synthetic patient's anatomy (default 1)",
+        help="videos sharing one synthetic patient's anatomy",
     )
 
 

@@ -1,8 +1,11 @@
 """``luvnet record``: append every message of the score stream to a JSON Lines file.
 
-Usage: ``luvnet record --out FILE [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR]
-[--count N] [--duration S]``. The file's format: luvnet.plugins.consumers.record. Ctrl-C or
-SIGTERM ends the recording cleanly (file flushed and closed) with 0.
+Usage: ``luvnet record --out FILE [--endpoint tcp://127.0.0.1:5555] [--curve-keys DIR
+[--client NAME]] [--count N] [--duration S] [--timeout S]``. The file's format:
+luvnet.plugins.consumers.record. It ends with 0 when the stream ends (its final status; not
+with ``--follow``), after
+N scores or S seconds, or on Ctrl-C or SIGTERM (file flushed and closed); with 2 and one line
+when no message came for ``--timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--count", type=positive_int, metavar="N", help="stop after N score messages"
     )
     parser.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="S",
+        help="fail when no message arrives for S seconds (default: wait forever)",
+    )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep recording after the stream ends (across publisher restarts) until Ctrl-C, "
+        "--count or --duration",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,5 +50,7 @@ def run(args: argparse.Namespace) -> int:
             stop=signals.stop,
             count=args.count,
             duration_s=args.duration,
+            timeout_s=args.timeout,
+            follow=args.follow,
         )
     return 0

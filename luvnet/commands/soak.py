@@ -21,9 +21,11 @@ from pathlib import Path
 
 from luvnet.bench.soak import SoakSettings, passed, print_report, run_soak, write_report
 from luvnet.commands.logs import configure_logging
-from luvnet.commands.options import checked, frame_size
+from luvnet.commands.options import checked, device_name, frame_size
 from luvnet.commands.signals import StopOnSignal
+from luvnet.commands.stream import BACKENDS
 from luvnet.engine.errors import LuvnetError
+from luvnet.streamer.stages import HEAD_MODES
 
 HELP = "stream for a long time and check memory, sequence gaps and drop accounting"
 PROG = "python -m luvnet.commands.soak"
@@ -48,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="block policy: score every frame instead of pacing and dropping",
     )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--backend", default="eager")
-    parser.add_argument("--head", default="auto", dest="head_mode")
+    parser.add_argument("--device", default="auto", type=device_name, help="auto | cpu | cuda[:N]")
+    parser.add_argument("--backend", default="eager", choices=BACKENDS)
+    parser.add_argument("--head", default="auto", choices=("auto", *HEAD_MODES), dest="head_mode")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between samples")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""``luvnet train --manifest M --out RUN [options]``: cross-validated training (spec §3).
+"""``luvnet train --manifest M --out RUN [options]``: cross-validated training (docs/model.md).
 
 Parses the options into :class:`~luvnet.engine.training.settings.TrainSettings` (one field
 per option, same name) and calls :func:`luvnet.engine.training.folds.train`, which checks
@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument(
         "--lr-schedule",
         default="plateau",
-        help="plateau (default: --lr-decay after --lr-patience bad epochs; constant when "
+        help="plateau (--lr-decay after --lr-patience bad epochs; constant when "
         "--lr-patience is 0, the paper's) or linear (decay to 0 over --max-minutes or "
         "--epochs, whichever ends first: for fixed-budget training from scratch)",
     )
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="re-estimate BatchNorm statistics on N training batches before each validation "
-        "(for high-lr training from scratch; default 0 = off, the paper's protocol)",
+        "(for high-lr training from scratch; 0 = off, the paper's protocol)",
     )
     run_group.add_argument(
         "--cache", type=Path, default=None, help="frame cache folder (default $LUVNET_CACHE)"

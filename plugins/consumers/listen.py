@@ -4,7 +4,8 @@ One line on stdout per score message (seq, frame, window fill, each pattern's sc
 when it reaches its threshold, capture-to-publish latency, frames dropped per the last status),
 one per status message, one per seq gap. Setting the stop flag (the command's SIGINT/SIGTERM)
 ends it within ``POLL_MS``; a summary of messages, gaps and skipped malformed messages is
-logged at the end.
+logged at the end. While nothing has arrived it logs what it waits for (endpoint, topic
+prefix) after a second, then every 10 s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from luvnet.streamer.client import Gap, ScoreSubscriber
 from luvnet.streamer.protocol import DEFAULT_STREAM_ID, ScoreMessage, StatusMessage
 
 log = logging.getLogger(__name__)
+
+# While nothing has arrived: say what is awaited after a second (a running stream sends a
+# status message every second, so a working setup never sees it), then every 10 s.
+WAITING_NOTICE_S = 1.0
+WAITING_REMINDER_S = 10.0
 
 
 def _stream(msg: ScoreMessage | StatusMessage) -> str:
@@ -60,6 +66,16 @@ def summary(sub: ScoreSubscriber) -> str:
     return text if sub.last_malformed is None else f"{text} (last: {sub.last_malformed})"
 
 
+def waiting_line(options: SubscriberOptions, waited_s: float) -> str:
+    """What ``listen`` waits for, and what to check, while nothing has arrived."""
+    secure = ", CURVE-encrypted" if options.curve_keys is not None else ""
+    return (
+        f"waiting for messages from {options.endpoint} (topics under {options.topic_prefix}"
+        f"{secure}); nothing for {waited_s:.0f} s: is a `luvnet stream` publishing there "
+        f"(its --bind)?"
+    )
+
+
 def listen(
     options: SubscriberOptions,
     *,
@@ -79,8 +95,14 @@ def listen(
     try:
         with open_subscriber(options, on_gap=lambda g: print(format_gap(g), flush=True)) as sub:
             heard = time.monotonic()
+            next_notice = heard + WAITING_NOTICE_S
             while not stop.is_set() and (count is None or scores < count):
                 msg = sub.recv(POLL_MS)
+                silent = sub.received_count == 0 and sub.malformed_count == 0
+                if msg is None and silent and time.monotonic() >= next_notice:
+                    waited_s = time.monotonic() - heard
+                    log.info("%s", waiting_line(options, waited_s))
+                    next_notice = time.monotonic() + WAITING_REMINDER_S
                 if sub.last_malformed is not None and sub.last_malformed != logged_reason:
                     logged_reason = sub.last_malformed  # once per distinct reason, not per message
                     log.warning("skipped a malformed message: %s", logged_reason)

@@ -8,12 +8,14 @@ subscriber.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from luvnet.engine.data.video import ffmpeg_name
 from luvnet.engine.errors import LuvnetError
 from luvnet.streamer.grabber import GrabbedFrame
 from luvnet.streamer.protocol import ScoreMessage
@@ -24,6 +26,9 @@ LABELS = {
     "consolidation": "Consolidation",
     "pleural_effusion": "Effusion",
 }
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 30.0  # when the source does not say its frame rate
 PANEL_WIDTH = 360
 BAR_COLOURS = [(80, 200, 255), (255, 170, 60), (90, 220, 120), (220, 110, 240)]  # BGR
 
@@ -106,44 +111,87 @@ def render(image: np.ndarray, msg: ScoreMessage, height: int = 480) -> np.ndarra
 
 
 class OverlayWriter:
-    """A pipeline sink: annotates each scored frame and appends it to an mp4 (or a window)."""
+    """A pipeline sink: annotates each scored frame and appends it to a video file, and/or
+    shows it in a window (``window=True``, an OpenCV build with GUI support).
 
-    def __init__(self, path: Path | None, *, fps: float = 30.0, height: int = 480) -> None:
+    The video plays at ``fps``, by default the source's own rate (``GrabbedFrame.fps``, else
+    30). Frames the stream dropped (scoring slower than a live source) are missing from it; the
+    writer counts them from the gaps in the frame numbers and warns once, when closed.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        window: bool = False,
+        fps: float | None = None,
+        height: int = 480,
+    ) -> None:
+        if path is None and not window:
+            raise LuvnetError("overlay: give a video file to write, or ask for a window")
         self.path = path
+        self.window = window
         self.fps = fps
         self.height = height
         self._writer: cv2.VideoWriter | None = None
-        self.frames_written = 0
+        self.frames_written = 0  # frames annotated (written and/or shown)
+        self.frames_seen = 0  # frames the source gave up to the last one annotated
         if path is not None and not path.parent.exists():
             raise LuvnetError(f"--overlay {path}: folder {path.parent} does not exist")
 
     def __call__(self, frame: GrabbedFrame, msg: ScoreMessage) -> None:
         annotated = render(frame.image, msg, self.height)
-        if self.path is None:
+        if self.window:
             cv2.imshow("luvnet overlay", annotated)
             cv2.waitKey(1)
-            return
-        if self._writer is None:
-            size = (annotated.shape[1], annotated.shape[0])
-            self._writer = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size
-            )
-            if not self._writer.isOpened():
-                raise LuvnetError(f"--overlay {self.path}: cannot write an mp4 there")
-        self._writer.write(annotated)
+        if self.path is not None:
+            if self._writer is None:
+                self.fps = self.fps or frame.fps or DEFAULT_FPS
+                size = (annotated.shape[1], annotated.shape[0])
+                writer = cv2.VideoWriter(
+                    ffmpeg_name(self.path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, size
+                )
+                if not writer.isOpened():
+                    raise LuvnetError(f"--overlay {self.path}: cannot write a video there")
+                self._writer = writer
+            self._writer.write(annotated)
         self.frames_written += 1
+        self.frames_seen = max(self.frames_seen, frame.index + 1)
+
+    @property
+    def frames_missing(self) -> int:
+        """Frames the source gave that the stream dropped before scoring them."""
+        return self.frames_seen - self.frames_written
+
+    def summary(self) -> str:
+        """One line: what was written where, at what rate."""
+        if not self.frames_written:
+            return "overlay: no frame was scored; nothing written"
+        where = f"to {self.path} at {self.fps or DEFAULT_FPS:g} fps" if self.path else "shown"
+        return f"overlay: {self.frames_written} frames {where}"
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            if self.frames_missing:
+                log.warning(
+                    "overlay %s has %d of %d frames: %d were dropped because scoring was slower "
+                    "than the source; for a file, pass --as-fast-as-possible to keep every frame",
+                    self.path,
+                    self.frames_written,
+                    self.frames_seen,
+                    self.frames_missing,
+                )
 
 
 def check_window_support() -> None:
     """Raise LuvnetError when this OpenCV build cannot open a window (a headless build)."""
     try:
         cv2.namedWindow("luvnet overlay")
-    except cv2.error as err:
+    except cv2.error:
         raise LuvnetError(
-            "overlay: this OpenCV build has no window support (headless); pass --out FILE.mp4"
-        ) from err
+            "overlay --window: this OpenCV build has no window support (the headless build); "
+            "write a video with --out FILE.mp4 instead"
+        ) from None
+    cv2.destroyWindow("luvnet overlay")

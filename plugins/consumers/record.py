@@ -10,8 +10,12 @@ One JSON object per line, appended (a file can hold several recordings):
 - ``{"kind": "end", "messages", "scores", "gaps", "missed", "malformed", "last_malformed"}``
   when the recording stops.
 
-The file is flushed every ``FLUSH_INTERVAL_S`` and on exit (``count`` score messages,
-``duration_s`` seconds, or the stop flag: the command's SIGINT or SIGTERM). A write failure
+The file is flushed at least every ``FLUSH_INTERVAL_S`` while lines wait, also when no new
+message comes, and on exit. The recording ends when every stream it heard has sent its final
+status (state ``ended`` or ``error``: the publisher's source ended, ``--max-frames`` or a
+stop; not with ``follow``, which records across publisher restarts), after ``count`` score
+messages or ``duration_s`` seconds, on the stop flag (the command's SIGINT or SIGTERM), or
+with an error after ``timeout_s`` without a message. A write failure
 (disk full, read-only place) stops the recording with a one-line error; a line the disk took
 only part of is cut off, so every line left in the file is whole JSON.
 """
@@ -28,9 +32,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.plugins.consumers.common import POLL_MS, SubscriberOptions, open_subscriber
+from luvnet.plugins.consumers.common import (
+    FINAL_STATES,
+    POLL_MS,
+    SubscriberOptions,
+    open_subscriber,
+)
 from luvnet.streamer.client import Gap, ScoreSubscriber
-from luvnet.streamer.protocol import SCORES
+from luvnet.streamer.protocol import SCORES, StatusMessage
 
 FLUSH_INTERVAL_S = 1.0
 
@@ -48,6 +57,7 @@ class JsonlWriter:
         except OSError as err:
             raise LuvnetError(f"--out {path}: cannot open for appending ({err.strerror})") from None
         self._flushed_at = time.monotonic()
+        self._pending = False  # lines written since the last flush
         self._torn = False
 
     def _failed(self, err: OSError) -> LuvnetError:
@@ -59,12 +69,23 @@ class JsonlWriter:
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
         try:
             self._file.write(line + "\n")
-            if time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
-                self._file.flush()
-                self._flushed_at = time.monotonic()
         except OSError as err:
             raise self._failed(err) from None
         self.lines += 1
+        self._pending = True
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush when lines have waited FLUSH_INTERVAL_S; call it also when nothing arrives,
+        so the last messages of a stream that went quiet reach the file within a second."""
+        assert self._file is not None, "flush after close"
+        if self._pending and time.monotonic() - self._flushed_at >= FLUSH_INTERVAL_S:
+            try:
+                self._file.flush()
+            except OSError as err:
+                raise self._failed(err) from None
+            self._flushed_at = time.monotonic()
+            self._pending = False
 
     def close(self) -> None:
         """Flush, sync a regular file to disk, close; raises LuvnetError if that fails."""
@@ -139,19 +160,38 @@ def _record(
     stop: threading.Event,
     count: int | None,
     duration_s: float | None,
-) -> str:
-    """Record until a stop condition; return the summary for the user."""
+    timeout_s: float | None,
+    follow: bool,
+) -> tuple[str, str | None]:
+    """Record until a stop condition; return the summary for the user and the error, if any
+    (no message within ``timeout_s``: the file is closed properly first)."""
     scores = 0
     stop_at = None if duration_s is None else time.monotonic() + duration_s
+    error: str | None = None
+    heard: set[str] = set()  # streams heard from, and those that sent their final status
+    ended: set[str] = set()
     with open_subscriber(options, on_gap=lambda gap: writer.write(gap_record(gap))) as sub:
+        last_heard = time.monotonic()
         while not stop.is_set() and (count is None or scores < count):
             if stop_at is not None and time.monotonic() >= stop_at:
                 break
             msg = sub.recv(POLL_MS)
             if msg is None:
+                writer.flush_if_due()
+                if timeout_s is not None and time.monotonic() - last_heard >= timeout_s:
+                    error = f"no message from {options.endpoint} within {timeout_s:g} s"
+                    break
                 continue
+            last_heard = time.monotonic()
             writer.write(msg.to_dict())
             scores += msg.kind == SCORES
+            heard.add(msg.stream_id)
+            if isinstance(msg, StatusMessage):
+                # A stream that restarts after its end is recorded again.
+                (ended.add if msg.state in FINAL_STATES else ended.discard)(msg.stream_id)
+                if heard <= ended and not follow:
+                    log.info("the stream ended (%s)", ", ".join(sorted(ended)))
+                    break
         writer.write(end_record(sub, scores))
         gaps = "".join(
             f"\n  {gap.stream_id} {gap.kind}: seq {gap.expected}..{gap.got - 1} lost"
@@ -161,7 +201,7 @@ def _record(
             f"recorded {sub.received_count} messages ({scores} scores) to {writer.path}; "
             f"{sub.gap_count} gaps ({sub.missed_count} messages lost), "
             f"{sub.malformed_count} malformed skipped{gaps}"
-        )
+        ), error
 
 
 def record(
@@ -171,20 +211,26 @@ def record(
     stop: threading.Event,
     count: int | None = None,
     duration_s: float | None = None,
+    timeout_s: float | None = None,
+    follow: bool = False,
 ) -> None:
-    """Append the stream to ``out`` until ``stop``, ``count`` score messages or ``duration_s``.
+    """Append the stream to ``out`` until the stream ends (unless ``follow``), ``stop``,
+    ``count`` score messages or ``duration_s`` (see the module docstring).
 
     The summary (messages, gaps, the last ten gaps) is logged at the end.
 
     Raises:
-        LuvnetError: ``out`` cannot be opened or written (the file keeps only whole lines), or
-            bad subscriber options.
+        LuvnetError: no message within ``timeout_s`` seconds (None waits forever; the file is
+            closed with its end line first), ``out`` cannot be opened or written (the file
+            keeps only whole lines), or bad subscriber options.
     """
     writer = JsonlWriter(out)
     try:
-        summary = _record(writer, options, stop, count, duration_s)
+        summary, error = _record(writer, options, stop, count, duration_s, timeout_s, follow)
         writer.close()
     except BaseException:
         writer.discard()
         raise
     log.info("%s", summary)
+    if error is not None:
+        raise LuvnetError(error)

@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from luvnet.engine.data.video import ffmpeg_name
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
@@ -97,7 +98,8 @@ def plan_videos(spec: PhantomSet) -> list[PhantomVideo]:
 
 def _write_video(path: Path, video: PhantomVideo, keep: set[int]) -> dict[int, np.ndarray]:
     height, width = video.size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), video.fps, (width, height))
+    fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+    writer = cv2.VideoWriter(ffmpeg_name(path), fourcc, video.fps, (width, height))
     if not writer.isOpened():
         raise LuvnetError(f"{path}: OpenCV cannot write an mp4v video here (check the folder)")
     kept = {}

@@ -6,7 +6,7 @@ concentric with the probe face and vertical ones (B-lines, rib shadows) become r
 as on a real convex probe. One ``cv2.remap`` per frame converts the polar image to the fan.
 
 The layout is fixed per output size (it is the scanner, not the patient): the native layout is
-drawn for 924 x 1232 (the paper's scanner, ../shared/docs/luvnet-spec.md section 3) and scaled
+drawn for 924 x 1232 (the paper's scanner, docs/model.md "Videos and preprocessing") and scaled
 uniformly, centred, for other sizes.
 """
 

@@ -221,3 +221,49 @@ def test_record_flushes_and_closes_the_file_on_sigint(feed: str, tmp_path: Path)
     messages = [r for r in records if r["kind"] in ("scores", "status")]
     assert records[-1]["kind"] == "end" and records[-1]["messages"] == len(messages)
     assert any(r["kind"] == ScoreMessage.kind for r in messages)
+
+
+def test_record_flushes_while_the_stream_is_quiet_and_ends_with_it(tmp_path: Path) -> None:
+    out = tmp_path / "quiet.jsonl"
+    with ScorePublisher(ANY_PORT) as pub:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "luvnet.cli", "record", "--out", str(out)]
+            + ["--endpoint", pub.endpoint, "--timeout", "120"],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert pub.wait_for_subscriber(60), "record never subscribed"
+            pub.publish(make_status())
+            for frame in range(3):
+                pub.publish(make_score(frame=frame))
+            # Nothing more arrives: the four lines must still reach the file within a second.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(out.read_text().splitlines()) < 4:
+                time.sleep(0.05)
+            assert len(out.read_text().splitlines()) == 4, "unflushed while the stream is quiet"
+            assert proc.poll() is None, "the stream has not ended yet"
+            pub.publish(make_status(state="ended"))
+            _, err = proc.communicate(timeout=30)  # ends by itself, no signal
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    records = read_jsonl(out)
+    assert [r["kind"] for r in records] == ["status", *["scores"] * 3, "status", "end"]
+    assert "the stream ended (default)" in err and "recorded 5 messages (3 scores)" in err
+
+
+def test_record_times_out_with_one_line_error_and_a_closed_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "silent.jsonl"
+    with ScorePublisher(ANY_PORT) as silent:
+        argv = ["record", "--out", str(out), "--endpoint", silent.endpoint, "--timeout", "0.3"]
+        rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.splitlines()[-1] == (
+        f"luvnet record: error: no message from {silent.endpoint} within 0.3 s"
+    )
+    assert [r["kind"] for r in read_jsonl(out)] == ["end"]

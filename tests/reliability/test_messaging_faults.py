@@ -146,7 +146,9 @@ def test_the_publisher_restarts_under_running_subscribers(tiny_checkpoint, short
     # Subscribers first: they wait (ZeroMQ retries the connection) for the stream to appear.
     collector = Collector(endpoint)
     recorder = LuvnetProcess(
-        ["record", "--out", str(recording), "--endpoint", endpoint], tmp_path / "record.log"
+        # --follow: without it the recorder ends with the first stream, as it should.
+        ["record", "--out", str(recording), "--endpoint", endpoint, "--follow"],
+        tmp_path / "record.log",
     )
     args = stream_args(endpoint, tiny_checkpoint, f"file:{short_video}", "--loop")
     streams = []

@@ -19,6 +19,8 @@ from luvnet.streamer.protocol import (
     StatusMessage,
     UnsupportedVersion,
     decode,
+    stream_id_of,
+    stream_prefix,
 )
 from tests.streamer.message_factory import PATTERNS, make_score, make_status
 
@@ -49,7 +51,7 @@ def assert_one_line_error(err: pytest.ExceptionInfo[ProtocolError], field: str) 
         (make_score(window=1, fill=1, stream_id="ward3-bed2"), "luvnet.ward3-bed2"),
         (make_score(window=1024, fill=1024, latency_ms={}), "luvnet"),
         (make_status(seq=9), "luvnet"),
-        (make_status(state="error", last_error="source: timed out"), "luvnet.icu"),
+        (make_status(state="error", last_error="source: timed out", stream_id="icu"), "luvnet.icu"),
         (make_status(state="starting", model_id="", input_fps=0), "luvnet"),
     ],
 )
@@ -59,6 +61,29 @@ def test_round_trip(msg: ScoreMessage | StatusMessage, prefix: str) -> None:
     decoded = decode(frames)
     assert type(decoded) is type(msg)
     assert decoded == msg, f"expected {msg.to_dict()}, got {decoded.to_dict()}"
+
+
+@pytest.mark.parametrize(
+    ("topic_prefix", "stream_id", "topic"),
+    [
+        ("luvnet", "default", b"luvnet.scores"),  # one stream: the short topic
+        ("luvnet", "bed1", b"luvnet.bed1.scores"),  # --stream-id bed1
+        ("luvnet.ward3", "ward3", b"luvnet.ward3.scores"),  # --topic-prefix luvnet.ward3
+        ("luvnet.ward3", "bed1", b"luvnet.ward3.bed1.scores"),  # both
+        ("luvnet.ward3", "default", b"luvnet.ward3.default.scores"),  # never silently "ward3"
+        ("site", "default", b"site.scores"),
+    ],
+)
+def test_one_topic_rule_the_word_before_the_kind_is_the_stream_id(
+    topic_prefix: str, stream_id: str, topic: bytes
+) -> None:
+    frames = make_score(stream_id=stream_id).encode(topic_prefix)
+    assert frames[0] == topic
+    prefix = topic.decode().rpartition(".")[0]
+    assert stream_id_of(prefix) == stream_id == decode(frames).stream_id
+    assert stream_prefix(topic_prefix, stream_id) == prefix
+    # A subscriber to "<topic_prefix>." hears every stream under it (ZeroMQ prefix match).
+    assert topic.startswith(f"{topic_prefix}.".encode())
 
 
 def test_score_wire_layout_and_derived_fields() -> None:

@@ -132,6 +132,10 @@ def test_file_stream_publishes_every_frame(tiny_checkpoint, short_video):
     statuses = sub.of_kind("status")
     assert statuses, "no status message"
     assert statuses[-1]["state"] == "ended" and statuses[-1]["frames_published"] == 45
+    # A final state only after the last score: `luvnet record` stops at the first one.
+    order = [(topic.endswith(b"scores"), body.get("state")) for topic, body in sub.messages]
+    first_final = next(i for i, (_, state) in enumerate(order) if state in ("ended", "error"))
+    assert first_final > max(i for i, (is_score, _) in enumerate(order) if is_score)
 
 
 def test_unreadable_file_reports_and_exits_cleanly(tiny_checkpoint, tmp_path):

@@ -280,7 +280,8 @@ def test_fingerprint_changes_with_any_weight(model):
     assert model_fingerprint(other) != model_fingerprint(model)
 
 
-# torch-tensorrt precision options per version (spec §7), checked without TensorRT.
+# torch-tensorrt precision options per version (docs/model.md, "Known pitfalls"), checked
+# without TensorRT.
 @pytest.mark.parametrize(
     "version, accepted, expected",
     [

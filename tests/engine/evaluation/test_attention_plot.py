@@ -1,4 +1,5 @@
-"""luvnet attention: curve arithmetic (spec §5) and the PNG written through the real CLI."""
+"""luvnet attention: curve arithmetic (docs/model.md, "Attention curves") and the PNG written
+through the real CLI."""
 
 from __future__ import annotations
 
