@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "luvnet.commands.covid_blues_manifest",
         "build a manifest for the COVID-BLUES videos",
     ),
+    "dicom-manifest": (
+        "luvnet.commands.dicom_manifest",
+        "build a manifest (labels to fill in) for a folder of DICOM cine loops",
+    ),
     "export": ("luvnet.commands.export", "export encoder and head to ONNX"),
     "bench": ("luvnet.commands.bench", "latency of the pipeline stages, cached vs naive, backends"),
     "keys": ("luvnet.commands.keys", "create CURVE keys for an authenticated score stream"),
@@ -55,7 +59,7 @@ stream or the built-in phantom and publishes four pattern scores per frame over 
 GROUPS: dict[str, tuple[str, ...]] = {
     "live": ("stream", "listen", "record", "overlay"),
     "models": ("train", "evaluate", "compare", "report", "attention", "info", "export"),
-    "data": ("phantom", "covid-blues-manifest"),
+    "data": ("phantom", "covid-blues-manifest", "dicom-manifest"),
     "tools": ("bench", "keys"),
 }
 FIRST_COMMANDS = (

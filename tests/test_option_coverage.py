@@ -31,7 +31,12 @@ from luvnet.cli import COMMANDS, consumer_commands
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 COMMAND_MODULE = re.compile(r"luvnet\.commands\.\w+")
-MODULE_COMMANDS = ("demo_model", "phantom_speed", "soak")  # python -m luvnet.commands.NAME
+MODULE_COMMANDS = (
+    "decode_speed",
+    "demo_model",
+    "phantom_speed",
+    "soak",
+)  # python -m luvnet.commands.NAME
 
 # (command, option) -> why no test runs it through the command line. Keep each reason true:
 # what makes a CLI test impossible or pointless here, not where else the code is tested.

@@ -9,7 +9,8 @@ the header line), UTF-8 with or without a byte-order mark, UTF-16 with one ("Uni
 CRLF line ends, and empty columns after the last named one.
 
 * ``video``: path relative to the manifest's folder (absolute paths allowed; ``\\`` between
-  folders is read as ``/``); extension one of :data:`engine.video.VIDEO_EXTENSIONS`. Each
+  folders is read as ``/``); extension one of :data:`engine.video.VIDEO_EXTENSIONS`, or
+  any name for a DICOM file (recognised by its content, :func:`engine.data.dicom.is_dicom`). Each
   video at most once. A Windows drive or network path (``C:\\...``) is refused by name.
 * ``patient_id``: any non-empty text; splits are made by patient, never by video.
 * one column per pattern (``engine.config.PATTERNS``), each cell one of
@@ -36,6 +37,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
+from luvnet.engine.data.dicom import is_dicom
 from luvnet.engine.data.video import VIDEO_EXTENSIONS
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_open, read_text
@@ -295,10 +297,11 @@ def _parse_row(
             f"{where}: video '{video_text}' is a Windows path from another machine; copy the "
             f"video here and give its path relative to the manifest's folder (e.g. {example})"
         )
-    elif video.suffix.lower() not in VIDEO_EXTENSIONS:
+    elif video.suffix.lower() not in VIDEO_EXTENSIONS and not is_dicom(video):
+        # DICOM files are often named without an extension (IM0001): the content decides.
         errors.append(
             f"{where}: video {video_text!r} has extension {video.suffix or '(none)'!r}"
-            f"; expected one of {', '.join(VIDEO_EXTENSIONS)}"
+            f"; expected one of {', '.join(VIDEO_EXTENSIONS)}, or a DICOM file"
         )
     elif check_files and not video.is_file():
         errors.append(f"{where}: video file {video_text!r} not found (looked for {video})")

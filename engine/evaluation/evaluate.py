@@ -11,6 +11,10 @@ when its digest matches, so a checkpoint is always scored on the patients it was
 from; older checkpoints that list the ids in clear are read as before. A checkpoint without a
 recorded split uses the manifest's ``split`` column (train/val/test values). Split ``all``
 takes every row, e.g. for an external test set.
+
+Every video of the split is decoded before scoring starts; unreadable ones end the run with
+one error that lists them all, or with ``skip_unreadable`` are left out and listed in
+metrics.json under ``"skipped_videos"`` (:mod:`luvnet.engine.data.unreadable`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
 from luvnet.engine.data.split_record import recorded_patients
+from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.inference import Scored, channels_last, predict
 from luvnet.engine.evaluation.metrics import compute_metrics, write_metrics
@@ -44,11 +49,18 @@ def write_results(
     predictions_path: Path,
     thresholds: Sequence[float | None] | None,
     pattern_names: Sequence[str],
+    skipped: Sequence[SkippedVideo] | None = None,
 ) -> dict[str, Any]:
-    """predictions CSV + metrics.json of one scored split; thresholds None = fit Youden."""
+    """predictions CSV + metrics.json of one scored split; thresholds None = fit Youden.
+
+    ``skipped``: the split's unreadable videos left out (``--skip-unreadable``), recorded as
+    ``"skipped_videos"``: [{"video", "reason"}]; None (not skipping) leaves the key out.
+    """
     write_predictions(predictions_path, scored.clips, scored.labels, scored.probs, pattern_names)
     metrics = compute_metrics(scored.labels, scored.probs, thresholds, pattern_names)
     metrics["loss"] = scored.loss
+    if skipped is not None:
+        metrics["skipped_videos"] = [item.to_dict() for item in skipped]
     write_metrics(metrics_path, metrics)
     return metrics
 
@@ -79,11 +91,13 @@ class Evaluation:
     """What :func:`evaluate` scored: the metrics.json dictionary and how many videos."""
 
     metrics: dict[str, Any]
-    n_videos: int
+    n_videos: int  # scored
     split: str
+    n_skipped: int = 0  # unreadable, left out (--skip-unreadable)
 
     def summary(self) -> str:
-        return summary_line(self.metrics, self.n_videos, self.split)
+        line = summary_line(self.metrics, self.n_videos, self.split)
+        return line + (f"; {self.n_skipped} unreadable video(s) skipped" if self.n_skipped else "")
 
 
 def evaluate(
@@ -98,6 +112,7 @@ def evaluate(
     cache: Path | None = None,
     amp: bool = False,
     threads: int | None = None,
+    skip_unreadable: bool = False,
 ) -> Evaluation:
     """Score ``checkpoint`` on the ``split`` rows of ``manifest``; write both files into ``out``.
 
@@ -106,16 +121,29 @@ def evaluate(
         cache: the frame cache folder (default ``$LUVNET_CACHE``).
         amp: mixed precision.
         threads: torch CPU threads (None: torch's default).
+        skip_unreadable: leave out videos that cannot be decoded (listed in metrics.json)
+            instead of refusing the run.
 
     Raises:
         LuvnetError: a bad checkpoint, manifest or device, or an empty split.
+        UnreadableVideos: some videos of the split cannot be read (all named), without
+            ``skip_unreadable``.
     """
     set_threads(threads)
     torch_device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, map_location=torch_device)
     table = read_manifest(manifest)
     rows = select_rows(table, ckpt.provenance, split, ckpt.path)
-    dataset = clip_dataset(rows, ckpt.config, cache or default_cache_dir())
+    cache_dir = cache or default_cache_dir()
+    rows, skipped = readable_rows(
+        rows, ckpt.config.preprocess, cache_dir, table.path, skip=skip_unreadable
+    )
+    if not rows:
+        raise LuvnetError(
+            f"--split {split}: all {len(skipped)} of its videos in {table.path} are unreadable "
+            "(skipped above); expected at least one that decodes"
+        )
+    dataset = clip_dataset(rows, ckpt.config, cache_dir)
     loader = eval_loader(
         dataset,
         batch_size=batch_size,
@@ -139,6 +167,7 @@ def evaluate(
         out / "predictions.csv",
         list(ckpt.config.thresholds),
         ckpt.config.pattern_names,
+        skipped if skip_unreadable else None,
     )
     recorded = ckpt.provenance.get("manifest_sha256")
     if recorded and recorded != file_sha256(manifest):
@@ -146,7 +175,7 @@ def evaluate(
             "%s differs from the manifest the checkpoint was trained on (SHA-256 mismatch)",
             manifest,
         )
-    return Evaluation(metrics, len(rows), split)
+    return Evaluation(metrics, len(rows), split, len(skipped))
 
 
 def summary_line(metrics: dict[str, Any], n_videos: int, split: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from luvnet.engine.data.unreadable import SkippedVideo
 from luvnet.engine.evaluation.evaluate import write_results
 from luvnet.engine.model.checkpoint import save_checkpoint
 from luvnet.engine.model.config import ModelConfig
@@ -112,6 +113,7 @@ class Checkpointer:
         fingerprint: dict[str, Any],
         provenance: dict[str, Any],
         is_main: bool = True,
+        skipped_val: list[SkippedVideo] | None = None,
     ) -> None:
         self.paths = paths
         self.model = model
@@ -120,6 +122,7 @@ class Checkpointer:
         self.fingerprint = fingerprint
         self.provenance = provenance
         self.is_main = is_main
+        self.skipped_val = skipped_val  # unreadable validation videos left out
 
     def resume(self, clock: FoldClock) -> Progress | None:
         """Load ``last/`` into the model, optimizer, scaler, RNG and ``clock``; returns its
@@ -181,4 +184,5 @@ class Checkpointer:
             self.paths.predictions("val"),
             None,
             names,
+            self.skipped_val,
         )

@@ -29,6 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from luvnet.engine.data.clips import ClipAugment, ClipDataset
+from luvnet.engine.data.unreadable import SkippedVideo
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.inference import RealFrameModel, autocast, channels_last, model_input
 from luvnet.engine.model.config import ModelConfig
@@ -96,6 +97,7 @@ class FoldTrainer:
         provenance: dict[str, Any],
         manifest_root: Path,
         label: str,
+        skipped_val: list[SkippedVideo] | None = None,  # for metrics_val.json
     ) -> None:
         self.model = model.to(device)
         channels_last(self.model)  # in place: Module.to keeps the object
@@ -135,6 +137,7 @@ class FoldTrainer:
             fingerprint=fingerprint,
             provenance=provenance,
             is_main=env.is_main,
+            skipped_val=skipped_val,
         )
         self.progress = Progress()
         self.clock = FoldClock()

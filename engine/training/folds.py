@@ -5,6 +5,11 @@ on the validation loss with patience 50, 10% of patients held out as test, 5 fol
 (or only ``fold``) is trained in turn into ``RUN/fold_<i>/`` (layout in docs/formats.md and
 docs/training.md); rerunning the same settings resumes where it stopped.
 
+Every video of the manifest is decoded (into the frame cache) before any fold is trained:
+unreadable ones end the run with one error naming them all, or with ``skip_unreadable`` are
+left out and recorded in run.json, each checkpoint's provenance and the metrics files
+(``"skipped_videos"``, :mod:`luvnet.engine.data.unreadable`).
+
 Multi-GPU: launch the same command under ``torchrun`` (see :mod:`.distributed`).
 """
 
@@ -23,9 +28,10 @@ import torch
 from luvnet.engine.data.clips import ClipDataset, clip_labels
 from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
-from luvnet.engine.data.manifest import Manifest, read_manifest
+from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
 from luvnet.engine.data.split_record import describe_sets, fold_record, new_salt
 from luvnet.engine.data.splits import Fold, SplitPlan, rows_for, splits_from_manifest
+from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.evaluate import write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
@@ -106,6 +112,7 @@ def write_run_json(
     manifest_sha: str,
     command: str,
     salt: str,
+    skipped: list[SkippedVideo] | None = None,
 ) -> None:
     """``RUN/run.json``; the test patients as a count and a digest, never their ids."""
     test = describe_sets({"test": plan.test}, salt)
@@ -129,6 +136,8 @@ def write_run_json(
         "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
+    if skipped is not None:
+        document["skipped_videos"] = [item.to_dict() for item in skipped]
     write_json(settings.out / "run.json", document, indent=2)
 
 
@@ -138,6 +147,23 @@ def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings, salt: str
     return fold_record(
         plan, fold.index, seed=settings.seed, test_fraction=settings.test_fraction, salt=salt
     )
+
+
+def usable_rows(
+    rows: list[ManifestRow], bad: dict[Path, SkippedVideo], what: str
+) -> tuple[list[ManifestRow], list[SkippedVideo]]:
+    """``rows`` without the skipped unreadable videos ``bad``, and those skipped among them.
+
+    Raises:
+        LuvnetError: every video of a non-empty set was skipped.
+    """
+    kept = [row for row in rows if row.video not in bad]
+    if rows and not kept:
+        raise LuvnetError(
+            f"{what}: all {len(rows)} of its videos are unreadable (skipped above); expected at "
+            "least one that decodes: fix or replace them, or use other --seed/--folds"
+        )
+    return kept, [bad[row.video] for row in rows if row.video in bad]
 
 
 def pos_weights(
@@ -176,20 +202,40 @@ def _train(
     cache = s.cache or default_cache_dir()
     root = manifest.path.resolve().parent
     build_fold_model(config, s.weights, s.seed)  # bad heads/kernel/weights fail here, early
+    _, skipped = readable_rows(
+        manifest.rows,
+        config.preprocess,
+        cache,
+        manifest.path,
+        skip=s.skip_unreadable,
+        quiet=not env.is_main,
+    )
+    bad = {item.path: item for item in skipped}
+    # Splits are drawn from the whole manifest (evaluate redraws them the same way); the sets
+    # then lose their unreadable videos. A set left empty fails here, before any training.
+    test_rows, test_skipped = usable_rows(rows_for(manifest.rows, plan.test), bad, "test set")
+    fold_rows = {}
+    for index in folds:
+        fold = plan.fold(index)
+        fold_rows[index] = (
+            usable_rows(rows_for(manifest.rows, fold.train), bad, f"fold {index} training set"),
+            usable_rows(rows_for(manifest.rows, fold.val), bad, f"fold {index} validation set"),
+        )
+    recorded = skipped if s.skip_unreadable else None
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
-        write_run_json(s, config, plan, manifest_sha, command, salt)
+        write_run_json(s, config, plan, manifest_sha, command, salt, recorded)
         if s.weights is None:
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
-    test_rows = rows_for(manifest.rows, plan.test)
     test_set = clip_dataset(test_rows, config, cache) if test_rows else None
     budget = None if s.max_minutes is None else s.max_minutes * 60.0 / len(folds)
     trained = []
     for index in folds:
         fold = plan.fold(index)
-        train_set = clip_dataset(rows_for(manifest.rows, fold.train), config, cache)
-        val_set = clip_dataset(rows_for(manifest.rows, fold.val), config, cache)
+        (train_rows, _), (val_rows, val_skipped) = fold_rows[index]
+        train_set = clip_dataset(train_rows, config, cache)
+        val_set = clip_dataset(val_rows, config, cache)
         require_clips(train_set, f"fold {index} training set")
         require_clips(val_set, f"fold {index} validation set")
         fit = FitSettings(
@@ -211,18 +257,22 @@ def _train(
             lr_schedule=s.lr_schedule,
             freeze_bn_after=s.freeze_bn_after,
         )
-        extra = {
+        extra: dict[str, Any] = {
             "manifest_sha256": manifest_sha,
             "weights": s.weights,
             "fold": index,
             "world_size": env.world_size,
         }
+        if skipped:  # resuming with other videos readable would train on other data
+            extra["skipped_videos"] = [item.video for item in skipped]
         provenance = default_provenance(s.manifest) | {
             "split": split_record(plan, fold, s, salt),
             "weights": s.weights,
             "lr": s.lr,
             "seed": s.seed,
         }
+        if recorded is not None:
+            provenance["skipped_videos"] = [item.to_dict() for item in recorded]
         paths = FoldPaths(s.out / f"fold_{index}")
         trainer = FoldTrainer(
             model=build_fold_model(config, s.weights, fit.seed),
@@ -237,6 +287,7 @@ def _train(
             provenance=provenance,
             manifest_root=root,
             label=f"fold {index}",
+            skipped_val=val_skipped if recorded is not None else None,
         )
         if env.is_main:
             log.info(
@@ -245,7 +296,15 @@ def _train(
             )  # fmt: skip
         trainer.fit()
         if env.is_main and test_set is not None:
-            evaluate_best(paths, test_set, root, s, device, num_workers)
+            evaluate_best(
+                paths,
+                test_set,
+                root,
+                s,
+                device,
+                num_workers,
+                test_skipped if recorded is not None else None,
+            )
         ddp.barrier(env)
         trained.append(paths.root)
     return trained
@@ -258,8 +317,10 @@ def evaluate_best(
     settings: TrainSettings,
     device: torch.device,
     num_workers: int,
+    skipped: list[SkippedVideo] | None = None,
 ) -> None:
-    """The fold's best checkpoint on the held-out test set, at its stored thresholds."""
+    """The fold's best checkpoint on the held-out test set, at its stored thresholds;
+    ``skipped``: the test set's unreadable videos left out, for metrics_test.json."""
     ckpt = load_checkpoint(paths.best, map_location=device)
     loader = eval_loader(
         test_set, batch_size=settings.batch_size, num_workers=num_workers, pin_memory=False
@@ -280,6 +341,7 @@ def evaluate_best(
         paths.predictions("test"),
         list(ckpt.config.thresholds),
         ckpt.config.pattern_names,
+        skipped,
     )
     macro = metrics["macro_auc"]
     log.info(

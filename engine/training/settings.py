@@ -88,6 +88,8 @@ class TrainSettings:
     freeze_bn_after: float | None = None
     bn_recalibrate: int = 0
     cache: Path | None = None  # frame cache folder; None: $LUVNET_CACHE or the default
+    # unreadable videos: left out and recorded (metrics, provenance); False: refuse the run
+    skip_unreadable: bool = False
 
     def check(self) -> None:
         """Every bad value as one LuvnetError naming its option.

@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--amp", action="store_true", help="mixed precision")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="score the videos that decode and list the others, with why, in metrics.json "
+        "(default: refuse the run, naming every unreadable video)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache,
         amp=args.amp,
         threads=args.threads,
+        skip_unreadable=args.skip_unreadable,
     )
     print(result.summary())
     return 0

@@ -119,6 +119,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--cache", type=Path, default=None, help="frame cache folder (default $LUVNET_CACHE)"
     )
+    run_group.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="train without the videos that do not decode, recording them with why in the "
+        "metrics and the checkpoints (default: refuse the run, naming every one)",
+    )
 
 
 def crop_box(text: str | None) -> tuple[int, int, int, int] | None:

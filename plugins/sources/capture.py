@@ -1,8 +1,8 @@
-"""OpenCV-backed sources: video files, capture devices and network streams.
+"""Video files (through the one file reader, PyAV), capture devices and network streams (OpenCV).
 
 Habits from docs/model.md, "Known pitfalls": V4L2 forced on Linux devices, CAP_PROP_BUFFERSIZE = 1,
-open/read timeouts on network sources. Pacing of file replays lives here; drop accounting lives in
-the grabber.
+open/read timeouts on network sources. Pacing of file replays lives here (by each frame's own
+timestamp); drop accounting lives in the grabber.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import cv2
 
-from luvnet.engine.data.video import ffmpeg_name
+from luvnet.engine.data.video import VideoFile
+from luvnet.engine.errors import LuvnetError
+from luvnet.plugins.sources.pacing import TimestampPacer
 from luvnet.streamer.frame_source import SourceEnded, SourceError, SourceFrame, SourceOptions
 
 
@@ -70,65 +71,80 @@ class _OpenCVSource:
             self._capture = None
 
 
-class FileSource(_OpenCVSource):
-    """A video file replayed at its own frame rate (or as fast as possible), optionally looped."""
+class FileSource:
+    """A video file through the one file reader (:class:`VideoFile`, PyAV), replayed at its own
+    timestamps (or as fast as possible), optionally looped.
+
+    Each frame keeps its true size and carries its presentation time in ``meta["pts_s"]``
+    (seconds, the file's clock) and its index in the pass in ``meta["file_frame"]``. A packet
+    that does not decode is skipped (logged), not the end of the stream. ``--loop`` rewinds
+    to the first frame, verified by timestamp (the reader reopens the file when a seek lands
+    elsewhere).
+    """
 
     retry_open = False  # a missing or undecodable file does not heal by waiting
 
     def __init__(self, path: str | Path, options: SourceOptions) -> None:
-        super().__init__(options)
+        self.options = options
         self.path = Path(path)
         self.name = f"file:{self.path}"
-        self._start_ns = 0
+        self._video: VideoFile | None = None
+        self._fps: float | None = options.fps
+        self._pacer = TimestampPacer()
         self._index = 0
 
-    def _create(self) -> cv2.VideoCapture:
-        if not self.path.is_file():
-            raise SourceError(f"{self.name}: no such file")
-        # FFmpeg first, by absolute name: a relative "P01:L1.mp4" would be read as protocol
-        # "P01", and the default backend order reaches the image-sequence reader, to which a
-        # "%03d" in a name is a pattern. Other backends only for names without "%".
-        capture = cv2.VideoCapture(ffmpeg_name(self.path), cv2.CAP_FFMPEG)
-        if capture.isOpened() or "%" in self.path.name:
-            return capture
-        capture.release()
-        return cv2.VideoCapture(ffmpeg_name(self.path))
+    @property
+    def fps(self) -> float | None:
+        return self._fps
 
     def open(self) -> None:
-        super().open()
+        self.close()
+        if not self.path.is_file():
+            raise SourceError(f"{self.name}: no such file")
+        try:
+            # By content, whatever the name: a replay of a video named .txt still plays.
+            self._video = VideoFile(self.path, skip_corrupt=True, any_extension=True)
+        except LuvnetError as err:
+            raise SourceError(self._named(err)) from None
+        if self._video.fps > 0:
+            self._fps = self._video.fps
         if not self.options.realtime or self._fps is None:
             self._fps = self._fps or 30.0
-        self._start_ns, self._index = time.monotonic_ns(), 0
-        # A file OpenCV "opens" but cannot decode (wrong extension, truncated) fails here.
-        assert self._capture is not None  # set by super().open(), which raises otherwise
-        if self._capture.get(cv2.CAP_PROP_FRAME_COUNT) == 0 and self._read_probe() is None:
-            self.close()
-            raise SourceError(f"{self.name}: not a decodable video")
-
-    def _read_probe(self):
-        image = self._read_image()
-        assert self._capture is not None  # _read_image raises before open
-        self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        return image
+        self._pacer.reset()
+        self._index = 0
 
     def read(self) -> SourceFrame:
-        image = self._read_image()
-        if image is None:
-            if not self.options.loop or self._index == 0:
-                raise SourceEnded(self.name)
-            assert self._capture is not None  # _read_image raises before open
-            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            self._start_ns, self._index = time.monotonic_ns(), 0
-            image = self._read_image()
-            if image is None:
-                raise SourceEnded(self.name)
-        if self.options.realtime and self._fps:
-            due = self._start_ns + int(self._index * 1e9 / self._fps)
-            delay = due - time.monotonic_ns()
-            if delay > 0:
-                time.sleep(delay / 1e9)
+        if self._video is None:
+            raise SourceError(f"{self.name}: read before open")
+        try:
+            frame = self._video.read()
+            if frame is None:
+                if not self.options.loop or self._index == 0:
+                    raise SourceEnded(self.name)
+                self._video.rewind()
+                self._index = 0
+                frame = self._video.read()
+        except LuvnetError as err:
+            raise SourceError(self._named(err)) from None
+        if frame is None:
+            raise SourceEnded(self.name)
+        if self.options.realtime:
+            self._pacer.wait(frame.pts_s)
         self._index += 1
-        return SourceFrame(image=image, meta={"file_frame": self._index - 1})
+        meta: dict[str, object] = {"file_frame": self._index - 1, "pts_s": frame.pts_s}
+        return SourceFrame(image=frame.image, meta=meta)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+            self._video = None
+
+    def _named(self, err: LuvnetError) -> str:
+        # The reader's messages start with the path; the source's name says "file:" first.
+        message = str(err)
+        return (
+            f"file:{message}" if message.startswith(str(self.path)) else f"{self.name}: {message}"
+        )
 
 
 class DeviceSource(_OpenCVSource):

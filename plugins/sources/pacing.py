@@ -1,4 +1,5 @@
-"""Frame pacing shared by the sources that pace themselves (phantom, in-memory replay)."""
+"""Frame pacing shared by the sources that pace themselves: at one rate (phantom, in-memory
+replay) or by each frame's own timestamp (file replay)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,43 @@ class Pacer:
         else:
             time.sleep(max(0.0, self._next_due - now))
         self._next_due += self.period
+
+
+class TimestampPacer:
+    """Hold each frame until its own presentation time comes round on the wall clock, so a
+    variable-frame-rate file replays with its own gaps (33 ms, then 200 ms), not one average.
+
+    The schedule is anchored at the first frame. A step back in time (a loop's restart, a
+    broken timestamp) counts as the previous step; a jump forward longer than ``max_gap_s`` (a
+    timestamp discontinuity) is held ``max_gap_s``. When late by more than a step, the schedule
+    starts afresh at the late frame instead of bursting to catch up.
+    """
+
+    def __init__(self, *, max_gap_s: float = 2.0) -> None:
+        if not max_gap_s > 0:
+            raise ValueError(f"max_gap_s: expected a positive number, got {max_gap_s!r}")
+        self.max_gap_s = max_gap_s
+        self._last: tuple[float, float] | None = None  # (wall due, pts) of the previous frame
+        self._step = 0.0
+
+    def reset(self) -> None:
+        self._last = None
+
+    def wait(self, pts_s: float) -> None:
+        """Sleep until the frame at ``pts_s`` (seconds, the file's clock) is due."""
+        now = time.monotonic()
+        if self._last is None:
+            self._last = (now, pts_s)
+            return
+        last_due, last_pts = self._last
+        step = pts_s - last_pts
+        if step < 0:
+            step = self._step
+        step = min(step, self.max_gap_s)
+        self._step = step
+        due = last_due + step
+        if now - due > max(step, 0.05):
+            due = now  # late: start afresh rather than burst
+        elif due > now:
+            time.sleep(due - now)
+        self._last = (due, pts_s)

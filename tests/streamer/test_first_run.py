@@ -197,7 +197,7 @@ def test_help_is_an_overview_by_group(capsys):
     assert sections["models"] == [
         *("train", "evaluate", "compare", "report", "attention", "info", "export")
     ]
-    assert sections["data"] == ["phantom", "covid-blues-manifest"]
+    assert sections["data"] == ["phantom", "covid-blues-manifest", "dicom-manifest"]
     assert sections["tools"] == ["bench", "keys"]
     assert "luvnet stream --max-frames 300" in out and "luvnet listen" in out
     assert "dispatcher" not in out, "a user's overview, not the module's docstring"
