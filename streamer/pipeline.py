@@ -5,6 +5,8 @@ preprocess -> embed -> head -> postprocess -> publish, timing each stage. A fram
 in any stage is reported (status ``last_error``, a log line) and skipped: the stream never
 dies on one bad frame. A status message goes out every second, also while the source is
 reconnecting, so late subscribers learn the state; a change of source state goes out at once.
+A change of frame size restarts the sector calibration and the window; a status message
+says so at once in ``last_error`` (the wire format's one text field).
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class StreamPipeline:
         self.max_frames = max_frames
         self.counters = StreamCounters()
         self._window_key: tuple[int, int] | None = None
+        self._resize_note: str | None = None  # a size change whose sector is not found yet
+        self._status_now = False  # something to say: publish a status before the next frame
         self._loop_over = False  # run() has left its loop: the next status is the final one
         self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
 
@@ -92,6 +96,7 @@ class StreamPipeline:
         if key != self._window_key:
             self.head.reset()
             self._window_key = key
+        self._note_size_change(frame.index)
         t1 = _mark(sync)
         emb = self.embed(tensor)
         t2 = _mark(sync)
@@ -121,6 +126,32 @@ class StreamPipeline:
             device=self.identity.device,
             stream_id=self.identity.stream_id,
         )
+
+    def _note_size_change(self, index: int) -> None:
+        """Say why the window restarted when the frame size changed: in the status's
+        ``last_error`` (published at once) and the log, at the change and when the sector
+        is found again."""
+        pre = self.preprocess.preprocessor
+        change = self.preprocess.size_changed
+        if change is not None:
+            (h0, w0), (h1, w1) = change
+            self._resize_note = f"frame size changed from {w0}x{h0} to {w1}x{h1} at frame {index}"
+        if self._resize_note is None or (pre.calibrating and change is None):
+            return
+        if pre.calibrating:
+            text = f"{self._resize_note}: window restarted, finding the imaging sector again"
+        else:
+            if pre.box is None:
+                found = "no sector calibration, the full frame is used"
+            else:
+                x, y, w, h = pre.box
+                why = f" ({pre.detection.reason})" if pre.detection is not None else ""
+                found = f"sector found again at x={x} y={y} {w}x{h}{why}"
+            text = f"{self._resize_note}: {found}, window restarted at frame {index}"
+            self._resize_note = None
+        (log.warning if change is not None else log.info)("%s", text)
+        self.counters.last_error = text
+        self._status_now = True
 
     # -- status
     def status(self) -> StatusMessage:
@@ -163,8 +194,12 @@ class StreamPipeline:
             while not stop.is_set():
                 # Every second, and at once when the source changes state (reconnected,
                 # lost): a subscriber should not learn of a reconnect a second late.
-                if time.monotonic() >= next_status or self._state() != last_state:
-                    last_state = self._state()
+                if (
+                    time.monotonic() >= next_status
+                    or self._state() != last_state
+                    or self._status_now
+                ):
+                    last_state, self._status_now = self._state(), False
                     self.publish(self.status())
                     next_status = time.monotonic() + STATUS_INTERVAL_S
                 frame = self.grabber.get(timeout_s=0.05)

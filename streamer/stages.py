@@ -35,8 +35,9 @@ class PreprocessStage:
     resized there (on the H100 the CPU resize of a 924x1232 frame was the stream's largest
     and noisiest stage, p50 2.1 / p99 4.1 ms).
 
-    ``box_version`` changes when the sector crop locks or moves, so the head can restart its
-    window instead of mixing differently cropped frames.
+    ``box_version`` changes when the sector crop locks or moves, or the frame size changes,
+    so the head can restart its window instead of mixing differently cropped frames;
+    ``size_changed`` is ((H, W) before, (H, W) now) on the frame where the size changed.
     """
 
     def __init__(
@@ -64,11 +65,15 @@ class PreprocessStage:
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         gray = self.preprocessor.gray(image)
-        if self.preprocessor.box != self._last_box:
+        if self.preprocessor.box != self._last_box or self.size_changed is not None:
             self._last_box = self.preprocessor.box
             self.box_version += 1
         letterboxed = self.preprocessor.letterbox(self._upload(gray))
         return normalize(letterboxed.unsqueeze(0), self.config, self.dtype)
+
+    @property
+    def size_changed(self) -> tuple[tuple[int, int], tuple[int, int]] | None:
+        return self.preprocessor.size_changed
 
     def _upload(self, gray: np.ndarray) -> torch.Tensor:
         if not self._pin:

@@ -257,7 +257,9 @@ class FramePreprocessor:
     Box precedence: ``box`` argument, then ``cfg.crop_box``, then (``calibrate_frames`` > 0)
     the sector detected from the first ``calibrate_frames`` frames, else the full frame.
     While calibrating, frames are letterboxed uncropped; once locked the box stays fixed so
-    every window of the stream is scaled alike. A change of frame size restarts calibration.
+    every window of the stream is scaled alike. A change of frame size restarts calibration
+    (a fixed box, drawn on frames of the old size, is dropped too) and is reported for that
+    one frame in ``size_changed`` as ((H, W) before, (H, W) now).
     """
 
     def __init__(
@@ -278,11 +280,18 @@ class FramePreprocessor:
         self._locked_shape: tuple[int, int] | None = None
         self.detection: SectorDetection | None = None
         self._letterbox = Letterbox(self.size)
+        self._shape: tuple[int, int] | None = None  # the last frame's (H, W)
+        self.size_changed: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def box(self) -> Box | None:
         """The box in use; ``None`` while uncropped (no box, or still calibrating)."""
         return self._box
+
+    @property
+    def calibrating(self) -> bool:
+        """Frames are being gathered to find the sector (uncropped until it locks)."""
+        return self._acc is not None
 
     def calibrate(self, frames: Sequence[np.ndarray] | np.ndarray) -> SectorDetection:
         """Detect the sector from these frames and lock it now."""
@@ -297,6 +306,15 @@ class FramePreprocessor:
     def gray(self, image: np.ndarray) -> np.ndarray:
         """The grey uint8 [H, W] frame, after the sector calibration has seen it."""
         gray = to_gray_u8(image)
+        shape = (gray.shape[0], gray.shape[1])
+        self.size_changed = None
+        if self._shape is not None and shape != self._shape:
+            self.size_changed = (self._shape, shape)
+            if self._fixed is not None:
+                # A fixed box was drawn on frames of the old size: never crop new ones with it.
+                log.warning("sector crop: box %s dropped, the frame size changed", self._fixed)
+                self._fixed = self._box = None
+        self._shape = shape
         if self._fixed is None and (self.calibrate_frames > 0 or self._locked_shape):
             self._observe(gray)
         return gray
