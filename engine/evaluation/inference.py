@@ -145,7 +145,11 @@ def predict(
     amp: bool = False,
     on_batch: Callable[[], None] | None = None,
 ) -> Scored:
-    """Score every clip (model in eval mode); ``on_batch`` is called after each batch."""
+    """Score every clip (model in eval mode); ``on_batch`` is called after each batch.
+
+    A batch holds uint8 ``frames`` (embedded here) or, from a frozen trunk's cache
+    (:class:`~luvnet.engine.evaluation.embeddings.EmbeddedClips`), float ``emb`` [B, L, D]
+    that go straight to ``model.head``."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -157,7 +161,12 @@ def predict(
     known = 0
     try:
         for batch in batches:
-            logits, _ = score_clips(model, batch["frames"], batch["mask"], preprocess, amp=amp)
+            if "emb" in batch:  # cached embeddings of a frozen trunk (evaluation/embeddings.py)
+                mask = batch["mask"].to(device)
+                with autocast(device, amp):
+                    logits = model.head(batch["emb"].to(device), mask)[0].float()
+            else:
+                logits, _ = score_clips(model, batch["frames"], batch["mask"], preprocess, amp=amp)
             target = batch["labels"].to(device)
             total, count = masked_bce_sum(logits, target, weight)
             loss_sum += total.double()

@@ -47,7 +47,15 @@ def load_run(path: Path, split: str) -> dict[str, Any]:
             f"{path}: no fold_<i> directories; expected RUN/fold_0/metrics_{split}.json"
         )
     metrics = [read_metrics(d / f"metrics_{split}.json") for _, d in folds]
-    return {"label": f"{info['model']} ({info['backbone']})", "path": path, "folds": metrics}
+    return {"label": run_label(info), "path": path, "folds": metrics}
+
+
+def run_label(info: dict[str, Any]) -> str:
+    """``model (backbone, N heads)``: the attention head count N_a of every variant that has
+    attention (not the frame baseline), from run.json's config; omitted where not recorded."""
+    heads = (info.get("config") or {}).get("num_heads")
+    shown = f", {heads} heads" if isinstance(heads, int) and info["model"] != "frame" else ""
+    return f"{info['model']} ({info['backbone']}{shown})"
 
 
 def _read_run_json(path: Path) -> dict[str, Any]:

@@ -128,11 +128,19 @@ def build_frame_baseline(
     return _build("frame", backbone, weights, **config)
 
 
+USVN_HEADS = 32  # attention heads of the USVN authors' runs (training script and notebook)
+
+
 def build_usvn(
-    backbone: str = "densenet161", *, weights: str | Path | None = None, **config: Any
+    backbone: str = "densenet161",
+    *,
+    num_heads: int = USVN_HEADS,
+    weights: str | Path | None = None,
+    **config: Any,
 ) -> LUVNet:
-    """USVN baseline: one query set shared by all patterns, Linear(D -> P)."""
-    return _build("usvn", backbone, weights, **config)
+    """USVN baseline: one query set shared by all patterns, Linear(D -> P); ``num_heads``
+    defaults to its authors' 32 (``ModelConfig``'s 8 is LUV-Net's)."""
+    return _build("usvn", backbone, weights, num_heads=num_heads, **config)
 
 
 VARIANT_BUILDERS = {

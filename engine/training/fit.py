@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from luvnet.engine.data.clips import ClipAugment, ClipDataset
 from luvnet.engine.data.unreadable import SkippedVideo
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.embeddings import EmbeddedClips, HeadOnEmbeddings
 from luvnet.engine.evaluation.inference import RealFrameModel, autocast, channels_last, model_input
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.loss import masked_bce
@@ -87,8 +88,8 @@ class FoldTrainer:
         *,
         model: LUVNet,
         config: ModelConfig,
-        train: ClipDataset,
-        val: ClipDataset,
+        train: ClipDataset | EmbeddedClips,
+        val: ClipDataset | EmbeddedClips,
         paths: FoldPaths,
         settings: FitSettings,
         env: DistEnv,
@@ -109,7 +110,10 @@ class FoldTrainer:
         self.device = device
         self.root = manifest_root
         self.label = label
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        if settings.freeze_encoder:  # the trunk stays as initialised: eval mode, no gradient
+            self.model.encoder.eval().requires_grad_(False)
+        trainable = [q for q in self.model.parameters() if q.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=settings.lr)
         # Loss scaling is for fp16 on CUDA; CPU autocast uses bfloat16, which needs none.
         use_scaler = settings.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -118,7 +122,7 @@ class FoldTrainer:
             if settings.pos_weight is None
             else torch.tensor(settings.pos_weight, dtype=torch.float32, device=device)
         )
-        augment = ClipAugment() if settings.augment else None
+        augment = ClipAugment() if settings.augment and isinstance(train, ClipDataset) else None
         self.train_set = AugmentedClips(train, augment, settings.seed)
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
         self.schedule = Schedule(
@@ -142,7 +146,9 @@ class FoldTrainer:
         self.progress = Progress()
         self.clock = FoldClock()
         self.pin = device.type == "cuda"
-        self.wrapped: torch.nn.Module = RealFrameModel(self.model)
+        self.wrapped: torch.nn.Module = (
+            HeadOnEmbeddings(self.model) if settings.freeze_encoder else RealFrameModel(self.model)
+        )
 
     # --- loop ----------------------------------------------------------------------------
 
@@ -211,7 +217,7 @@ class FoldTrainer:
             enabled=self.env.is_main,
         )
         reserve = self.validation_reserve()
-        train_mode(self.model, p.bn_frozen)
+        self.train_mode()
         self.optimizer.zero_grad(set_to_none=True)
         out_of_time = False
         for batch in loader:
@@ -240,8 +246,17 @@ class FoldTrainer:
         bar.close()
         return out_of_time
 
+    def train_mode(self) -> None:
+        """Train mode, but BatchNorm once frozen, and the whole trunk when it is frozen."""
+        train_mode(self.model, self.progress.bn_frozen)
+        if self.s.freeze_encoder:
+            self.model.encoder.eval()
+
     def train_batch(self, batch: dict[str, Any], group: int, *, sync: bool) -> float:
-        clip = model_input(batch["frames"], self.config.preprocess, self.device)
+        if "emb" in batch:  # frozen trunk: its cached embeddings go to the head
+            clip = batch["emb"].to(self.device, non_blocking=True)
+        else:
+            clip = model_input(batch["frames"], self.config.preprocess, self.device)
         mask = batch["mask"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         no_sync = self.env.enabled and not sync
@@ -291,7 +306,7 @@ class FoldTrainer:
         p = self.progress
         self.recalibrate_batchnorm()
         p.bn_frozen = True
-        train_mode(self.model, p.bn_frozen)
+        self.train_mode()
         self.log(
             f"BatchNorm frozen at epoch {p.epoch + 1}, batch {p.step}: statistics from "
             f"{self.s.bn_recalibrate} training batches"
@@ -299,9 +314,11 @@ class FoldTrainer:
 
     def recalibrate_batchnorm(self) -> None:
         """Precise BN on a fixed, epoch-seeded set of training clips without augmentation."""
+        clips = self.train_set.base
+        assert isinstance(clips, ClipDataset)  # settings refuse it with a frozen encoder
         recalibrate_on_clips(
             self.model,
-            self.train_set.base,
+            clips,
             preprocess=self.config.preprocess,
             device=self.device,
             amp=self.s.amp,

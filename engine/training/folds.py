@@ -33,6 +33,7 @@ from luvnet.engine.data.split_record import describe_sets, fold_record, new_salt
 from luvnet.engine.data.splits import Fold, SplitPlan, rows_for, splits_from_manifest
 from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
 from luvnet.engine.evaluation.evaluate import write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.files import write_json
@@ -45,6 +46,7 @@ from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
+from luvnet.engine.training.init import init_from_checkpoint
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 
@@ -76,7 +78,7 @@ def model_config(settings: TrainSettings) -> ModelConfig:
     return ModelConfig(
         backbone=settings.backbone,
         variant=settings.model,
-        num_heads=settings.num_heads,
+        num_heads=settings.usvn_heads if settings.model == "usvn" else settings.num_heads,
         kernel_size=settings.kernel_size,
         fusion_hidden=settings.fusion_hidden,
         classifier_hidden=settings.classifier_hidden,
@@ -87,12 +89,19 @@ def model_config(settings: TrainSettings) -> ModelConfig:
     )
 
 
-def build_fold_model(config: ModelConfig, weights: str | None, seed: int) -> LUVNet:
+def build_fold_model(
+    config: ModelConfig, weights: str | None, seed: int, settings: TrainSettings | None = None
+) -> tuple[LUVNet, str | None]:
+    """The fold's model, seeded; with ``settings.init`` started from that checkpoint.
+    Returns the model and the init checkpoint's model id (None without ``--init``)."""
     torch.manual_seed(seed)
     try:
-        return build_model(config, weights)
+        model = build_model(config, weights)
     except ValueError as err:  # e.g. --num-heads not dividing the embedding width
         raise LuvnetError(f"model {config.backbone}/{config.variant}: {err}") from None
+    if settings is None or settings.init is None:
+        return model, None
+    return model, init_from_checkpoint(model, settings.init, head=settings.init_head)
 
 
 def plan_splits(manifest: Manifest, settings: TrainSettings) -> tuple[SplitPlan, list[int]]:
@@ -201,7 +210,8 @@ def _train(
         num_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
     cache = s.cache or default_cache_dir()
     root = manifest.path.resolve().parent
-    build_fold_model(config, s.weights, s.seed)  # bad heads/kernel/weights fail here, early
+    # Bad heads/kernel/weights/--init fail here, early.
+    _, init_id = build_fold_model(config, s.weights, s.seed, s)
     _, skipped = readable_rows(
         manifest.rows,
         config.preprocess,
@@ -225,7 +235,9 @@ def _train(
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
         write_run_json(s, config, plan, manifest_sha, command, salt, recorded)
-        if s.weights is None:
+        if init_id is not None:
+            log.info("trunk from checkpoint %s (model id %s)", s.init, init_id)
+        elif s.weights is None:
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
     test_set = clip_dataset(test_rows, config, cache) if test_rows else None
@@ -256,6 +268,7 @@ def _train(
             lr_patience=s.lr_patience,
             lr_schedule=s.lr_schedule,
             freeze_bn_after=s.freeze_bn_after,
+            freeze_encoder=s.freeze_encoder,
         )
         extra: dict[str, Any] = {
             "manifest_sha256": manifest_sha,
@@ -263,6 +276,11 @@ def _train(
             "fold": index,
             "world_size": env.world_size,
         }
+        if s.freeze_encoder:  # only when used: older runs' states still resume
+            extra["freeze_encoder"] = True
+        if init_id is not None:
+            extra["init_model_id"] = init_id
+            extra["init_head"] = s.init_head
         if skipped:  # resuming with other videos readable would train on other data
             extra["skipped_videos"] = [item.video for item in skipped]
         provenance = default_provenance(s.manifest) | {
@@ -271,14 +289,25 @@ def _train(
             "lr": s.lr,
             "seed": s.seed,
         }
+        if init_id is not None:  # the model id, never the checkpoint's path
+            provenance["init"] = {"model_id": init_id, "head": s.init_head}
+        if s.freeze_encoder:
+            provenance["freeze_encoder"] = True
+        model, _ = build_fold_model(config, s.weights, fit.seed, s)
+        train_data: ClipDataset | EmbeddedClips = train_set
+        val_data: ClipDataset | EmbeddedClips = val_set
+        if s.freeze_encoder:
+            embeddings = EmbeddingCache(cache, model, config.preprocess, device)
+            train_data = EmbeddedClips(train_set, embeddings)
+            val_data = EmbeddedClips(val_set, embeddings)
         if recorded is not None:
             provenance["skipped_videos"] = [item.to_dict() for item in recorded]
         paths = FoldPaths(s.out / f"fold_{index}")
         trainer = FoldTrainer(
-            model=build_fold_model(config, s.weights, fit.seed),
+            model=model,
             config=config,
-            train=train_set,
-            val=val_set,
+            train=train_data,
+            val=val_data,
             paths=paths,
             settings=fit,
             env=env,

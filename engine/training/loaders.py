@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from luvnet.engine.data.clips import ClipAugment, ClipDataset
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.embeddings import EmbeddedClips
 from luvnet.engine.training.distributed import DistEnv
 
 
@@ -26,7 +27,9 @@ class AugmentedClips(Dataset):
     """``base[i]`` with a clip-consistent flip/rotation seeded by (seed, epoch, i); no change
     when ``augment`` is None."""
 
-    def __init__(self, base: ClipDataset, augment: ClipAugment | None, seed: int) -> None:
+    def __init__(
+        self, base: ClipDataset | EmbeddedClips, augment: ClipAugment | None, seed: int
+    ) -> None:
         self.base = base
         self.augment = augment
         self.seed = seed

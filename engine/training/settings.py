@@ -41,6 +41,7 @@ class FitSettings:
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
     lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
     freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
+    freeze_encoder: bool = False  # trunk fixed; the head trains on cached embeddings
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,11 @@ class TrainSettings:
     cache: Path | None = None  # frame cache folder; None: $LUVNET_CACHE or the default
     # unreadable videos: left out and recorded (metrics, provenance); False: refuse the run
     skip_unreadable: bool = False
+    # start from a checkpoint: its trunk always, its head with init_head (engine/training/init.py)
+    init: Path | None = None
+    init_head: bool = False
+    freeze_encoder: bool = False  # trunk frozen, head trained on cached per-frame embeddings
+    usvn_heads: int = 32  # attention heads of --model usvn (its authors' runs used 32)
 
     def check(self) -> None:
         """Every bad value as one LuvnetError naming its option.
@@ -106,6 +112,7 @@ class TrainSettings:
         for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
             _positive(name, getattr(self, name))
         _positive("classifier_hidden", self.classifier_hidden)
+        _positive("usvn_heads", self.usvn_heads)
         zero_ok = ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads")
         for name in (*zero_ok, "lr_patience"):
             _positive(name, getattr(self, name), zero_ok=True)
@@ -124,6 +131,27 @@ class TrainSettings:
             raise LuvnetError(f"--fold: expected 0..{self.folds - 1}, got {self.fold}")
         if self.folds < 2:
             raise LuvnetError(f"--folds: expected at least 2, got {self.folds}")
+        self._check_init()
+
+    def _check_init(self) -> None:
+        if self.init is not None and self.weights is not None:
+            raise LuvnetError(
+                "--init: the trunk comes from the checkpoint; drop --weights (or --init)"
+            )
+        if self.init_head and self.init is None:
+            raise LuvnetError("--init-head: needs --init CHECKPOINT (the head to start from)")
+        if not self.freeze_encoder:
+            return
+        if self.augment:
+            raise LuvnetError(
+                "--freeze-encoder: the head trains on cached embeddings of unaugmented frames; "
+                "add --no-augment"
+            )
+        if self.bn_recalibrate or self.freeze_bn_after is not None:
+            raise LuvnetError(
+                "--freeze-encoder: the trunk's BatchNorm statistics stay as initialised; drop "
+                "--bn-recalibrate and --freeze-bn-after"
+            )
 
     def _check_schedule(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:

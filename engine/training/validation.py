@@ -20,6 +20,7 @@ import torch
 from luvnet.engine.data.clips import ClipDataset
 from luvnet.engine.data.datasets import eval_loader
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.embeddings import EmbeddedClips
 from luvnet.engine.evaluation.inference import Scored, predict
 from luvnet.engine.evaluation.metrics import compute_metrics
 from luvnet.engine.model.config import ModelConfig
@@ -59,7 +60,7 @@ class Validation:
 
 def validate(
     model: LUVNet,
-    clips: ClipDataset,
+    clips: ClipDataset | EmbeddedClips,
     config: ModelConfig,
     *,
     root: Path,

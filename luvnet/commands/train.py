@@ -125,6 +125,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train without the videos that do not decode, recording them with why in the "
         "metrics and the checkpoints (default: refuse the run, naming every one)",
     )
+    model.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's trunk (same --backbone and --image-size; the "
+        "head stays random unless --init-head); its model id is recorded",
+    )
+    model.add_argument(
+        "--init-head",
+        action="store_true",
+        help="with --init: take the checkpoint's clip head too (same --model and head sizes)",
+    )
+    opt.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="keep the trunk fixed (eval mode, no gradient) and train only the head on "
+        "per-frame embeddings computed once per video and cached beside the frame cache; "
+        "needs --no-augment",
+    )
+    model.add_argument(
+        "--usvn-heads",
+        type=int,
+        default=32,
+        help="attention heads of --model usvn (default 32, as its authors ran it; "
+        "--num-heads applies to luvnet and no-temporal)",
+    )
 
 
 def crop_box(text: str | None) -> tuple[int, int, int, int] | None:

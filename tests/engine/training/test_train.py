@@ -155,7 +155,7 @@ def test_no_patient_id_in_checkpoints_run_json_or_logs(data, tmp_path: Path):
 def test_report_reads_the_run(trained: Path, split: str, capsys: pytest.CaptureFixture[str]):
     assert main(["report", str(trained), "--split", split]) == 0
     out = capsys.readouterr().out
-    assert "| luvnet (mobilenet_v3_small) | 1 |" in out, out
+    assert "| luvnet (mobilenet_v3_small, 8 heads) | 1 |" in out, out
 
 
 def test_budget_stops_cleanly_and_keeps_a_best_checkpoint(data, tmp_path: Path):
