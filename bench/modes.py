@@ -43,7 +43,10 @@ def run_cached(
     warmup: int,
 ) -> dict[str, list[float]]:
     """Per new frame: preprocess -> one encoder call -> head -> postprocess."""
-    preprocess = PreprocessStage(model.config, device=device, dtype=dtype, calibrate_frames=8)
+    preprocess: PreprocessStage[None] = PreprocessStage(
+        model.config, device=device, dtype=dtype, calibrate_frames=0
+    )
+    preprocess.preprocessor.calibrate(frames)  # the crop rule's box, locked before timing
     embed, head, post = EmbedStage(encode), HeadStage(model, mode=head_mode), PostprocessStage()
     samples: dict[str, list[float]] = defaultdict(list)
     for i, image in enumerate(frames):
@@ -78,7 +81,10 @@ def run_naive(
     measured: int,
 ) -> dict[str, list[float]]:
     """Per new frame: re-encode the whole window (a clip model), then the head."""
-    preprocess = PreprocessStage(model.config, device=device, dtype=dtype, calibrate_frames=8)
+    preprocess: PreprocessStage[None] = PreprocessStage(
+        model.config, device=device, dtype=dtype, calibrate_frames=0
+    )
+    preprocess.preprocessor.calibrate(frames)  # the crop rule's box, locked before timing
     length = model.config.clip_length
     window: deque[torch.Tensor] = deque(maxlen=length)
     samples: dict[str, list[float]] = defaultdict(list)

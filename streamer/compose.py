@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from luvnet.engine.backends import Backend, create_backend
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import Checkpoint, load_checkpoint
 from luvnet.engine.runtime import resolve_device
@@ -40,7 +41,8 @@ class StreamSettings:
     drop_policy: str | None = None  # None: "latest" when realtime, else "block"
     max_frames: int | None = None  # stop after this many frames scored and published
     crop_box: tuple[int, int, int, int] | None = None
-    calibrate_frames: int = 8
+    calibrate_frames: int | None = None  # None: the crop rule's first frames (SectorParams)
+    decimate_above: float = DEFAULT_DECIMATE_ABOVE  # 0 = never decimate (engine/data/timing.py)
     stream_id: str = "default"
     source_options: dict = field(default_factory=dict)
 
@@ -116,11 +118,15 @@ def compose_stream(
     sinks: list[Sink] | None = None,
     source: FrameSource | None = None,
     backend: Backend | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> StreamPipeline:
     """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app);
-    ``backend`` reuses one already loaded for this checkpoint (no second compile)."""
+    ``backend`` reuses one already loaded for this checkpoint (no second compile);
+    ``checkpoint``, loaded from ``settings.checkpoint`` already, is shared with other streams
+    (``luvnet serve``: one model in the process, each stream its own head state)."""
     device = resolve_device(settings.device)
-    checkpoint = load_stream_checkpoint(settings.checkpoint)
+    if checkpoint is None:
+        checkpoint = load_stream_checkpoint(settings.checkpoint)
     check_publishable(checkpoint)
     if settings.precision == "fp16" and device.type != "cuda":
         raise LuvnetError("--precision fp16 needs a CUDA device; use fp32 on the CPU")
@@ -173,4 +179,5 @@ def compose_stream(
         ),
         sinks=sinks,
         max_frames=settings.max_frames,
+        timing=Timing(config.frame_rate, settings.decimate_above),
     )

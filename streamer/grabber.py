@@ -38,6 +38,7 @@ class GrabbedFrame:
     generation: int  # increments after every reconnect
     truth: dict[str, bool] | None
     fps: float | None = None  # the source's nominal frame rate when it knows it
+    pts_s: float | None = None  # presentation time (s, the source's clock) when it gives one
 
 
 class FrameGrabber:
@@ -182,6 +183,7 @@ class FrameGrabber:
                 generation=self.generation,
                 truth=frame.truth,
                 fps=self.source.fps,
+                pts_s=_pts(frame.meta),
             )
             if not self._put(grabbed):
                 return
@@ -191,3 +193,8 @@ class FrameGrabber:
             self.state = state
             self._cond.notify_all()
         self.source.close()
+
+
+def _pts(meta: dict[str, object]) -> float | None:
+    value = meta.get("pts_s")
+    return float(value) if isinstance(value, int | float) else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from luvnet.engine.data.timing import Decimator, Timing
 from luvnet.engine.model.config import ModelConfig
 from luvnet.streamer.grabber import FrameGrabber, GrabbedFrame
 from luvnet.streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
@@ -46,6 +47,7 @@ class StreamIdentity:
 @dataclass
 class StreamCounters:
     published: int = 0
+    decimated: int = 0  # frames left out to match the model's rate (never scored)
     failed_frames: int = 0
     last_error: str | None = None
     started_ns: int = field(default_factory=time.monotonic_ns)
@@ -67,6 +69,7 @@ class StreamPipeline:
         identity: StreamIdentity,
         sinks: list[Sink] | None = None,
         max_frames: int | None = None,
+        timing: Timing | None = None,
     ) -> None:
         self.grabber = grabber
         self.preprocess = preprocess
@@ -79,24 +82,53 @@ class StreamPipeline:
         self.sinks = sinks or []
         self.max_frames = max_frames
         self.counters = StreamCounters()
+        # Decimation to the model's rate (engine/data/timing.py), decided on the first frame,
+        # when the source's rate is known.
+        self.timing = timing or Timing()
+        self.decimator: Decimator | None = None
+        self._generation = 0
         self._window_key: tuple[int, int] | None = None
         self._resize_note: str | None = None  # a size change whose sector is not found yet
+        self._resize_at = 0
         self._status_now = False  # something to say: publish a status before the next frame
         self._loop_over = False  # run() has left its loop: the next status is the final one
         self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
 
     # -- one frame
-    def step(self, frame: GrabbedFrame) -> ScoreMessage:
+    def step(self, frame: GrabbedFrame) -> list[ScoreMessage]:
+        """The messages this frame makes ready: none while the sector calibration holds
+        frames or when the frame is decimated, else this frame's, or every held frame's in
+        order once the sector locks (the held frames are scored, never lost)."""
+        return [self._score(*item) for item in self._ready(frame)]
+
+    def _ready(
+        self, frame: GrabbedFrame
+    ) -> list[tuple[tuple[GrabbedFrame, int], torch.Tensor, int]]:
+        if self.decimator is None or frame.generation != self._generation:
+            # The first frame, or a reconnect (a new clock, perhaps a new rate).
+            self._generation = frame.generation
+            self.decimator = Decimator.for_source(self.timing, frame.fps)
+            if frame.generation == 0:
+                log.info("timing: %s", self.timing.describe(frame.fps))
+        pts = frame.pts_s if frame.pts_s is not None else frame.capture_ns / 1e9
+        if not self.decimator.keep(pts):
+            self.counters.decimated += 1
+            return []
+        ready = self.preprocess.push(frame.image, (frame, time.perf_counter_ns()))
+        self._note_size_change(frame.index, self.preprocess.size_changed)
+        return ready
+
+    def _score(
+        self, tag: tuple[GrabbedFrame, int], tensor: torch.Tensor, box_version: int
+    ) -> ScoreMessage:
+        frame, t0 = tag
         sync = self.preprocess.device.type == "cuda"
         latency: dict[str, float] = {"queue": (time.monotonic_ns() - frame.capture_ns) / 1e6}
-        t0 = time.perf_counter_ns()
-        tensor = self.preprocess(frame.image)
         # A reconnect or a new sector crop starts a new window: never mix the two.
-        key = (frame.generation, self.preprocess.box_version)
+        key = (frame.generation, box_version)
         if key != self._window_key:
             self.head.reset()
             self._window_key = key
-        self._note_size_change(frame.index)
         t1 = _mark(sync)
         emb = self.embed(tensor)
         t2 = _mark(sync)
@@ -105,7 +137,7 @@ class StreamPipeline:
         scores = self.postprocess(logits, attention, fill)
         t4 = time.perf_counter_ns()
         latency.update(
-            preprocess=(t1 - t0) / 1e6,
+            preprocess=(t1 - t0) / 1e6,  # a held frame: from its arrival to its release
             embed=(t2 - t1) / 1e6,
             head=(t3 - t2) / 1e6,
             postprocess=(t4 - t3) / 1e6,
@@ -127,15 +159,17 @@ class StreamPipeline:
             stream_id=self.identity.stream_id,
         )
 
-    def _note_size_change(self, index: int) -> None:
+    def _note_size_change(
+        self, index: int, change: tuple[tuple[int, int], tuple[int, int]] | None
+    ) -> None:
         """Say why the window restarted when the frame size changed: in the status's
         ``last_error`` (published at once) and the log, at the change and when the sector
         is found again."""
         pre = self.preprocess.preprocessor
-        change = self.preprocess.size_changed
         if change is not None:
             (h0, w0), (h1, w1) = change
             self._resize_note = f"frame size changed from {w0}x{h0} to {w1}x{h1} at frame {index}"
+            self._resize_at = index  # the held frames from here on start the new window
         if self._resize_note is None or (pre.calibrating and change is None):
             return
         if pre.calibrating:
@@ -147,7 +181,7 @@ class StreamPipeline:
                 x, y, w, h = pre.box
                 why = f" ({pre.detection.reason})" if pre.detection is not None else ""
                 found = f"sector found again at x={x} y={y} {w}x{h}{why}"
-            text = f"{self._resize_note}: {found}, window restarted at frame {index}"
+            text = f"{self._resize_note}: {found}, window restarted at frame {self._resize_at}"
             self._resize_note = None
         (log.warning if change is not None else log.info)("%s", text)
         self.counters.last_error = text
@@ -181,7 +215,8 @@ class StreamPipeline:
         state = self.grabber.state
         # Once the loop is over, a frame left in the slot (a stop, --max-frames) is never
         # taken: the final status is final anyway.
-        waiting = not self.grabber.finished and not self._loop_over
+        held = self.preprocess.preprocessor.held > 0  # scored by the flush at the end
+        waiting = (held or not self.grabber.finished) and not self._loop_over
         return "running" if state in ("ended", "error") and waiting else state
 
     # -- the loop
@@ -205,6 +240,7 @@ class StreamPipeline:
                 frame = self.grabber.get(timeout_s=0.05)
                 if frame is None:
                     if self.grabber.finished:
+                        self.flush()  # a source shorter than the calibration: lock on it
                         break
                     continue
                 self._process(frame)
@@ -218,12 +254,46 @@ class StreamPipeline:
 
     def _process(self, frame: GrabbedFrame) -> None:
         try:
-            message = self.step(frame)
+            ready = self._ready(frame)
         except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
-            self.counters.failed_frames += 1
-            self.counters.last_error = f"frame {frame.index}: {type(err).__name__}: {err}"[:400]
-            log.warning("skipped %s", self.counters.last_error)
+            self._failed(frame, err)
             return
+        self._publish_ready(ready)
+
+    def flush(self) -> None:
+        """Score the frames still held for calibration, locked on what there is: a source
+        shorter than the calibration (or stopped during it) still gets its scores."""
+        try:
+            ready = self.preprocess.flush()
+        except Exception as err:  # noqa: BLE001 - reported like a bad frame
+            self.counters.last_error = f"flush: {type(err).__name__}: {err}"[:400]
+            log.warning("%s", self.counters.last_error)
+            return
+        self._note_size_change(-1, None)  # the new size's sector, found from what there was
+        self._publish_ready(ready)
+        if self._status_now:
+            self.publish(self.status())
+            self._status_now = False
+
+    def _publish_ready(
+        self, ready: list[tuple[tuple[GrabbedFrame, int], torch.Tensor, int]]
+    ) -> None:
+        for tag, tensor, version in ready:
+            if self.max_frames is not None and self.counters.published >= self.max_frames:
+                return
+            try:
+                message = self._score(tag, tensor, version)
+            except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
+                self._failed(tag[0], err)
+                continue
+            self._deliver(tag[0], message)
+
+    def _failed(self, frame: GrabbedFrame, err: Exception) -> None:
+        self.counters.failed_frames += 1
+        self.counters.last_error = f"frame {frame.index}: {type(err).__name__}: {err}"[:400]
+        log.warning("skipped %s", self.counters.last_error)
+
+    def _deliver(self, frame: GrabbedFrame, message: ScoreMessage) -> None:
         self.publish(message)
         self.counters.published += 1
         for sink in self.sinks:

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
 from luvnet.engine.data.letterbox import as_tensor
-from luvnet.engine.data.preprocess import FramePreprocessor, normalize
+from luvnet.engine.data.preprocess import FramePreprocessor, SectorParams, normalize, to_gray_u8
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead
 from luvnet.engine.model.network import LUVNet
 
 HEAD_MODES = ("incremental", "window")
+Tag = TypeVar("Tag")
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 HeadFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class PreprocessStage:
+class PreprocessStage(Generic[Tag]):
     """Raw image -> normalised [1, 3, S, S] on the engine's device (training's own functions).
 
     Grey conversion and the sector calibration run on the CPU; the letterbox runs where the
@@ -35,9 +37,11 @@ class PreprocessStage:
     resized there (on the H100 the CPU resize of a 924x1232 frame was the stream's largest
     and noisiest stage, p50 2.1 / p99 4.1 ms).
 
-    ``box_version`` changes when the sector crop locks or moves, or the frame size changes,
-    so the head can restart its window instead of mixing differently cropped frames;
-    ``size_changed`` is ((H, W) before, (H, W) now) on the frame where the size changed.
+    :meth:`push` returns the frames ready now (none while the sector calibration holds them,
+    all of them in order once it locks: :class:`FramePreprocessor`), each with a
+    ``box_version`` that changes when the crop box or the frame size changes, so the head can
+    restart its window instead of mixing differently cropped frames; ``size_changed`` is
+    ((H, W) before, (H, W) now) on the frame where the size changed.
     """
 
     def __init__(
@@ -47,28 +51,50 @@ class PreprocessStage:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         box: tuple[int, int, int, int] | None = None,
-        calibrate_frames: int = 8,
+        calibrate_frames: int | None = None,
     ) -> None:
         self.config = config.preprocess
         self.device = device
         self.dtype = dtype
-        self.preprocessor = FramePreprocessor(
-            config.preprocess, box, calibrate_frames=calibrate_frames
+        sector = SectorParams()
+        self.preprocessor: FramePreprocessor[Tag] = FramePreprocessor(
+            config.preprocess,
+            box,
+            calibrate_frames=sector.first_frames if calibrate_frames is None else calibrate_frames,
+            sector=sector,
         )
         self._pin = device.type == "cuda"
         # Pinned staging buffer, reallocated only when the frame size changes: one
         # host-to-device copy per frame, no allocation.
         self._host = torch.empty((0, 0), dtype=torch.uint8)
         self._copied: torch.cuda.Event | None = None
-        self._last_box: tuple[int, int, int, int] | None = None
+        self._last: tuple[tuple[int, int, int, int] | None, tuple[int, ...]] | None = None
         self.box_version = 0
 
+    def push(self, image: np.ndarray, tag: Tag) -> list[tuple[Tag, torch.Tensor, int]]:
+        """(tag, [1, 3, S, S], box_version) of each frame ready now, in order."""
+        out = []
+        for ready_tag, gray, box in self.preprocessor.push(image, tag):
+            out.append((ready_tag, self._prepare(gray, box), self.box_version))
+        return out
+
+    def flush(self) -> list[tuple[Tag, torch.Tensor, int]]:
+        """The frames held for calibration, locked on what there is (the source ended)."""
+        return [
+            (tag, self._prepare(g, box), self.box_version)
+            for tag, g, box in self.preprocessor.flush()
+        ]
+
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        gray = self.preprocessor.gray(image)
-        if self.preprocessor.box != self._last_box or self.size_changed is not None:
-            self._last_box = self.preprocessor.box
+        """One frame with the box in use now, no calibration (a fixed or locked box)."""
+        gray = to_gray_u8(image)
+        return self._prepare(gray, self.preprocessor.box)
+
+    def _prepare(self, gray: np.ndarray, box: tuple[int, int, int, int] | None) -> torch.Tensor:
+        if (box, gray.shape) != self._last:
+            self._last = (box, gray.shape)
             self.box_version += 1
-        letterboxed = self.preprocessor.letterbox(self._upload(gray))
+        letterboxed = self.preprocessor.letterbox(self._upload(gray), box)
         return normalize(letterboxed.unsqueeze(0), self.config, self.dtype)
 
     @property

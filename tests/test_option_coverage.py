@@ -36,6 +36,7 @@ MODULE_COMMANDS = (
     "demo_model",
     "phantom_speed",
     "soak",
+    "stream_parity",
 )  # python -m luvnet.commands.NAME
 
 # (command, option) -> why no test runs it through the command line. Keep each reason true:

@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from luvnet.engine.data.frame_cache import FrameCache, default_cache_dir
 from luvnet.engine.data.manifest import LabelSpec, ManifestRow
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import PATTERNS, ModelConfig
 
@@ -76,11 +77,14 @@ def clip_labels(
 
 @dataclass(frozen=True)
 class ClipRef:
-    """One clip: which video (index into the dataset's rows) and which real frames."""
+    """One clip: which video (index into the dataset's rows) and which real frames of its
+    cached (decimated) sequence; ``source`` is the same span in source frame numbers, which
+    label ranges and predictions count (equal unless the video was decimated)."""
 
     row: int
     start: int
     end: int  # inclusive
+    source: tuple[int, int] = (-1, -1)  # (first, last) source frames, inclusive
 
 
 class ClipDataset(Dataset):
@@ -90,6 +94,8 @@ class ClipDataset(Dataset):
 
     Construction fills the cache for every video (decoding the ones not cached yet).
     ``transform`` (e.g. :class:`ClipAugment`) gets the uint8 [L, S, S] frames tensor.
+    Clips are cut from each video's cached sequence, so a decimated video's clips are cut by
+    time (engine/data/timing.py); ``start``/``end`` of an item are source frame numbers.
     """
 
     def __init__(
@@ -110,9 +116,10 @@ class ClipDataset(Dataset):
         self.videos = [cache.load(row.video) for row in self.rows]
         self.clips: list[ClipRef] = []
         for i, (row, cached) in enumerate(zip(self.rows, self.videos, strict=True)):
-            _check_ranges(row, cached.n_frames)
+            _check_ranges(row, cached.source_frames or cached.n_frames)
             for start, end in clip_spans(cached.n_frames, clip_length, clip_step):
-                self.clips.append(ClipRef(i, start, end))
+                span = (cached.source_index(start), cached.source_index(end))
+                self.clips.append(ClipRef(i, start, end, span))
         self._open: dict[int, np.ndarray] = {}
 
     @classmethod
@@ -122,8 +129,11 @@ class ClipDataset(Dataset):
         cfg: ModelConfig,
         cache_dir: str | Path | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        decimate_above: float = DEFAULT_DECIMATE_ABOVE,
     ) -> ClipDataset:
-        cache = FrameCache(cache_dir or default_cache_dir(), cfg.preprocess)
+        """Clips of ``rows`` for a model of config ``cfg`` (its size, clips and frame rate)."""
+        timing = Timing(cfg.frame_rate, decimate_above)
+        cache = FrameCache(cache_dir or default_cache_dir(), cfg.preprocess, timing=timing)
         return cls(
             rows,
             cache,
@@ -136,6 +146,11 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def decimated_videos(self) -> int:
+        """How many of its videos were decimated to the model's frame rate."""
+        return sum(video.decimated for video in self.videos)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref = self.clips[index]
         row = self.rows[ref.row]
@@ -143,7 +158,8 @@ class ClipDataset(Dataset):
         frames = torch.from_numpy(clip)
         if self.transform is not None:
             frames = self.transform(frames)
-        labels, known = clip_labels(row.labels, ref.start, ref.end, self.patterns)
+        first, last = ref.source
+        labels, known = clip_labels(row.labels, first, last, self.patterns)
         return {
             "frames": frames,
             "mask": torch.from_numpy(mask),
@@ -151,8 +167,8 @@ class ClipDataset(Dataset):
             "label_mask": torch.from_numpy(known),
             "video": str(row.video),
             "patient_id": row.patient_id,
-            "start": ref.start,
-            "end": ref.end,
+            "start": first,
+            "end": last,
             "clip": index,
         }
 

@@ -14,14 +14,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from luvnet.engine.data.clips import ClipDataset
 from luvnet.engine.data.manifest import ManifestRow
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE
 from luvnet.engine.model.config import ModelConfig
 
 
 def clip_dataset(
-    rows: Sequence[ManifestRow], config: ModelConfig, cache_dir: str | Path
+    rows: Sequence[ManifestRow],
+    config: ModelConfig,
+    cache_dir: str | Path,
+    decimate_above: float = DEFAULT_DECIMATE_ABOVE,
 ) -> ClipDataset:
-    """Clips of these rows from the frame cache (videos decoded once, on first use)."""
-    return ClipDataset.from_config(rows, config, cache_dir)
+    """Clips of these rows from the frame cache (videos decoded once, on first use), each
+    video decimated to ``config.frame_rate`` when it is ``decimate_above`` times faster."""
+    return ClipDataset.from_config(rows, config, cache_dir, decimate_above=decimate_above)
 
 
 def eval_loader(

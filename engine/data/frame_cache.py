@@ -9,10 +9,18 @@ Cache layout, one pair per (video path, geometric parameters)::
     <root>/<video stem>-<path hash 10>-<params hash 10>.json  sidecar, written last
 
 The sidecar holds ``key`` (format version, OpenCV version, image_size, crop_box, sector
-parameters, and the video's size, mtime_ns and SHA-256 of its first and last MiB) plus
-``n_frames``, ``fps``, ``source_size`` [W, H], ``box`` [x, y, w, h], ``detected`` and
-``reason``. A key mismatch (the video or a parameter changed) rebuilds the pair in place;
-both files are written to temporaries and renamed, so concurrent builders cannot tear them.
+parameters, the decimation :class:`~luvnet.engine.data.timing.Timing`, and the video's size,
+mtime_ns and SHA-256 of its first and last MiB) plus ``n_frames``, ``fps``, ``source_size``
+[W, H], ``box`` [x, y, w, h], ``detected``, ``reason``, ``source_frames`` (frames decoded),
+``kept`` (the source index of each cached frame when decimated, else null) and ``timestamps``
+(seconds, each cached frame's presentation time).
+
+Decimation comes first (:func:`~luvnet.engine.data.timing.kept_indices`), then the sector is
+found from the first frames that remain (:func:`~luvnet.engine.data.preprocess.detect_sector`):
+the frames a live stream of the same file keeps and locks its crop on.
+
+A key mismatch (the video or a parameter changed) rebuilds the pair in place; both files are
+written to temporaries and renamed, so concurrent builders cannot tear them.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import cv2
 import numpy as np
 
 from luvnet.engine.data.preprocess import SectorParams, preprocess_frames
+from luvnet.engine.data.timing import Timing, kept_indices
 from luvnet.engine.data.video import read_video
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_open, read_json_object
@@ -36,7 +45,7 @@ from luvnet.engine.model.config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when decoding or preprocessing changes what a cache file holds
+CACHE_VERSION = 3  # bump when decoding or preprocessing changes what a cache file holds
 _EDGE_BYTES = 1 << 20
 
 
@@ -51,6 +60,18 @@ class CachedVideo:
     detected: bool  # box found from the pixels (False: fixed or full-frame fallback)
     reason: str
     built: bool  # decoded on this call (False: served from the cache)
+    source_frames: int = 0  # frames decoded (n_frames unless decimated)
+    kept: tuple[int, ...] | None = None  # source index of each cached frame when decimated
+    timestamps: tuple[float, ...] = ()  # seconds, each cached frame's presentation time
+
+    @property
+    def decimated(self) -> bool:
+        return self.kept is not None
+
+    def source_index(self, index: int) -> int:
+        """The source frame number (manifest label ranges count these) of cached frame
+        ``index``."""
+        return index if self.kept is None else self.kept[index]
 
     def frames(self) -> np.ndarray:
         """uint8 [T, S, S], memory-mapped: cheap to open, shared through the page cache."""
@@ -85,10 +106,12 @@ class FrameCache:
         root: str | Path,
         cfg: PreprocessConfig,
         sector: SectorParams | None = None,
+        timing: Timing | None = None,
     ) -> None:
         self.root = Path(root)
         self.cfg = cfg
         self.sector = sector or SectorParams()
+        self.timing = timing or Timing()
         self.params = _json_clean(
             {
                 "version": CACHE_VERSION,
@@ -96,6 +119,7 @@ class FrameCache:
                 "image_size": cfg.image_size,
                 "crop_box": cfg.crop_box,
                 "sector": self.sector.to_dict(),
+                "timing": self.timing.to_dict() if self.timing.active else None,
             }
         )
         self._params_hash = _short_hash(self.params)
@@ -120,7 +144,10 @@ class FrameCache:
 
     def _build(self, video: Path, npy: Path, sidecar: Path, key: dict[str, Any]) -> CachedVideo:
         decoded = read_video(video)
-        frames, found = preprocess_frames(decoded.frames, self.cfg, self.sector)
+        kept = kept_indices(decoded.timestamps, self.timing, decoded.fps)
+        source = decoded.frames if kept is None else decoded.frames[kept]
+        times = decoded.timestamps if kept is None else decoded.timestamps[kept]
+        frames, found = preprocess_frames(source, self.cfg, self.sector)
         height, width = decoded.frames.shape[1:]
         meta = _json_clean(
             {
@@ -131,6 +158,9 @@ class FrameCache:
                 "box": found.box,
                 "detected": found.detected,
                 "reason": found.reason,
+                "source_frames": len(decoded.frames),
+                "kept": None if kept is None else kept.tolist(),
+                "timestamps": times.tolist(),
             }
         )
         self.root.mkdir(parents=True, exist_ok=True)
@@ -156,6 +186,9 @@ def _cached(video: Path, npy: Path, meta: dict[str, Any], *, built: bool) -> Cac
         detected=bool(meta["detected"]),
         reason=str(meta["reason"]),
         built=built,
+        source_frames=int(meta["source_frames"]),
+        kept=None if meta["kept"] is None else tuple(int(i) for i in meta["kept"]),
+        timestamps=tuple(float(t) for t in meta["timestamps"]),
     )
 
 

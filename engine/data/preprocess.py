@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -91,7 +92,10 @@ class SectorParams:
     close_frac: float = 0.03  # closing kernel: joins fan pieces split by dark rib shadows
     keep_ratio: float = 0.2  # components at least this fraction of the largest are kept
     min_area: float = 0.01  # below this fraction of the frame the detection is not trusted
-    max_frames: int = 64  # frames sampled evenly from a video
+    # The crop rule (docs/formats.md, "One crop rule"): the sector is found from a video's
+    # first frames only (all of them when it is shorter), because a live stream knows only a
+    # prefix; evaluation and training use the same frames, so both lock the same box.
+    first_frames: int = 30
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -111,9 +115,8 @@ class ChangeAccumulator:
 
     Static scanner UI, rulers, text and logos keep their value; speckle and tissue do not.
     The blur averages away per-pixel capture noise (i.i.d., shrinks ~k-fold) while speckle
-    grains survive it. Used by :func:`detect_sector` over a whole video and by
-    :class:`FramePreprocessor` over the first frames of a live stream, so both find the same
-    box from the same frames.
+    grains survive it. Used by :func:`detect_sector`, which evaluation, training and the live
+    stream all call on a video's first frames, so all find the same box from the same frames.
     """
 
     def __init__(self, params: SectorParams | None = None) -> None:
@@ -192,15 +195,16 @@ class ChangeAccumulator:
 def detect_sector(
     frames: Sequence[np.ndarray] | np.ndarray, params: SectorParams | None = None
 ) -> SectorDetection:
-    """Sector box from the pixels that change over time, with the reason for a fallback."""
+    """Sector box from the pixels that change over the first ``params.first_frames`` frames
+    (the crop rule shared by the stream, evaluation and training), with the reason for a
+    fallback. ``frames``: the video's frames in order (decimated ones already left out)."""
     params = params or SectorParams()
     count = len(frames)
     if count == 0:
         raise LuvnetError("frames: expected at least one frame, got none")
-    picks = np.unique(np.linspace(0, count - 1, min(count, params.max_frames)).round().astype(int))
     acc = ChangeAccumulator(params)
-    for i in picks:
-        acc.add(to_gray_u8(np.asarray(frames[int(i)])))
+    for i in range(min(count, max(1, params.first_frames))):
+        acc.add(to_gray_u8(np.asarray(frames[i])))
     return acc.detect()
 
 
@@ -251,15 +255,23 @@ def preprocess_frames(
     return torch.cat(chunks).numpy(), found
 
 
-class FramePreprocessor:
+Tag = TypeVar("Tag")
+
+
+class FramePreprocessor(Generic[Tag]):
     """Per-frame geometric preprocessing for the live streamer: image -> uint8 [S, S].
 
     Box precedence: ``box`` argument, then ``cfg.crop_box``, then (``calibrate_frames`` > 0)
-    the sector detected from the first ``calibrate_frames`` frames, else the full frame.
-    While calibrating, frames are letterboxed uncropped; once locked the box stays fixed so
-    every window of the stream is scaled alike. A change of frame size restarts calibration
-    (a fixed box, drawn on frames of the old size, is dropped too) and is reported for that
-    one frame in ``size_changed`` as ((H, W) before, (H, W) now).
+    the sector :func:`detect_sector` finds in the first ``calibrate_frames`` frames of each
+    frame size (the crop rule evaluation uses), else the full frame.
+
+    :meth:`push` holds the frames the sector is found from until it locks, then hands them all
+    back in order with the locked box, so none is lost and none is scored with another box;
+    :meth:`flush` locks on what is held (a source that ends early). A change of frame size
+    locks the held frames of the old size on what there is, drops any box of the old size (a
+    fixed one too) and calibrates again; it is reported for that one frame in ``size_changed``
+    as ((H, W) before, (H, W) now). Each ``push`` caller passes a ``tag`` (its frame record)
+    that comes back with the grey frame and its box.
     """
 
     def __init__(
@@ -276,7 +288,7 @@ class FramePreprocessor:
         self.sector = sector or SectorParams()
         self._fixed = box if box is not None else cfg.crop_box
         self._box: Box | None = self._fixed
-        self._acc: ChangeAccumulator | None = None
+        self._held: list[tuple[Tag, np.ndarray]] = []
         self._locked_shape: tuple[int, int] | None = None
         self.detection: SectorDetection | None = None
         self._letterbox = Letterbox(self.size)
@@ -290,51 +302,65 @@ class FramePreprocessor:
 
     @property
     def calibrating(self) -> bool:
-        """Frames are being gathered to find the sector (uncropped until it locks)."""
-        return self._acc is not None
+        """Frames of the current size are held until the sector locks."""
+        return self._shape is not None and self._calibrates(self._shape)
+
+    held = property(lambda self: len(self._held), doc="Frames held for the calibration.")
 
     def calibrate(self, frames: Sequence[np.ndarray] | np.ndarray) -> SectorDetection:
         """Detect the sector from these frames and lock it now."""
         self.detection = detect_sector(frames, self.sector)
         first = to_gray_u8(np.asarray(frames[0]))
-        self._box, self._locked_shape, self._acc = self.detection.box, first.shape, None
+        self._box, self._locked_shape = self.detection.box, (first.shape[0], first.shape[1])
         return self.detection
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        return self.letterbox(as_tensor(self.gray(image))).numpy()
+        """One frame with the box in use now (no calibration: fixed, or locked by
+        :meth:`calibrate`)."""
+        return self.letterbox(as_tensor(to_gray_u8(image)), self._box).numpy()
 
-    def gray(self, image: np.ndarray) -> np.ndarray:
-        """The grey uint8 [H, W] frame, after the sector calibration has seen it."""
+    def push(self, image: np.ndarray, tag: Tag) -> list[tuple[Tag, np.ndarray, Box | None]]:
+        """(tag, grey uint8 [H, W], box) of every frame ready now, in order: this one, or none
+        while calibrating, or all the held ones once the sector locks."""
         gray = to_gray_u8(image)
         shape = (gray.shape[0], gray.shape[1])
+        ready: list[tuple[Tag, np.ndarray, Box | None]] = []
         self.size_changed = None
         if self._shape is not None and shape != self._shape:
             self.size_changed = (self._shape, shape)
+            ready += self.flush()  # the old size's held frames, locked on what there is
             if self._fixed is not None:
                 # A fixed box was drawn on frames of the old size: never crop new ones with it.
                 log.warning("sector crop: box %s dropped, the frame size changed", self._fixed)
-                self._fixed = self._box = None
+                self._fixed = None
+            self._box = None
         self._shape = shape
-        if self._fixed is None and (self.calibrate_frames > 0 or self._locked_shape):
-            self._observe(gray)
-        return gray
+        if not self._calibrates(shape):
+            ready.append((tag, gray, self._box))
+            return ready
+        self._held.append((tag, gray))
+        if len(self._held) >= self.calibrate_frames:
+            ready += self.flush()
+        return ready
 
-    def letterbox(self, gray: torch.Tensor) -> torch.Tensor:
-        """uint8 [H, W] on any device -> uint8 [S, S] on that device, with the box in use
+    def flush(self) -> list[tuple[Tag, np.ndarray, Box | None]]:
+        """Lock the sector on the frames held (however few) and hand them back with it."""
+        if not self._held:
+            return []
+        held, self._held = self._held, []
+        self.calibrate([gray for _, gray in held])
+        log.info(
+            "sector crop locked at %s (%s)", self._box, self.detection and self.detection.reason
+        )
+        return [(tag, gray, self._box) for tag, gray in held]
+
+    def letterbox(self, gray: torch.Tensor, box: Box | None) -> torch.Tensor:
+        """uint8 [H, W] on any device -> uint8 [S, S] on that device, cropped to ``box``
         (a GPU stream uploads the grey frame and letterboxes it there)."""
-        return self._letterbox(gray, self._box)
+        return self._letterbox(gray, box)
 
-    def _observe(self, gray: np.ndarray) -> None:
-        if self._locked_shape == gray.shape:
-            return
-        if self._acc is None or self._acc.shape != gray.shape:
-            # First frame, or the source changed resolution: calibrate from scratch.
-            self._acc, self._box, self._locked_shape = ChangeAccumulator(self.sector), None, None
-        self._acc.add(gray)
-        if self._acc.count >= max(1, self.calibrate_frames):
-            self.detection = self._acc.detect()
-            self._box, self._locked_shape, self._acc = self.detection.box, gray.shape, None
-            log.info("sector crop locked at %s (%s)", self._box, self.detection.reason)
+    def _calibrates(self, shape: tuple[int, int]) -> bool:
+        return self._fixed is None and self.calibrate_frames > 0 and self._locked_shape != shape
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from luvnet.engine.data.frame_cache import FrameCache
 from luvnet.engine.data.manifest import ManifestRow
+from luvnet.engine.data.timing import Timing
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import PreprocessConfig
 
@@ -72,17 +73,19 @@ def readable_rows(
     *,
     skip: bool,
     quiet: bool = False,
+    timing: Timing | None = None,
 ) -> tuple[list[ManifestRow], list[SkippedVideo]]:
     """The rows whose videos decode, and the skipped ones with their reasons.
 
     Every video is tried (and cached) before anything is decided, so one call names all the
     unreadable ones. ``quiet`` leaves out the warnings (processes other than the first under
-    torchrun, which would repeat them).
+    torchrun, which would repeat them). ``timing``: the decimation the clips will use (the
+    cache entries are built for it).
 
     Raises:
         UnreadableVideos: any video cannot be read and ``skip`` is False; lists every one.
     """
-    cache = FrameCache(cache_dir, preprocess)
+    cache = FrameCache(cache_dir, preprocess, timing=timing)
     good: list[ManifestRow] = []
     skipped: list[SkippedVideo] = []
     for row in rows:

@@ -144,7 +144,8 @@ class EmbeddedClips(Dataset):
         emb[: len(real)] = real
         mask = np.zeros(base.clip_length, dtype=bool)
         mask[: len(real)] = True
-        labels, known = clip_labels(row.labels, ref.start, ref.end, base.patterns)
+        first, last = ref.source  # source frame numbers (label ranges count these)
+        labels, known = clip_labels(row.labels, first, last, base.patterns)
         return {
             "emb": torch.from_numpy(emb),
             "mask": torch.from_numpy(mask),
@@ -152,8 +153,8 @@ class EmbeddedClips(Dataset):
             "label_mask": torch.from_numpy(known),
             "video": str(row.video),
             "patient_id": row.patient_id,
-            "start": ref.start,
-            "end": ref.end,
+            "start": first,
+            "end": last,
             "clip": index,
         }
 

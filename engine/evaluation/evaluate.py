@@ -29,6 +29,7 @@ from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
 from luvnet.engine.data.split_record import recorded_patients
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing
 from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.inference import Scored, channels_last, predict
@@ -50,17 +51,22 @@ def write_results(
     thresholds: Sequence[float | None] | None,
     pattern_names: Sequence[str],
     skipped: Sequence[SkippedVideo] | None = None,
+    decimated: int | None = None,
 ) -> dict[str, Any]:
     """predictions CSV + metrics.json of one scored split; thresholds None = fit Youden.
 
     ``skipped``: the split's unreadable videos left out (``--skip-unreadable``), recorded as
     ``"skipped_videos"``: [{"video", "reason"}]; None (not skipping) leaves the key out.
+    ``decimated``: how many of the split's videos were decimated to the model's frame rate
+    (``"decimated_videos"``; None leaves the key out).
     """
     write_predictions(predictions_path, scored.clips, scored.labels, scored.probs, pattern_names)
     metrics = compute_metrics(scored.labels, scored.probs, thresholds, pattern_names)
     metrics["loss"] = scored.loss
     if skipped is not None:
         metrics["skipped_videos"] = [item.to_dict() for item in skipped]
+    if decimated is not None:
+        metrics["decimated_videos"] = decimated
     write_metrics(metrics_path, metrics)
     return metrics
 
@@ -113,6 +119,7 @@ def evaluate(
     amp: bool = False,
     threads: int | None = None,
     skip_unreadable: bool = False,
+    decimate_above: float = DEFAULT_DECIMATE_ABOVE,
 ) -> Evaluation:
     """Score ``checkpoint`` on the ``split`` rows of ``manifest``; write both files into ``out``.
 
@@ -123,6 +130,9 @@ def evaluate(
         threads: torch CPU threads (None: torch's default).
         skip_unreadable: leave out videos that cannot be decoded (listed in metrics.json)
             instead of refusing the run.
+        decimate_above: videos this many times faster than the checkpoint's frame rate are
+            decimated to it by timestamp (0 = never; engine/data/timing.py); how many were is
+            logged and recorded in metrics.json (``"decimated_videos"``).
 
     Raises:
         LuvnetError: a bad checkpoint, manifest or device, or an empty split.
@@ -135,15 +145,17 @@ def evaluate(
     table = read_manifest(manifest)
     rows = select_rows(table, ckpt.provenance, split, ckpt.path)
     cache_dir = cache or default_cache_dir()
+    timing = Timing(ckpt.config.frame_rate, decimate_above)
     rows, skipped = readable_rows(
-        rows, ckpt.config.preprocess, cache_dir, table.path, skip=skip_unreadable
+        rows, ckpt.config.preprocess, cache_dir, table.path, skip=skip_unreadable, timing=timing
     )
     if not rows:
         raise LuvnetError(
             f"--split {split}: all {len(skipped)} of its videos in {table.path} are unreadable "
             "(skipped above); expected at least one that decodes"
         )
-    dataset = clip_dataset(rows, ckpt.config, cache_dir)
+    dataset = clip_dataset(rows, ckpt.config, cache_dir, decimate_above)
+    log.info("%s", decimation_line(timing, dataset.decimated_videos, len(rows)))
     loader = eval_loader(
         dataset,
         batch_size=batch_size,
@@ -168,6 +180,7 @@ def evaluate(
         list(ckpt.config.thresholds),
         ckpt.config.pattern_names,
         skipped if skip_unreadable else None,
+        dataset.decimated_videos,
     )
     recorded = ckpt.provenance.get("manifest_sha256")
     if recorded and recorded != file_sha256(manifest):
@@ -176,6 +189,20 @@ def evaluate(
             manifest,
         )
     return Evaluation(metrics, len(rows), split, len(skipped))
+
+
+def decimation_line(timing: Timing, decimated: int, total: int) -> str:
+    """How many videos were decimated to the model's frame rate, in words (train, evaluate)."""
+    if timing.model_fps is None:
+        return (
+            f"frame rate: the checkpoint does not record the rate it was trained at; all {total} "
+            "videos used at their own rate (no decimation)"
+        )
+    return (
+        f"frame rate: {decimated} of {total} videos decimated to the model's "
+        f"{timing.model_fps:.2f} fps (sources at {timing.decimate_above:g}x that or faster; "
+        "0 = off)"
+    )
 
 
 def summary_line(metrics: dict[str, Any], n_videos: int, split: str) -> str:

@@ -44,6 +44,9 @@ class ModelConfig:
     pattern_names: tuple[str, ...] = PATTERNS
     thresholds: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # Frames per second the model was trained at, measured from its training videos'
+    # timestamps (engine/data/timing.py); None = unknown (an older checkpoint): no decimation.
+    frame_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in MODEL_VARIANTS:
@@ -75,6 +78,12 @@ class ModelConfig:
         if not 1 <= self.clip_step <= self.clip_length:
             raise ValueError(
                 f"clip_step: expected 1..clip_length ({self.clip_length}), got {self.clip_step}"
+            )
+        if self.frame_rate is not None and not (
+            isinstance(self.frame_rate, int | float) and 0 < self.frame_rate < float("inf")
+        ):
+            raise ValueError(
+                f"frame_rate: expected a positive number or null, got {self.frame_rate!r}"
             )
         if len(self.thresholds) != self.num_patterns:
             raise ValueError(

@@ -31,10 +31,11 @@ from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
 from luvnet.engine.data.split_record import describe_sets, fold_record, new_salt
 from luvnet.engine.data.splits import Fold, SplitPlan, rows_for, splits_from_manifest
+from luvnet.engine.data.timing import Timing, model_frame_rate, rate_record, video_rate
 from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
-from luvnet.engine.evaluation.evaluate import write_results
+from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.files import write_json
 from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
@@ -199,9 +200,12 @@ def _train(
     settings: TrainSettings, env: ddp.DistEnv, device: torch.device, command: str
 ) -> list[Path]:
     s = settings
-    config = model_config(s)
-    pos_spec = parse_pos_weight(s.pos_weight, config.pattern_names)
     manifest = read_manifest(s.manifest)
+    # The rate the model is trained at, from the videos' own timestamps (every fold the same).
+    rates = [video_rate(row.video) for row in manifest.rows]
+    config = model_config(s).replace(frame_rate=model_frame_rate(rates))
+    timing = Timing(config.frame_rate, s.decimate_above)
+    pos_spec = parse_pos_weight(s.pos_weight, config.pattern_names)
     manifest_sha = file_sha256(s.manifest)
     plan, folds = plan_splits(manifest, s)
     salt = new_salt()  # one per run: the digests of a set differ between runs
@@ -219,6 +223,7 @@ def _train(
         manifest.path,
         skip=s.skip_unreadable,
         quiet=not env.is_main,
+        timing=timing,
     )
     bad = {item.path: item for item in skipped}
     # Splits are drawn from the whole manifest (evaluate redraws them the same way); the sets
@@ -240,14 +245,21 @@ def _train(
         elif s.weights is None:
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
-    test_set = clip_dataset(test_rows, config, cache) if test_rows else None
+    test_set = clip_dataset(test_rows, config, cache, s.decimate_above) if test_rows else None
     budget = None if s.max_minutes is None else s.max_minutes * 60.0 / len(folds)
     trained = []
     for index in folds:
         fold = plan.fold(index)
         (train_rows, _), (val_rows, val_skipped) = fold_rows[index]
-        train_set = clip_dataset(train_rows, config, cache)
-        val_set = clip_dataset(val_rows, config, cache)
+        train_set = clip_dataset(train_rows, config, cache, s.decimate_above)
+        val_set = clip_dataset(val_rows, config, cache, s.decimate_above)
+        decimated = train_set.decimated_videos + val_set.decimated_videos
+        if env.is_main:
+            log.info(
+                "fold %d: %s",
+                index,
+                decimation_line(timing, decimated, len(train_set.videos) + len(val_set.videos)),
+            )
         require_clips(train_set, f"fold {index} training set")
         require_clips(val_set, f"fold {index} validation set")
         fit = FitSettings(
@@ -289,6 +301,7 @@ def _train(
             "lr": s.lr,
             "seed": s.seed,
         }
+        provenance["frame_rate"] = rate_record(rates, timing, decimated)
         if init_id is not None:  # the model id, never the checkpoint's path
             provenance["init"] = {"model_id": init_id, "head": s.init_head}
         if s.freeze_encoder:
@@ -371,6 +384,7 @@ def evaluate_best(
         list(ckpt.config.thresholds),
         ckpt.config.pattern_names,
         skipped,
+        test_set.decimated_videos,
     )
     macro = metrics["macro_auc"]
     log.info(

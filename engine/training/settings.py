@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import MODEL_VARIANTS
 
@@ -91,6 +92,8 @@ class TrainSettings:
     cache: Path | None = None  # frame cache folder; None: $LUVNET_CACHE or the default
     # unreadable videos: left out and recorded (metrics, provenance); False: refuse the run
     skip_unreadable: bool = False
+    # sources this many times the measured model frame rate are decimated to it (0 = never)
+    decimate_above: float = DEFAULT_DECIMATE_ABOVE
     # start from a checkpoint: its trunk always, its head with init_head (engine/training/init.py)
     init: Path | None = None
     init_head: bool = False

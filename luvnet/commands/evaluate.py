@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from luvnet.commands.options import add_decimate_argument
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.evaluate import SPLITS, evaluate
 
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="score the videos that decode and list the others, with why, in metrics.json "
         "(default: refuse the run, naming every unreadable video)",
     )
+    add_decimate_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         amp=args.amp,
         threads=args.threads,
         skip_unreadable=args.skip_unreadable,
+        decimate_above=args.decimate_above,
     )
     print(result.summary())
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE
 from luvnet.engine.errors import LuvnetError
 from luvnet.streamer.protocol import DEFAULT_ENDPOINT, ProtocolError, check_topic_prefix
 from luvnet.streamer.schema import check_stream_id
@@ -53,6 +54,25 @@ def positive_float(text: str) -> float:
 def nonnegative_float(text: str) -> float:
     """A finite number >= 0 (seconds where 0 means "do not wait"); refuses nan and inf."""
     return _number(text, float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
+
+
+def decimate_factor(text: str) -> float:
+    """``--decimate-above``: 0 (never decimate) or a factor >= 1 over the model's frame rate."""
+    return _number(
+        text, float, lambda v: v == 0 or (v >= 1 and math.isfinite(v)), "0 (off) or a number >= 1"
+    )
+
+
+def add_decimate_argument(parser: argparse._ActionsContainer) -> None:
+    """``--decimate-above F`` for train, evaluate and stream (docs/formats.md, "Time")."""
+    parser.add_argument(
+        "--decimate-above",
+        type=decimate_factor,
+        default=DEFAULT_DECIMATE_ABOVE,
+        metavar="F",
+        help="decimate by timestamp to the model's frame rate a source at F times that rate or "
+        "faster; slower sources are never padded; 0 = off",
+    )
 
 
 def crop_box(text: str) -> tuple[int, int, int, int]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from luvnet.commands.logs import ROOT, on_terminal
 from luvnet.commands.options import (
+    add_decimate_argument,
     crop_box,
     device_name,
     fourcc,
@@ -37,6 +38,7 @@ from luvnet.plugins.consumers.overlay import OverlayWriter
 from luvnet.streamer import progress as stream_progress
 from luvnet.streamer import run as stream_run
 from luvnet.streamer.compose import StreamSettings
+from luvnet.streamer.pipeline import log as pipeline_log
 from luvnet.streamer.protocol import DEFAULT_ENDPOINT, DEFAULT_TOPIC_PREFIX, stream_id_of
 from luvnet.streamer.publisher import PublisherOptions
 from luvnet.streamer.stages import HEAD_MODES
@@ -104,6 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-frames", type=positive_int, help="stop after N frames scored and published"
     )
     parser.add_argument("--crop", type=crop_box, metavar="X,Y,W,H", help="fixed sector box")
+    add_decimate_argument(parser)
     parser.add_argument(
         "--size", type=frame_size, metavar="HxW", help="requested capture/phantom size"
     )
@@ -147,6 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> StreamSettings:
         loop=args.loop,
         max_frames=args.max_frames,
         crop_box=args.crop,
+        decimate_above=args.decimate_above,
         # Not given: the stream a dotted --topic-prefix names (luvnet.ward3 -> ward3).
         stream_id=args.stream_id or stream_id_of(args.topic_prefix),
         source_options={k: v for k, v in options.items() if v is not None},
@@ -181,7 +185,7 @@ def stream(args: argparse.Namespace, sinks: list[OverlayWriter]) -> int:
     # The library's INFO lines (backend choice, sector crop) were never shown by the stream;
     # its own progress lines (this module, streamer.run, streamer.progress) are.
     logging.getLogger(ROOT).setLevel(logging.WARNING)
-    for name in (__name__, stream_run.__name__, stream_progress.__name__):
+    for name in (__name__, stream_run.__name__, stream_progress.__name__, pipeline_log.name):
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         with StopOnSignal(interrupt_until_started=True) as signals:

@@ -125,6 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train without the videos that do not decode, recording them with why in the "
         "metrics and the checkpoints (default: refuse the run, naming every one)",
     )
+    options.add_decimate_argument(run_group)
     model.add_argument(
         "--init",
         type=Path,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 
+from luvnet.engine.data.timing import source_rate
 from luvnet.engine.data.video import VideoFile
 from luvnet.engine.errors import LuvnetError
 from luvnet.plugins.sources.pacing import TimestampPacer
@@ -106,8 +107,11 @@ class FileSource:
             self._video = VideoFile(self.path, skip_corrupt=True, any_extension=True)
         except LuvnetError as err:
             raise SourceError(self._named(err)) from None
-        if self._video.fps > 0:
-            self._fps = self._video.fps
+        # The rate decimation to the model's is decided on: the timestamps' mean, as the
+        # reader's Video.fps gives evaluation (a container's nominal rate can be anything).
+        rate = source_rate(self.path) if self._fps is None else 0.0
+        if rate > 0 or self._video.fps > 0:
+            self._fps = rate or self._video.fps
         if not self.options.realtime or self._fps is None:
             self._fps = self._fps or 30.0
         self._pacer.reset()

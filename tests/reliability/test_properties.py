@@ -9,6 +9,7 @@ every dtype and rank a third-party source might hand over, with NaN, inf and ext
 from __future__ import annotations
 
 import numpy as np
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -33,10 +34,12 @@ DTYPES = [
 )
 def test_any_array_is_a_square_u8_or_a_one_line_error(image: np.ndarray, calibrate: int):
     pre = FramePreprocessor(PreprocessConfig(image_size=32), calibrate_frames=calibrate)
-    for _ in range(2):  # twice: the second call runs with calibration state
+    for i in range(2):  # twice: the second call runs with calibration state
         try:
-            out = pre(image)
+            outs = [pre(image)]
+            ready = pre.push(image, i) + (pre.flush() if i == 1 else [])
+            outs += [pre.letterbox(torch.from_numpy(gray), box).numpy() for _, gray, box in ready]
         except LuvnetError as err:
             assert str(err).startswith("image: expected") and "\n" not in str(err), str(err)
             return
-        assert out.shape == (32, 32) and out.dtype == np.uint8
+        assert all(out.shape == (32, 32) and out.dtype == np.uint8 for out in outs)

@@ -61,14 +61,15 @@ def check_size_change(video: Path, checkpoint: Path) -> None:
     scores = sub.of_kind("scores")
     assert [m["frame"] for m in scores] == list(range(30)), "every frame is scored"
     fills = [m["fill"] for m in scores]
-    # Before the change the window grew past 1; at frame 15 it starts again from 1.
-    assert fills[14] > 1 and fills[15] == 1, fills
-    assert fills[16] == 2, f"the window grows again after the change: {fills}"
+    # The frames the sector is found from are kept: the window grows from the first frame of
+    # each size, and at frame 15 (the change) it starts again from 1.
+    assert fills == list(range(1, 16)) * 2, fills
     notes = [m["last_error"] or "" for m in sub.of_kind("status")]
     assert any(n.startswith(CHANGE) and "finding the imaging sector" in n for n in notes), notes
     found = [n for n in notes if n.startswith(CHANGE) and "sector found again" in n]
     assert found, f"a status says the sector was found again: {notes}"
-    assert result.stderr.count(CHANGE) == 1, result.stderr
+    assert result.stderr.count(f"warning: {CHANGE}") == 1, result.stderr
+    assert "window restarted at frame 15" in found[0], found
 
 
 def test_generated_size_change(tiny_checkpoint, joined_ts) -> None:
@@ -100,18 +101,20 @@ def test_a_new_size_is_never_cut_with_the_old_box(box) -> None:
         ModelConfig(preprocess=cfg), device=torch.device("cpu"), box=box, calibrate_frames=4
     )
     for i in range(6):
-        stage(scan(120, 160, i))
+        stage.push(scan(120, 160, i), i)
     assert stage.preprocessor.box is not None and stage.size_changed is None
     version = stage.box_version
-    new = scan(90, 200, 9)
-    out = stage(new)
+    assert stage.push(scan(90, 200, 9), 6) == [], "held: the new size calibrates"
     assert stage.size_changed == ((120, 160), (90, 200))
-    assert stage.box_version > version, "the window must restart"
     assert stage.preprocessor.box is None and stage.preprocessor.calibrating
-    full = normalize(torch.from_numpy(letterbox_u8(new, None, 32)).unsqueeze(0), cfg)
-    torch.testing.assert_close(out, full, rtol=0, atol=0)
+    ready = []
     for i in range(3):
-        stage(scan(90, 200, 10 + i))
+        ready += stage.push(scan(90, 200, 10 + i), 7 + i)
+    assert [tag for tag, _, _ in ready] == [6, 7, 8, 9], "the held frames, in order"
+    assert all(v > version for _, _, v in ready), "the window must restart"
     assert stage.size_changed is None and stage.preprocessor.box is not None, "locked again"
     x, y, w, h = stage.preprocessor.box
     assert x + w <= 200 and y + h <= 90, "the new box fits the new size"
+    expected = letterbox_u8(scan(90, 200, 9), stage.preprocessor.box, 32)
+    full = normalize(torch.from_numpy(expected).unsqueeze(0), cfg)
+    torch.testing.assert_close(ready[0][1], full, rtol=0, atol=0)

@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from luvnet.engine.data.letterbox import letterbox_geometry
 from luvnet.engine.data.preprocess import (
     FramePreprocessor,
+    SectorParams,
     detect_sector,
     find_sector_box,
     letterbox_u8,
@@ -229,17 +230,52 @@ def test_preprocess_frames_fixed_box_and_detected() -> None:
 # --------------------------------------------------------------------------- FramePreprocessor
 
 
-def test_frame_preprocessor_calibrates_then_locks() -> None:
+def test_frame_preprocessor_holds_its_calibration_frames_then_locks() -> None:
+    """The frames the sector is found from are held, then all handed back with the box that
+    detect_sector finds in them (the rule evaluation uses), none lost and none uncropped."""
     video = synthetic_scan(frames=10)
-    pre = FramePreprocessor(PreprocessConfig(), calibrate_frames=8)
-    for frame in video[:7]:
-        assert pre(frame).shape == (S, S)
-        assert pre.box is None, "uncropped while calibrating"
-    pre(video[7])
+    pre: FramePreprocessor[int] = FramePreprocessor(PreprocessConfig(), calibrate_frames=8)
+    for i, frame in enumerate(video[:7]):
+        assert pre.push(frame, i) == [], "held while calibrating"
+        assert pre.box is None and pre.calibrating and pre.held == i + 1
+    ready = pre.push(video[7], 7)
+    assert [tag for tag, _, _ in ready] == list(range(8)), "every held frame, in order"
     assert pre.box is not None and np.abs(np.subtract(pre.box, FAN_BOX)).max() <= 2
+    assert (
+        pre.box
+        == detect_sector(video[:8]).box
+        == detect_sector(video, SectorParams(first_frames=8)).box
+    )
+    assert all(box == pre.box for _, _, box in ready)
+    np.testing.assert_array_equal(ready[3][1], video[3])
+    ((tag, gray, box),) = pre.push(video[9], 9)
+    assert tag == 9 and box == pre.box
     np.testing.assert_array_equal(pre(video[9]), letterbox_u8(video[9], pre.box, S))
-    pre(np.zeros((50, 60), np.uint8))  # the source changed resolution
-    assert pre.box is None, "a new frame size restarts calibration"
+    assert pre.push(np.zeros((50, 60), np.uint8), 10) == []  # the source changed resolution
+    assert pre.box is None and pre.calibrating, "a new frame size calibrates again"
+
+
+def test_frame_preprocessor_flush_locks_on_a_short_video() -> None:
+    video = synthetic_scan(frames=5)
+    pre: FramePreprocessor[int] = FramePreprocessor(PreprocessConfig(), calibrate_frames=30)
+    for i, frame in enumerate(video):
+        assert pre.push(frame, i) == []
+    ready = pre.flush()
+    assert [tag for tag, _, _ in ready] == [0, 1, 2, 3, 4]
+    assert pre.box == detect_sector(video).box and not pre.calibrating
+    assert pre.flush() == []
+
+
+def test_a_size_change_locks_the_held_frames_of_the_old_size() -> None:
+    video = synthetic_scan(frames=6)
+    pre: FramePreprocessor[int] = FramePreprocessor(PreprocessConfig(), calibrate_frames=30)
+    for i, frame in enumerate(video):
+        pre.push(frame, i)
+    ready = pre.push(np.zeros((50, 60), np.uint8), 6)
+    assert pre.size_changed == (video.shape[1:], (50, 60))
+    assert [tag for tag, _, _ in ready] == list(range(6)), "the old size's frames, locked"
+    assert all(box == detect_sector(video).box for _, _, box in ready)
+    assert pre.held == 1 and pre.box is None
 
 
 def test_frame_preprocessor_fixed_box_wins() -> None:
