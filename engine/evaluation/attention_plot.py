@@ -20,6 +20,7 @@ import torch
 from luvnet.engine.data.clips import clip_spans, take_clip
 from luvnet.engine.data.manifest import LabelSpec, read_manifest
 from luvnet.engine.data.preprocess import preprocess_frames
+from luvnet.engine.data.timing import Timing, kept_indices
 from luvnet.engine.data.video import read_video
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.attention_curves import VideoCurves, stitch
@@ -82,11 +83,14 @@ def _truth(spec: LabelSpec, n_frames: int) -> Truth:
 
 def video_curves(
     ckpt: Checkpoint, video: Path, clip: int | None
-) -> tuple[VideoCurves, np.ndarray, int]:
-    """(curves, letterboxed uint8 frames [T, S, S], offset of frame 0 of the curves)."""
+) -> tuple[VideoCurves, np.ndarray, np.ndarray]:
+    """(curves, letterboxed uint8 frames [T, S, S], int [T] source frame number of each),
+    the video decimated to the model's frame rate as evaluation decimates it."""
     config = ckpt.config
     decoded = read_video(video)
-    frames, _ = preprocess_frames(decoded.frames, config.preprocess)
+    kept = kept_indices(decoded.timestamps, Timing(config.frame_rate), decoded.fps)
+    source = np.arange(len(decoded.frames)) if kept is None else kept
+    frames, _ = preprocess_frames(decoded.frames[source], config.preprocess)
     spans = clip_spans(len(frames), config.clip_length, config.clip_step)
     if clip is not None:
         if not 0 <= clip < len(spans):
@@ -110,7 +114,8 @@ def video_curves(
     curves = stitch(
         attention.cpu().numpy(), np.stack(masks), local, torch.sigmoid(logits).cpu().numpy()
     )
-    return curves, frames[offset : offset + curves.raw.shape[1]], offset
+    shown = slice(offset, offset + curves.raw.shape[1])
+    return curves, frames[shown], source[shown]
 
 
 # --- drawing ----------------------------------------------------------------------------------
@@ -132,7 +137,7 @@ def draw_panel(
     name: str,
     curves: VideoCurves,
     frames: np.ndarray,
-    offset: int,
+    numbers: np.ndarray,
     truth: Truth | None,
     threshold: float,
 ) -> None:
@@ -158,7 +163,7 @@ def draw_panel(
     title = f"{DISPLAY_NAMES.get(name, name)}   {shown}   threshold {threshold:.2f}"
     _text(canvas, title, (x0, top + 22), 0.55, colour=colour, thick=2)
     if truth is not None and truth.frames is not None:
-        marked = truth.frames[offset : offset + n]
+        marked = truth.frames[numbers]
         for i in np.flatnonzero(marked):
             a, b = px(i - 0.5), px(i + 0.5)
             cv2.rectangle(canvas, (max(a, x0), y0), (min(b, x1), y1), TRUTH, -1)
@@ -174,7 +179,7 @@ def draw_panel(
         cv2.line(canvas, (px(start), y0), (px(start), y1), CLIP_EDGE, 1, cv2.LINE_AA)
     for t in _x_ticks(n):
         cv2.line(canvas, (px(t), y1), (px(t), y1 + 4), INK, 1)
-        _text(canvas, str(t + offset), (px(t) - 8, y1 + 18), 0.4)
+        _text(canvas, str(numbers[t]), (px(t) - 8, y1 + 18), 0.4)
     _text(canvas, "frame", ((x0 + x1) // 2 - 20, y1 + 34), 0.4)
     _text(canvas, "alpha", (8, (y0 + y1) // 2 + 5), 0.45)
     values = np.nan_to_num(curves.normalised[pattern], nan=0.0)
@@ -196,7 +201,7 @@ def draw_panel(
         x = tx + (rank - 1) * (THUMB + THUMB_GAP)
         canvas[top + 34 : top + 34 + THUMB, x : x + THUMB] = cv2.cvtColor(thumb, cv2.COLOR_GRAY2BGR)
         cv2.rectangle(canvas, (x, top + 34), (x + THUMB - 1, top + 33 + THUMB), colour, 2)
-        label = f"#{rank} frame {t + offset}  a={values[t]:.2f}"
+        label = f"#{rank} frame {numbers[t]}  a={values[t]:.2f}"
         _text(canvas, label, (x, top + 34 + THUMB + 18), 0.42)
 
 
@@ -205,19 +210,20 @@ def render(
     video: Path,
     curves: VideoCurves,
     frames: np.ndarray,
-    offset: int,
+    numbers: np.ndarray,
     truths: list[Truth] | None,
 ) -> np.ndarray:
     config = ckpt.config
     width, height = figure_size(config.num_patterns)
     canvas = np.full((height, width, 3), 255, np.uint8)
-    n = curves.raw.shape[1]
+    decimated = len(numbers) < int(numbers[-1] - numbers[0]) + 1
     clips = len(curves.spans)
     _text(canvas, f"Attention over frames: {video.name}", (PLOT_LEFT, 28), 0.75, thick=2)
     _text(
         canvas,
         f"model {ckpt.model_id} ({config.variant}, {config.backbone}, {config.num_heads} heads)"
-        f"   frames {offset}-{offset + n - 1}, {clips} clip(s) of {config.clip_length}",
+        f"   frames {numbers[0]}-{numbers[-1]}, {clips} clip(s) of {config.clip_length}"
+        + (f", decimated to the model's {config.frame_rate:g} fps" if decimated else ""),
         (PLOT_LEFT, 52),
         0.5,
     )
@@ -230,7 +236,7 @@ def render(
             name,
             curves,
             frames,
-            offset,
+            numbers,
             truth,
             config.thresholds[p],
         )
@@ -269,11 +275,11 @@ def plot_attention(
     """
     set_threads(threads)
     ckpt = load_checkpoint(checkpoint, map_location=resolve_device(device))
-    curves, frames, offset = video_curves(ckpt, video, clip)
+    curves, frames, numbers = video_curves(ckpt, video, clip)
     truths = None
     if manifest is not None:
-        truths = truth_from_manifest(manifest, video, offset + curves.raw.shape[1])
-    image = render(ckpt, video, curves, frames, offset, truths)
+        truths = truth_from_manifest(manifest, video, int(numbers[-1]) + 1)
+    image = render(ckpt, video, curves, frames, numbers, truths)
     ok, png = cv2.imencode(".png", image)
     try:
         if not ok:

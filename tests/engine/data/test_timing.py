@@ -21,7 +21,10 @@ from luvnet.engine.data.timing import (
 )
 from luvnet.engine.data.video import read_video
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.evaluation.attention_plot import video_curves
+from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.model.config import PreprocessConfig
+from luvnet.streamer.compose import DEMO_CHECKPOINT
 from tests.timed_videos import scan_frames, write_at_rate, write_timed
 
 REPO = Path(__file__).resolve().parents[3]
@@ -145,3 +148,15 @@ def test_handed_vfr_case_clips_span_the_time_a_5_fps_model_was_trained_on(
     length = 8
     spans = [times[s + length - 1] - times[s] for s in range(0, cached.n_frames - length + 1)]
     np.testing.assert_allclose(spans, (length - 1) / 5, atol=0.05)
+
+
+def test_the_attention_plot_decimates_as_evaluation_does(tmp_path: Path) -> None:
+    frames = scan_frames(80)
+    at60 = write_at_rate(tmp_path / "at60.mkv", frames, 60.0)
+    at30 = write_at_rate(tmp_path / "at30.mkv", frames[::2], 30.0)
+    ckpt = load_checkpoint(DEMO_CHECKPOINT)
+    fast, fast_frames, numbers = video_curves(ckpt, at60, None)
+    slow, slow_frames, plain = video_curves(ckpt, at30, None)
+    assert numbers.tolist() == list(range(0, 80, 2)) and plain.tolist() == list(range(40))
+    np.testing.assert_array_equal(fast_frames, slow_frames)
+    np.testing.assert_allclose(fast.probs, slow.probs, atol=1e-6)
