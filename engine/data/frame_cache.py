@@ -169,9 +169,11 @@ class FrameCache:
             np.save(handle, frames)
         with atomic_open(sidecar) as handle:
             handle.write(json.dumps(meta, indent=1))
+        shrunk = "" if kept is None else f" of {len(decoded.frames)}, decimated to the model's rate"
         log.info(
-            "cached %s: %d frames, box %s (%s)", video.name, len(frames), found.box, found.reason
-        )
+            "cached %s: %d frames%s, box %s (%s)",
+            video.name, len(frames), shrunk, found.box, found.reason,
+        )  # fmt: skip
         return _cached(video, npy, meta, built=True)
 
 

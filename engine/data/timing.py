@@ -70,7 +70,8 @@ class Timing:
     decimate_above: float = DEFAULT_DECIMATE_ABOVE
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.decimate_above) and self.decimate_above >= 0):
+        factor = self.decimate_above
+        if not (np.isfinite(factor) and (factor == 0 or factor >= 1)):
             raise LuvnetError(
                 f"decimate_above: expected 0 (off) or a factor >= 1, got {self.decimate_above}"
             )

@@ -76,8 +76,9 @@ def test_rates_from_timestamps() -> None:
     assert median_rate([0.0]) == 0.0 and mean_rate([1.0, 1.0]) == 0.0
     assert model_frame_rate([30.0, 29.97, 60.0, 0.0]) == pytest.approx(30.0)
     assert model_frame_rate([0.0]) is None
-    with pytest.raises(LuvnetError, match="decimate_above"):
-        Timing(30.0, decimate_above=-1)
+    for factor in (-1.0, 0.5, float("nan")):
+        with pytest.raises(LuvnetError, match="decimate_above"):
+            Timing(30.0, decimate_above=factor)
 
 
 def test_a_60_fps_file_is_cached_as_the_30_fps_file_of_its_even_frames(tmp_path: Path) -> None:
