@@ -39,6 +39,7 @@ class GrabbedFrame:
     truth: dict[str, bool] | None
     fps: float | None = None  # the source's nominal frame rate when it knows it
     pts_s: float | None = None  # presentation time (s, the source's clock) when it gives one
+    region: tuple[int, int, int, int] | None = None  # imaging region (x, y, w, h) it declares
 
 
 class FrameGrabber:
@@ -184,6 +185,7 @@ class FrameGrabber:
                 truth=frame.truth,
                 fps=self.source.fps,
                 pts_s=_pts(frame.meta),
+                region=_region(frame.meta),
             )
             if not self._put(grabbed):
                 return
@@ -198,3 +200,10 @@ class FrameGrabber:
 def _pts(meta: dict[str, object]) -> float | None:
     value = meta.get("pts_s")
     return float(value) if isinstance(value, int | float) else None
+
+
+def _region(meta: dict[str, object]) -> tuple[int, int, int, int] | None:
+    value = meta.get("region")
+    if isinstance(value, tuple) and len(value) == 4 and all(isinstance(v, int) for v in value):
+        return (value[0], value[1], value[2], value[3])
+    return None

@@ -114,7 +114,7 @@ class StreamPipeline:
         if not self.decimator.keep(pts):
             self.counters.decimated += 1
             return []
-        ready = self.preprocess.push(frame.image, (frame, time.perf_counter_ns()))
+        ready = self.preprocess.push(frame.image, (frame, time.perf_counter_ns()), frame.region)
         self._note_size_change(frame.index, self.preprocess.size_changed)
         return ready
 

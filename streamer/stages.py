@@ -71,10 +71,13 @@ class PreprocessStage(Generic[Tag]):
         self._last: tuple[tuple[int, int, int, int] | None, tuple[int, ...]] | None = None
         self.box_version = 0
 
-    def push(self, image: np.ndarray, tag: Tag) -> list[tuple[Tag, torch.Tensor, int]]:
-        """(tag, [1, 3, S, S], box_version) of each frame ready now, in order."""
+    def push(
+        self, image: np.ndarray, tag: Tag, region: tuple[int, int, int, int] | None = None
+    ) -> list[tuple[Tag, torch.Tensor, int]]:
+        """(tag, [1, 3, S, S], box_version) of each frame ready now, in order; ``region``:
+        the imaging region the source declares (a DICOM file's), else None."""
         out = []
-        for ready_tag, gray, box in self.preprocessor.push(image, tag):
+        for ready_tag, gray, box in self.preprocessor.push(image, tag, region):
             out.append((ready_tag, self._prepare(gray, box), self.box_version))
         return out
 

@@ -17,7 +17,8 @@ mtime_ns and SHA-256 of its first and last MiB) plus ``n_frames``, ``fps``, ``so
 
 Decimation comes first (:func:`~luvnet.engine.data.timing.kept_indices`), then the sector is
 found from the first frames that remain (:func:`~luvnet.engine.data.preprocess.detect_sector`):
-the frames a live stream of the same file keeps and locks its crop on.
+the frames a live stream of the same file keeps and locks its crop on. A fixed ``crop_box``, or
+else a DICOM file's declared imaging region, is used instead.
 
 A key mismatch (the video or a parameter changed) rebuilds the pair in place; both files are
 written to temporaries and renamed, so concurrent builders cannot tear them.
@@ -45,7 +46,7 @@ from luvnet.engine.model.config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # bump when decoding or preprocessing changes what a cache file holds
+CACHE_VERSION = 4  # bump when decoding or preprocessing changes what a cache file holds
 _EDGE_BYTES = 1 << 20
 
 
@@ -147,7 +148,7 @@ class FrameCache:
         kept = kept_indices(decoded.timestamps, self.timing, decoded.fps)
         source = decoded.frames if kept is None else decoded.frames[kept]
         times = decoded.timestamps if kept is None else decoded.timestamps[kept]
-        frames, found = preprocess_frames(source, self.cfg, self.sector)
+        frames, found = preprocess_frames(source, self.cfg, self.sector, decoded.region)
         height, width = decoded.frames.shape[1:]
         meta = _json_clean(
             {

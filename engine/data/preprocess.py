@@ -1,3 +1,5 @@
+# Over 400 lines because the one preprocessing path keeps grey conversion, the crop rule and the
+# stream's hold-then-lock calibration together, so training, evaluation and the stream share them.
 """The one preprocessing path shared by training, evaluation and the live streamer.
 
 docs/model.md, "Data and training protocol": crop to the imaging sector (drop scanner UI and
@@ -234,11 +236,15 @@ CHUNK = 16  # frames letterboxed together: [16, S, w] float temporaries, a few t
 
 
 def preprocess_frames(
-    frames: np.ndarray, cfg: PreprocessConfig, params: SectorParams | None = None
+    frames: np.ndarray,
+    cfg: PreprocessConfig,
+    params: SectorParams | None = None,
+    region: Box | None = None,
 ) -> tuple[np.ndarray, SectorDetection]:
     """A whole decoded video [T, H, W] uint8 -> ([T, S, S] uint8, the sector used).
 
-    The box is ``cfg.crop_box`` when set, else detected from this video's own frames.
+    The box is ``cfg.crop_box`` when set, else the imaging ``region`` a DICOM file declares
+    (``Video.region``), else detected from this video's first frames (:func:`detect_sector`).
     """
     if frames.ndim != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise LuvnetError(
@@ -247,12 +253,19 @@ def preprocess_frames(
     if cfg.crop_box is not None:
         box = clip_box(cfg.crop_box, frames.shape[1], frames.shape[2])
         found = SectorDetection(box, False, "fixed crop_box from the configuration")
+    elif region is not None:
+        found = region_detection(region, frames.shape[1], frames.shape[2])
     else:
         found = detect_sector(frames, params)
     letterbox = Letterbox(cfg.image_size)
     video = as_tensor(frames)
     chunks = [letterbox(video[i : i + CHUNK], found.box) for i in range(0, len(frames), CHUNK)]
     return torch.cat(chunks).numpy(), found
+
+
+def region_detection(region: Box, height: int, width: int) -> SectorDetection:
+    """The imaging region a DICOM file declares, cut to the image, as the sector."""
+    return SectorDetection(clip_box(region, height, width), True, "the file's ultrasound region")
 
 
 Tag = TypeVar("Tag")
@@ -319,9 +332,13 @@ class FramePreprocessor(Generic[Tag]):
         :meth:`calibrate`)."""
         return self.letterbox(as_tensor(to_gray_u8(image)), self._box).numpy()
 
-    def push(self, image: np.ndarray, tag: Tag) -> list[tuple[Tag, np.ndarray, Box | None]]:
+    def push(
+        self, image: np.ndarray, tag: Tag, region: Box | None = None
+    ) -> list[tuple[Tag, np.ndarray, Box | None]]:
         """(tag, grey uint8 [H, W], box) of every frame ready now, in order: this one, or none
-        while calibrating, or all the held ones once the sector locks."""
+        while calibrating, or all the held ones once the sector locks. ``region``: the imaging
+        region the source declares for this frame (a DICOM file's), used unless a box is
+        fixed, as :func:`preprocess_frames` uses it."""
         gray = to_gray_u8(image)
         shape = (gray.shape[0], gray.shape[1])
         ready: list[tuple[Tag, np.ndarray, Box | None]] = []
@@ -335,6 +352,9 @@ class FramePreprocessor(Generic[Tag]):
                 self._fixed = None
             self._box = None
         self._shape = shape
+        if region is not None and self._fixed is None:
+            self.detection = region_detection(region, *shape)
+            self._box, self._locked_shape = self.detection.box, shape
         if not self._calibrates(shape):
             ready.append((tag, gray, self._box))
             return ready

@@ -90,7 +90,7 @@ def video_curves(
     decoded = read_video(video)
     kept = kept_indices(decoded.timestamps, Timing(config.frame_rate), decoded.fps)
     source = np.arange(len(decoded.frames)) if kept is None else kept
-    frames, _ = preprocess_frames(decoded.frames[source], config.preprocess)
+    frames, _ = preprocess_frames(decoded.frames[source], config.preprocess, region=decoded.region)
     spans = clip_spans(len(frames), config.clip_length, config.clip_step)
     if clip is not None:
         if not 0 <= clip < len(spans):

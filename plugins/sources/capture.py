@@ -136,6 +136,8 @@ class FileSource:
             self._pacer.wait(frame.pts_s)
         self._index += 1
         meta: dict[str, object] = {"file_frame": self._index - 1, "pts_s": frame.pts_s}
+        if self._video.region is not None:  # a DICOM file's imaging region: the crop
+            meta["region"] = self._video.region
         return SourceFrame(image=frame.image, meta=meta)
 
     def close(self) -> None:

@@ -69,3 +69,30 @@ def test_covid_blues_videos_score_alike_in_stream_and_evaluate(tmp_path: Path) -
     assert len(report["videos"]) == 3 and report["windows_compared"] >= 3
     assert report["max_abs_diff"] <= TOLERANCE, report
     assert report["videos_with_full_window_at_last_frame_of_first_window"] == 3, report
+
+
+def test_a_dicom_loop_is_cropped_to_its_region_alike_in_stream_and_evaluate(tmp_path: Path):
+    """A US cine loop with a Sequence of Ultrasound Regions: the declared tissue region is the
+    crop of both paths (not a detected box), and they score alike."""
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from pydicom.sequence import Sequence
+
+    from tests.engine.data.test_dicom import region, write_dicom
+
+    frames = scan_frames(40, size=(96, 128))
+    tissue = Sequence([region(20, 10, 99, 85, 1)])  # (x, y, w, h) = (20, 10, 80, 76)
+    write_dicom(
+        tmp_path / "loop.dcm", frames, "MONOCHROME2", FrameTime="33.3",
+        SequenceOfUltrasoundRegions=tissue,
+    )  # fmt: skip
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "video,patient_id,a_lines,b_lines,consolidation,pleural_effusion\nloop.dcm,p0,1,0,,\n"
+    )
+    out = tmp_path / "out"
+    report = parity(manifest, out)
+    assert report["windows_compared"] == 1 and report["max_abs_diff"] <= TOLERANCE, report
+    assert report["videos_with_full_window_at_last_frame_of_first_window"] == 1
+    (sidecar,) = (out / "cache").glob("*.json")
+    cached = json.loads(sidecar.read_text())
+    assert cached["box"] == [20, 10, 80, 76] and "region" in cached["reason"], cached
