@@ -31,6 +31,10 @@ IMPORT_NOTICE_S = 1.5  # a command whose imports take longer says so
 # name -> (module, one-line usage)
 COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("luvnet.commands.stream", "run the live pipeline and publish scores over ZeroMQ"),
+    "serve": (
+        "luvnet.commands.serve",
+        "serve many streams with one encoder batched across them (Ray Serve)",
+    ),
     "info": ("luvnet.commands.info", "parameter and compute counts of a model or checkpoint"),
     "phantom": ("luvnet.commands.phantom", "write synthetic labelled lung-ultrasound videos"),
     "train": ("luvnet.commands.train", "train LUV-Net on a manifest of labelled videos"),
@@ -57,7 +61,7 @@ luvnet scores lung-ultrasound video live: it reads frames from a capture card, a
 stream or the built-in phantom and publishes four pattern scores per frame over ZeroMQ."""
 # The overview's groups, in order; consumers found only through entry points go under "plugins".
 GROUPS: dict[str, tuple[str, ...]] = {
-    "live": ("stream", "listen", "record", "overlay"),
+    "live": ("stream", "serve", "listen", "record", "overlay"),
     "models": ("train", "evaluate", "compare", "report", "attention", "info", "export"),
     "data": ("phantom", "covid-blues-manifest", "dicom-manifest"),
     "tools": ("bench", "keys"),

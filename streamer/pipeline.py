@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -101,9 +102,7 @@ class StreamPipeline:
         order once the sector locks (the held frames are scored, never lost)."""
         return [self._score(*item) for item in self._ready(frame)]
 
-    def _ready(
-        self, frame: GrabbedFrame
-    ) -> list[tuple[tuple[GrabbedFrame, int], torch.Tensor, int]]:
+    def _ready(self, frame: GrabbedFrame) -> list[tuple[_Released, torch.Tensor, int]]:
         if self.decimator is None or frame.generation != self._generation:
             # The first frame, or a reconnect (a new clock, perhaps a new rate).
             self._generation = frame.generation
@@ -114,16 +113,16 @@ class StreamPipeline:
         if not self.decimator.keep(pts):
             self.counters.decimated += 1
             return []
-        ready = self.preprocess.push(frame.image, (frame, time.perf_counter_ns()), frame.region)
+        released, t0 = time.monotonic_ns(), time.perf_counter_ns()
+        ready = self.preprocess.push(frame.image, frame, frame.region)
         self._note_size_change(frame.index, self.preprocess.size_changed)
-        return ready
+        return _released(ready, released, t0)
 
-    def _score(
-        self, tag: tuple[GrabbedFrame, int], tensor: torch.Tensor, box_version: int
-    ) -> ScoreMessage:
-        frame, t0 = tag
+    def _score(self, tag: _Released, tensor: torch.Tensor, box_version: int) -> ScoreMessage:
+        frame = tag.frame
         sync = self.preprocess.device.type == "cuda"
-        latency: dict[str, float] = {"queue": (time.monotonic_ns() - frame.capture_ns) / 1e6}
+        # queue: from capture to release (a held frame waited for the sector to lock).
+        latency: dict[str, float] = {"queue": (tag.released_ns - frame.capture_ns) / 1e6}
         # A reconnect or a new sector crop starts a new window: never mix the two.
         key = (frame.generation, box_version)
         if key != self._window_key:
@@ -137,7 +136,7 @@ class StreamPipeline:
         scores = self.postprocess(logits, attention, fill)
         t4 = time.perf_counter_ns()
         latency.update(
-            preprocess=(t1 - t0) / 1e6,  # a held frame: from its arrival to its release
+            preprocess=tag.preprocess_ns / 1e6,  # its share of the push that released it
             embed=(t2 - t1) / 1e6,
             head=(t3 - t2) / 1e6,
             postprocess=(t4 - t3) / 1e6,
@@ -264,7 +263,8 @@ class StreamPipeline:
         """Score the frames still held for calibration, locked on what there is: a source
         shorter than the calibration (or stopped during it) still gets its scores."""
         try:
-            ready = self.preprocess.flush()
+            released, t0 = time.monotonic_ns(), time.perf_counter_ns()
+            ready = _released(self.preprocess.flush(), released, t0)
         except Exception as err:  # noqa: BLE001 - reported like a bad frame
             self.counters.last_error = f"flush: {type(err).__name__}: {err}"[:400]
             log.warning("%s", self.counters.last_error)
@@ -275,18 +275,16 @@ class StreamPipeline:
             self.publish(self.status())
             self._status_now = False
 
-    def _publish_ready(
-        self, ready: list[tuple[tuple[GrabbedFrame, int], torch.Tensor, int]]
-    ) -> None:
+    def _publish_ready(self, ready: list[tuple[_Released, torch.Tensor, int]]) -> None:
         for tag, tensor, version in ready:
             if self.max_frames is not None and self.counters.published >= self.max_frames:
                 return
             try:
                 message = self._score(tag, tensor, version)
             except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
-                self._failed(tag[0], err)
+                self._failed(tag.frame, err)
                 continue
-            self._deliver(tag[0], message)
+            self._deliver(tag.frame, message)
 
     def _failed(self, frame: GrabbedFrame, err: Exception) -> None:
         self.counters.failed_frames += 1
@@ -302,6 +300,22 @@ class StreamPipeline:
             except Exception as err:  # noqa: BLE001 - a failing sink reports, never stops
                 self.counters.last_error = f"sink: {type(err).__name__}: {err}"[:400]
                 log.warning("%s", self.counters.last_error)
+
+
+class _Released(NamedTuple):
+    """A frame the preprocessing handed on: when (monotonic ns), and its share of the
+    preprocessing time of the call that released it (perf-counter ns)."""
+
+    frame: GrabbedFrame
+    released_ns: int
+    preprocess_ns: float
+
+
+def _released(
+    ready: list[tuple[GrabbedFrame, torch.Tensor, int]], released_ns: int, t0: int
+) -> list[tuple[_Released, torch.Tensor, int]]:
+    share = (time.perf_counter_ns() - t0) / max(len(ready), 1)
+    return [(_Released(f, released_ns, share), x, v) for f, x, v in ready]
 
 
 def _mark(sync: bool) -> int:

@@ -9,8 +9,9 @@ Use from the pipeline::
         pub.publish(ScoreMessage(frame=..., capture_ns=..., ...))  # per processed frame
         pub.publish(StatusMessage(..., frames_published=pub.sent_scores))  # once a second
 
-``publish`` stamps ``seq`` (per kind, contiguous from 0), ``session`` (random per publisher)
-and ``publish_ns`` (time.monotonic_ns() just before sending), then sends without waiting.
+``publish`` stamps ``seq`` (per stream and kind, contiguous from 0), ``session`` (random per
+publisher) and ``publish_ns`` (time.monotonic_ns() just before sending), then sends without
+waiting.
 It is safe to call from several threads (one lock around the socket, held for microseconds).
 
 Backpressure (a deliberate choice, style item 8): PUB keeps at most ``sndhwm`` messages per
@@ -146,7 +147,9 @@ class ScorePublisher:
         self.sent_scores = 0  # score messages handed to ZeroMQ
         self.sent_status = 0
         self.dropped = 0  # refused locally with zmq.Again
-        self._seq = dict.fromkeys(KINDS, 0)
+        # Per (stream, kind): a publisher of several streams (``luvnet serve``) gives each
+        # stream's subscriber contiguous numbers, as a publisher of one stream does.
+        self._seq: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._context = zmq.Context()
@@ -188,8 +191,9 @@ class ScorePublisher:
         with self._lock:
             if self.closed:
                 raise LuvnetError("publish: the publisher is closed")
-            seq = self._seq[msg.kind]
-            self._seq[msg.kind] = seq + 1
+            key = (msg.stream_id, msg.kind)
+            seq = self._seq.get(key, 0)
+            self._seq[key] = seq + 1
             stamped = dataclasses.replace(
                 msg, seq=seq, session=self.session, publish_ns=time.monotonic_ns()
             )

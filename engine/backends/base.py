@@ -115,10 +115,12 @@ class Backend:
         *,
         device: torch.device,
         dtype: torch.dtype,
+        any_batch: bool = False,
     ) -> None:
         self.info = info
         self.device = device
         self.dtype = dtype
+        self.any_batch = any_batch  # ``encode`` takes any batch size (eager), not only 1
         self._encode = encode
         self._head = head
         size = info.image_size
@@ -133,7 +135,14 @@ class Backend:
     def with_info(self, **changes: Any) -> Backend:
         """The same callables with updated metadata (parity figures, auto's reason)."""
         info = dataclasses.replace(self.info, **changes)
-        return Backend(info, self._encode, self._head, device=self.device, dtype=self.dtype)
+        return Backend(
+            info,
+            self._encode,
+            self._head,
+            device=self.device,
+            dtype=self.dtype,
+            any_batch=self.any_batch,
+        )
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """Normalised frames [1, 3, S, S] -> embedding [1, D] in :attr:`dtype`."""
@@ -143,6 +152,23 @@ class Backend:
                 f"got {tuple(frames.shape)}"
             )
         return self._encode(frames.to(self.device, self.dtype))
+
+    def encode_many(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frames [B, 3, S, S] -> embeddings [B, D] in :attr:`dtype`.
+
+        One call when the backend takes any batch (eager); a backend built for batch 1 (a
+        compiled one) encodes the frames one at a time. Raises ValueError for another frame
+        shape.
+        """
+        if frames.shape[1:] != self._frame_shape[1:]:
+            size = self.info.image_size
+            raise ValueError(
+                f"{self.name}.encode_many: expected frames (B, 3, {size}, {size}), "
+                f"got {tuple(frames.shape)}"
+            )
+        if self.any_batch:
+            return self._encode(frames.to(self.device, self.dtype))
+        return torch.cat([self.encode(frame.unsqueeze(0)) for frame in frames])
 
     def head(
         self, window: torch.Tensor, mask: torch.Tensor | None = None

@@ -31,4 +31,4 @@ def load(model: LUVNet, spec: BackendSpec) -> Backend:
         embed_dim=model.embed_dim,
         details={"channels_last": True},
     )
-    return Backend(info, encode, head, device=spec.device, dtype=spec.dtype)
+    return Backend(info, encode, head, device=spec.device, dtype=spec.dtype, any_batch=True)

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from luvnet.bench.run import BenchSettings, print_report, run_bench
+from luvnet.bench.serving import ServeBenchSettings
 from luvnet.commands.options import (
     checked,
     device_name,
@@ -25,6 +26,19 @@ HELP = "latency of the pipeline stages, cached vs naive, backends"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        default="pipeline",
+        choices=("pipeline", "serve"),
+        help="pipeline: the stages, cached vs naive, backends; serve: N paced streams through "
+        "`luvnet serve` against N independent `luvnet stream` processes (--streams)",
+    )
+    parser.add_argument(
+        "--streams",
+        default="1,2,4,8",
+        help="serve: comma list of stream counts, e.g. 1,2,4,8",
+    )
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--backbone", default="densenet161", help="random-init LUV-Net trunk")
     model.add_argument("--checkpoint", type=Path, help="benchmark this checkpoint instead")
@@ -102,9 +116,40 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     )
 
 
+def stream_counts(text: str) -> tuple[int, ...]:
+    """``--streams``: a comma list of positive stream counts."""
+    try:
+        counts = tuple(int(part) for part in names(text))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise LuvnetError(f"--streams: expected a comma list of positive integers, got {text!r}")
+    return counts
+
+
+def serve_settings_from_args(args: argparse.Namespace) -> ServeBenchSettings:
+    """``luvnet bench serve``: the demo model unless --checkpoint; --size defaults to 480x640."""
+    size = args.size if args.size != "924x1232" else "480x640"
+    return ServeBenchSettings(
+        streams=stream_counts(args.streams),
+        checkpoint=args.checkpoint,
+        source=args.source,
+        size=checked("--size", frame_size, size),
+        seconds=args.paced_seconds,
+        device=args.device,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    result = run_bench(settings_from_args(args))
-    print_report(result.report)
+    if args.mode == "serve":
+        # Ray is imported only for this mode (luvnet[serve]).
+        from luvnet.bench.serving import print_serve_report, run_serve_bench
+
+        result = run_serve_bench(serve_settings_from_args(args))
+        print_serve_report(result.report)
+    else:
+        result = run_bench(settings_from_args(args))
+        print_report(result.report)
     if args.json_out:
         result.write_json(args.json_out)
     if args.plot:
