@@ -24,7 +24,7 @@ from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from luvnet.streamer.publisher import ScorePublisher, open_publisher
 from luvnet.streamer.schema import printable
 from luvnet.streamer.serve.cluster import ServeCluster
-from luvnet.streamer.serve.encoder import BatchTally, remote_backend
+from luvnet.streamer.serve.encoder import BatchTally, FrameCoalescer, remote_backend
 from luvnet.streamer.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,26 @@ def run_serve(
         ServeCluster(settings) as cluster,
     ):
         tally = BatchTally()
+        encoder = settings.encoder
+        coalescer = FrameCoalescer(
+            cluster.handle,
+            max_batch=encoder.max_batch_size,
+            wait_s=encoder.batch_wait_ms / 1000,
+            timeout_s=settings.request_timeout_s,
+            # One request in flight per replica: while it is, the next batch fills (on this
+            # CPU a request costs milliseconds of Ray's own work, so fewer, fuller ones).
+            senders=encoder.replicas,
+            tally=tally,
+        )
         pipelines: list[StreamPipeline] = []
         last_status: dict[str, StatusMessage] = {}
         for stream in settings.streams:
             backend, set_on_lost = remote_backend(
-                cluster.handle,
+                coalescer,
                 checkpoint,
                 device=device,
                 precision=settings.precision,
                 backend_name=settings.backend,
-                timeout_s=settings.request_timeout_s,
-                tally=tally,
             )
             source = sources.get(stream.stream_id) if sources else None
             pipeline = compose_stream(
@@ -129,7 +138,10 @@ def run_serve(
             )
         if on_started is not None:
             on_started(cluster)
-        _run_all(pipelines, stop, last_status)
+        try:
+            _run_all(pipelines, stop, last_status)
+        finally:
+            coalescer.close()
     results = [_result(p, last_status.get(p.identity.stream_id)) for p in pipelines]
     for result in results:
         log.info(
@@ -144,7 +156,7 @@ def run_serve(
         streams=results,
         frames_encoded=tally.frames,
         mean_batch=tally.mean_batch,
-        replica_nodes=len(tally.nodes or ()),
+        replica_nodes=len(tally.nodes),
     )
 
 

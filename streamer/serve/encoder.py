@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,17 @@ from luvnet.engine.model.checkpoint import Checkpoint
 from luvnet.engine.runtime import resolve_device, set_threads
 
 
+def _frame_count(requests: list[np.ndarray]) -> int:
+    """A batch's size in frames (a request carries one or more), for ``@serve.batch``."""
+    return sum(len(request) for request in requests)
+
+
 class EncoderReplica:
     """One replica: the model on its device, embedding whole batches of frames.
 
-    ``__call__(frame [3, S, S] float32/float16 ndarray) -> (embedding [D] ndarray in the
-    backend's dtype, size of the batch it was part of, this replica's Ray node id)``.
+    ``__call__(frames [B, 3, S, S] float32/float16 ndarray) -> (embeddings [B, D] ndarray in
+    the backend's dtype, frames in the encoder call they were part of, this replica's Ray node
+    id)``. Requests (from one driver or several) are batched up to ``max_batch_size`` frames.
     """
 
     def __init__(
@@ -68,21 +75,25 @@ class EncoderReplica:
         batcher.set_max_batch_size(max_batch_size)
         batcher.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
-    async def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, int, str]:
-        return await self._embed_batch(frame)
+    async def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, int, str]:
+        return await self._embed_batch(frames)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def _embed_batch(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, str]]:
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002, batch_size_fn=_frame_count)
+    async def _embed_batch(self, requests: list[np.ndarray]) -> list[tuple[np.ndarray, int, str]]:
         # The model runs off the event loop, which meanwhile gathers the next batch.
-        embeddings = await asyncio.to_thread(self._encode, frames)
-        self.frames += len(frames)
+        embeddings = await asyncio.to_thread(self._encode, np.concatenate(requests))
+        total = len(embeddings)
+        self.frames += total
         self.batches += 1
-        return [(emb, len(frames), self.node_id) for emb in embeddings]
+        replies, start = [], 0
+        for request in requests:
+            replies.append((embeddings[start : start + len(request)], total, self.node_id))
+            start += len(request)
+        return replies
 
     @torch.inference_mode()
-    def _encode(self, frames: list[np.ndarray]) -> np.ndarray:
-        batch = torch.from_numpy(np.stack(frames))
-        return self.backend.encode_many(batch).cpu().numpy()
+    def _encode(self, frames: np.ndarray) -> np.ndarray:
+        return self.backend.encode_many(torch.from_numpy(frames)).cpu().numpy()
 
     def stats(self) -> dict[str, Any]:
         """Frames and batches so far, where this replica runs (for status and tests)."""
@@ -105,14 +116,12 @@ class BatchTally:
     """What the driver saw of the encoder's batching, over every frame of every stream."""
 
     frames: int = 0
-    batches: float = 0.0  # sum of 1 / batch size over frames: the number of batches
-    nodes: set[str] | None = None
+    batches: float = 0.0  # sum of 1 / batch size over frames: the number of encoder calls
+    nodes: set[str] = field(default_factory=set)
 
-    def add(self, batch_size: int, node_id: str) -> None:
-        self.frames += 1
-        self.batches += 1.0 / batch_size
-        if self.nodes is None:
-            self.nodes = set()
+    def add(self, batch_size: int, node_id: str, frames: int = 1) -> None:
+        self.frames += frames
+        self.batches += frames / batch_size
         self.nodes.add(node_id)
 
     @property
@@ -120,39 +129,142 @@ class BatchTally:
         return self.frames / self.batches if self.batches else 0.0
 
 
+@dataclass
+class _Pending:
+    frame: np.ndarray
+    done: threading.Event = field(default_factory=threading.Event)
+    embedding: np.ndarray | None = None
+    error: str | None = None
+
+
+class FrameCoalescer:
+    """The driver's streams' frames, sent to the deployment as a few multi-frame requests.
+
+    Each Ray Serve request costs milliseconds of CPU on both ends (measured on this 2-core CPU:
+    about as much as the demo model's encoder itself), so the driver's streams share requests:
+    ``senders`` threads each take up to ``max_batch`` waiting frames (after waiting at most
+    ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
+    batches requests from every sender and every driver. ``embed(frame [3, S, S]) -> [D]``
+    blocks its stream's thread until the embedding is back; it raises :class:`LostFrame` when
+    the request failed or took longer than ``timeout_s``.
+    """
+
+    def __init__(
+        self,
+        handle: Any,
+        *,
+        max_batch: int,
+        wait_s: float,
+        timeout_s: float,
+        senders: int,
+        tally: BatchTally,
+    ) -> None:
+        self.handle = handle
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self.timeout_s = timeout_s
+        self.tally = tally
+        self._queue: list[_Pending] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._send_loop, name=f"serve-sender-{i}", daemon=True)
+            for i in range(senders)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def embed(self, frame: np.ndarray) -> np.ndarray:
+        pending = _Pending(frame)
+        with self._ready:
+            if self._closed:
+                raise LostFrame("the encoder connection is closed")
+            self._queue.append(pending)
+            self._ready.notify()
+        if not pending.done.wait(self.timeout_s + self.wait_s + 1.0):
+            raise LostFrame(f"no embedding within {self.timeout_s:g} s")
+        if pending.embedding is None:
+            raise LostFrame(pending.error or "encoder call failed")
+        return pending.embedding
+
+    def _take(self) -> list[_Pending] | None:
+        """Up to ``max_batch`` waiting frames, once one waits (and ``wait_s`` passed for more,
+        or the batch is full); None once closed."""
+        with self._ready:
+            while True:
+                while not self._queue and not self._closed:
+                    self._ready.wait(0.5)
+                if self._closed:
+                    return None
+                deadline = time.monotonic() + self.wait_s
+                while 0 < len(self._queue) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+                if self._queue:  # another sender may have taken them meanwhile
+                    batch = self._queue[: self.max_batch]
+                    del self._queue[: self.max_batch]
+                    return batch
+
+    def _send_loop(self) -> None:
+        while (batch := self._take()) is not None:
+            frames = np.stack([p.frame for p in batch])
+            try:
+                embeddings, call_size, node_id = self.handle.remote(frames).result(
+                    timeout_s=self.timeout_s
+                )
+            except Exception as err:  # noqa: BLE001 - any failure of the call loses its frames
+                first = (str(err).strip().splitlines() or [""])[0]  # Ray's texts run to lines
+                text = f"encoder call failed ({type(err).__name__}): {first}"[:300]
+                for pending in batch:
+                    pending.error = text
+                    pending.done.set()
+                continue
+            with self._ready:
+                self.tally.add(call_size, node_id, len(batch))
+            for pending, embedding in zip(batch, embeddings, strict=True):
+                pending.embedding = embedding
+                pending.done.set()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            for pending in self._queue:
+                pending.error = "the stream was stopped"
+                pending.done.set()
+            self._queue.clear()
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join(self.timeout_s + 1.0)
+
+
 def remote_backend(
-    handle: Any,
+    coalescer: FrameCoalescer,
     checkpoint: Checkpoint,
     *,
     device: torch.device,
     precision: str,
     backend_name: str,
-    timeout_s: float,
-    tally: BatchTally,
-    on_lost: Callable[[], None] | None = None,
 ) -> tuple[Backend, Callable[[Callable[[], None]], None]]:
-    """A :class:`Backend` whose ``encode`` is the deployment behind ``handle``.
+    """A :class:`Backend` whose ``encode`` is the deployment, through ``coalescer``.
 
-    ``encode([1, 3, S, S]) -> [1, D]`` in the precision's dtype on ``device``; a failed or
-    timed-out call raises :class:`LostFrame` after calling the ``on_lost`` callback (set with
-    the returned setter once the stream's head exists), so the stream restarts its window
-    rather than score a window with a hole. ``head`` is ``checkpoint``'s model, local.
+    ``encode([1, 3, S, S]) -> [1, D]`` in the precision's dtype on ``device``; a lost frame
+    raises :class:`LostFrame` after calling the on-lost callback (set with the returned
+    setter once the stream's head exists), so the stream restarts its window rather than
+    score a window with a hole. ``head`` is ``checkpoint``'s model, local.
     """
     dtype = PRECISIONS[precision]
     model = checkpoint.model
-    lost: list[Callable[[], None]] = [on_lost] if on_lost is not None else []
-    lock = threading.Lock()
+    lost: list[Callable[[], None]] = []
 
     def encode(frames: torch.Tensor) -> torch.Tensor:
-        frame = frames[0].cpu().numpy()
         try:
-            emb, batch_size, node_id = handle.remote(frame).result(timeout_s=timeout_s)
-        except Exception as err:  # noqa: BLE001 - any failure of the remote call loses the frame
+            emb = coalescer.embed(frames[0].cpu().numpy())
+        except LostFrame:
             for callback in lost:
                 callback()
-            raise LostFrame(f"encoder call failed ({type(err).__name__}): {err}"[:300]) from None
-        with lock:
-            tally.add(batch_size, node_id)
+            raise
         return torch.as_tensor(emb.copy()).to(device, dtype).unsqueeze(0)
 
     @torch.inference_mode()
