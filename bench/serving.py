@@ -135,6 +135,12 @@ class RssSampler:
         return self.peak
 
 
+def _peak_gpu_mib(device: str) -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else 0.0
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -205,7 +211,15 @@ def _serve_child(
         sources=sources,
         on_started=lambda cluster: queue.put({"started": True}),
     )
-    queue.put({"mean_batch": outcome.mean_batch, "frames_encoded": outcome.frames_encoded})
+    gpu = [r["peak_gpu_mib"] for r in outcome.replicas if r.get("peak_gpu_mib") is not None]
+    queue.put(
+        {
+            "mean_batch": outcome.mean_batch,
+            "frames_encoded": outcome.frames_encoded,
+            # The replicas' and the driver's own (the head's state, the window).
+            "peak_gpu_mib": sum(gpu) + _peak_gpu_mib(device) if gpu else None,
+        }
+    )
 
 
 def _stream_child(
@@ -234,7 +248,7 @@ def _stream_child(
         )
         queue.put({"started": True})
         pipeline.run(stop)
-    queue.put({})
+    queue.put({"peak_gpu_mib": _peak_gpu_mib(device) if device.startswith("cuda") else None})
 
 
 def _side(
@@ -309,6 +323,7 @@ def _figures(
             "seq_gaps": listener.gaps.get(sid, 0),
         }
     batch = next((r["mean_batch"] for r in replies if "mean_batch" in r), None)
+    gpu = [r["peak_gpu_mib"] for r in replies if r.get("peak_gpu_mib") is not None]
     all_e2e = [e2e for li in listeners for s in li.scores.values() for t, e2e in s if t0 <= t < t1]
     return {
         "scored_fps": scored / (t1 - t0),
@@ -317,6 +332,7 @@ def _figures(
         "seq_gaps": sum(s["seq_gaps"] for s in per_stream.values()),
         "rss_mib": peak_rss / 2**20,
         "mean_batch": batch,
+        "peak_gpu_mib": sum(gpu) if gpu else None,  # CUDA only: summed over the processes
         "streams": per_stream,
         "_series": all_e2e,
     }

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.streamer.compose import check_publishable, compose_stream, load_stream_checkpoint
@@ -52,6 +53,7 @@ class ServeOutcome:
     frames_encoded: int = 0
     mean_batch: float = 0.0
     replica_nodes: int = 0  # distinct Ray nodes whose replicas answered
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # stats of those that answered
 
     @property
     def exit_status(self) -> int:
@@ -142,6 +144,11 @@ def run_serve(
             _run_all(pipelines, stop, last_status)
         finally:
             coalescer.close()
+        try:
+            replicas = cluster.replica_stats()
+        except Exception as err:  # noqa: BLE001 - figures only; a lost replica must not fail the end
+            log.warning("replica stats: %s: %s", type(err).__name__, str(err).splitlines()[0])
+            replicas = []
     results = [_result(p, last_status.get(p.identity.stream_id)) for p in pipelines]
     for result in results:
         log.info(
@@ -157,6 +164,7 @@ def run_serve(
         frames_encoded=tally.frames,
         mean_batch=tally.mean_batch,
         replica_nodes=len(tally.nodes),
+        replicas=replicas,
     )
 
 

@@ -103,6 +103,11 @@ class EncoderReplica:
             "node_id": self.node_id,
             "pid": os.getpid(),
             "backend": self.backend.info.summary(),
+            "peak_gpu_mib": (
+                torch.cuda.max_memory_allocated(self.backend.device) / 2**20
+                if self.backend.device.type == "cuda"
+                else None
+            ),
         }
 
 
