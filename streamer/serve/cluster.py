@@ -116,7 +116,23 @@ class ServeCluster:
             self.started_serve = True  # not running yet: ours to stop at the end
         serve.start(proxy_location="Disabled", logging_config=SERVE_LOGGING)
 
+    def _check_resources(self) -> None:
+        """Refuse replicas the cluster cannot place (Serve would wait for them forever)."""
+        enc = self.settings.encoder
+        per_replica = {"CPU": enc.num_cpus, "GPU": enc.num_gpus, **enc.resources}
+        available = ray.cluster_resources()
+        for name, amount in per_replica.items():
+            need = amount * enc.replicas
+            have = available.get(name, 0.0)
+            if need > 0 and have < need:
+                raise LuvnetError(
+                    f"encoder: {enc.replicas} replica(s) need {need:g} {name} in all, the Ray "
+                    f"cluster has {have:g}; lower encoder.replicas or the resources per replica "
+                    "(num_cpus, num_gpus, resources), or add a node"
+                )
+
     def _deploy(self) -> None:
+        self._check_resources()
         s, enc = self.settings, self.settings.encoder
         threads = enc.threads or max(1, int(enc.num_cpus))
         actor_options: dict[str, Any] = {"num_cpus": enc.num_cpus, "num_gpus": enc.num_gpus}

@@ -129,3 +129,20 @@ def test_a_signal_stops_every_stream_and_leaves_no_ray_process(tiny_checkpoint, 
     assert "stopped" in serve.stderr
     assert serve.left_behind() == [], "Ray processes left behind"
     wait_until(lambda: collector.statuses(), 1, "status messages")
+
+
+def test_replicas_the_cluster_cannot_place_are_one_line(tiny_checkpoint, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = serve_config(endpoint, tiny_checkpoint, [{"id": "bed1", "source": "phantom:1"}])
+    config["encoder"].update(num_gpus=1)  # this local cluster has no GPU
+    path = write_config(tmp_path / "serve.yaml", config)
+    serve = ServeProcess(path, tmp_path / "serve.log")
+    try:
+        rc = serve.wait_watching(180)
+    finally:
+        serve.kill()
+    assert rc == 2, serve.stderr
+    errors = [line for line in serve.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "need 1 GPU in all, the Ray cluster has 0" in errors[0], errors
+    assert "Traceback" not in serve.stderr
+    assert serve.left_behind() == [], "the local cluster must go even when the deploy fails"
