@@ -341,6 +341,7 @@ def _figures(
 def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     """Both sides for each stream count of ``settings``; see the module docstring."""
     device = resolve_device(settings.device)
+    load_before = os.getloadavg()  # what else ran (the report's end adds the bench's own load)
     frames = _read_frames(settings.source, settings.replay_frames, settings.size)
     rows: dict[str, Any] = {}
     series: dict[str, list[float]] = {}
@@ -359,7 +360,8 @@ def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     last = rows[str(settings.streams[-1])]
     report = {
         "machine": machine_info(device),
-        "load_average": os.getloadavg(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "settings": {
             k: (str(v) if isinstance(v, Path) else v) for k, v in settings.__dict__.items()
         },
@@ -375,7 +377,8 @@ def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
 def print_serve_report(report: dict[str, Any]) -> None:
     """The figures of :func:`run_serve_bench` as a table on stdout."""
     machine = report["machine"]
-    print(f"machine: {machine['cpu']} x{machine['cpu_count']}, load {report['load_average']}")
+    load = ", ".join(f"{v:.2f}" for v in report["load_average_before"])
+    print(f"machine: {machine['cpu']} x{machine['cpu_count']}, load average before: {load}")
     print(
         f"{'N':>3s} {'side':12s} {'fps':>7s} {'p50 ms':>8s} {'p99 ms':>8s} {'drops':>6s} "
         f"{'gaps':>5s} {'RSS MiB':>8s} {'batch':>6s}"
