@@ -247,7 +247,7 @@ def _to_u8(array: np.ndarray, photometric: str, ds: Dataset) -> np.ndarray:
     bits = int(ds.get("BitsStored") or array.dtype.itemsize * 8)
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(array, ds)
-        return _bgr(_scale(rgb, 16 if rgb.dtype.itemsize > 1 else 8, signed=False))
+        return _bgr(_scale(rgb, _lut_bits(ds, rgb), signed=False))
     if array.ndim == 3:
         if photometric in _YBR:  # a plugin that did not convert: do it here
             array = convert_color_space(array, photometric, "RGB")
@@ -257,6 +257,18 @@ def _to_u8(array: np.ndarray, photometric: str, ds: Dataset) -> np.ndarray:
     if photometric == "MONOCHROME1":  # minimum is white
         grey = 255 - grey
     return np.ascontiguousarray(grey)
+
+
+def _lut_bits(ds: Dataset, rgb: np.ndarray) -> int:
+    """Bits of a palette's entries: the Red Palette Color Lookup Table Descriptor's third
+    value (8 or 16). pydicom returns 8-bit entries as uint16, so the dtype alone would scale
+    an 8-bit palette down to black."""
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+    try:
+        bits = int(descriptor[2])
+    except (TypeError, ValueError, IndexError):
+        bits = 0
+    return bits if bits in (8, 16) else (16 if rgb.dtype.itemsize > 1 else 8)
 
 
 def _scale(array: np.ndarray, bits: int, *, signed: bool) -> np.ndarray:

@@ -220,6 +220,24 @@ def test_palette_colour_goes_through_its_lookup_table(tmp_path: Path) -> None:
     np.testing.assert_array_equal(frame[0, :, 0], 255 - np.arange(64))
 
 
+def test_palette_colour_with_8_bit_entries_is_not_black(tmp_path: Path) -> None:
+    """Lookup Table Descriptor bits = 8 (entries 0..255, stored in 16-bit words): pydicom
+    hands them back as uint16, which must not be scaled as 16-bit samples."""
+    index = np.tile(np.arange(64, dtype=np.uint8), (2, 48, 1))
+    path = write_dicom(tmp_path / "pal8.dcm", index, "MONOCHROME2")
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    entries = np.arange(256, dtype=np.uint16)
+    for n, table in enumerate((entries, 0 * entries, 255 - entries)):  # red, green, blue
+        ds.add_new(0x00281101 + n, "US", [256, 0, 8])
+        ds.add_new(0x00281201 + n, "OW", table.astype("<u2").tobytes())
+    ds.save_as(path)
+    frame = read_dicom(path, None).frames[0]
+    np.testing.assert_array_equal(frame[0, :, 2], np.arange(64))  # red = index (BGR order)
+    np.testing.assert_array_equal(frame[0, :, 1], 0)
+    np.testing.assert_array_equal(frame[0, :, 0], 255 - np.arange(64))
+
+
 def test_single_frame_image_and_max_frames(tmp_path: Path) -> None:
     single = read_dicom(write_dicom(tmp_path / "one.dcm", frames_rgb(1), "RGB"), None)
     assert len(single.frames) == 1 and single.frames[0].shape == (48, 64, 3)
