@@ -97,7 +97,7 @@ class EmbeddingCache:
                 cached = np.load(path)
                 if cached.shape == (len(frames), self.model.embed_dim):
                     return cached
-            except (OSError, ValueError):
+            except (OSError, ValueError, EOFError):
                 pass  # unreadable: compute again and replace it
         emb = self.compute(frames)
         self.root.mkdir(parents=True, exist_ok=True)

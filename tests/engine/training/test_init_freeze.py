@@ -194,6 +194,8 @@ def test_embedding_cache_is_keyed_by_trunk_settings_and_content(data, tmp_path: 
     np.testing.assert_array_equal(same.load(video), emb)  # read back, not recomputed
     assert float(np.abs(emb).max()) > 1e-3
     assert not np.allclose(other.load(video), emb)  # another trunk never reuses it
+    first.path(frames).write_bytes(b"\x93NUMPY half a file")  # a torn or foreign file
+    np.testing.assert_array_equal(first.load(video), emb)  # computed again, not an error
 
 
 def test_cli_usvn_heads_are_explicit_recorded_and_reported(data, tmp_path: Path, capsys):
