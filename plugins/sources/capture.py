@@ -114,6 +114,7 @@ class FileSource:
             self._fps = rate or self._video.fps
         if not self.options.realtime or self._fps is None:
             self._fps = self._fps or 30.0
+        self._pacer.default_step_s = 1.0 / self._fps  # a frame without a step of its own
         self._pacer.reset()
         self._index = 0
 

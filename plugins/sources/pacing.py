@@ -32,16 +32,21 @@ class TimestampPacer:
     """Hold each frame until its own presentation time comes round on the wall clock, so a
     variable-frame-rate file replays with its own gaps (33 ms, then 200 ms), not one average.
 
-    The schedule is anchored at the first frame. A step back in time (a loop's restart, a
-    broken timestamp) counts as the previous step; a jump forward longer than ``max_gap_s`` (a
-    timestamp discontinuity) is held ``max_gap_s``. When late by more than a step, the schedule
-    starts afresh at the late frame instead of bursting to catch up.
+    The schedule is anchored at the first frame. A step back in time or none (a loop's
+    restart, a broken or repeated timestamp, a single-frame file looped) counts as the previous
+    step, else ``default_step_s`` (never zero: a looped still image would otherwise be read
+    as fast as the CPU allows); a jump forward longer than ``max_gap_s`` (a timestamp
+    discontinuity) is held ``max_gap_s``. When late by more than a step, the schedule starts
+    afresh at the late frame instead of bursting to catch up.
     """
 
-    def __init__(self, *, max_gap_s: float = 2.0) -> None:
+    def __init__(self, *, max_gap_s: float = 2.0, default_step_s: float = 1 / 30) -> None:
         if not max_gap_s > 0:
             raise ValueError(f"max_gap_s: expected a positive number, got {max_gap_s!r}")
+        if not default_step_s > 0:
+            raise ValueError(f"default_step_s: expected a positive number, got {default_step_s!r}")
         self.max_gap_s = max_gap_s
+        self.default_step_s = default_step_s
         self._last: tuple[float, float] | None = None  # (wall due, pts) of the previous frame
         self._step = 0.0
 
@@ -56,8 +61,8 @@ class TimestampPacer:
             return
         last_due, last_pts = self._last
         step = pts_s - last_pts
-        if step < 0:
-            step = self._step
+        if step <= 0:
+            step = self._step or self.default_step_s
         step = min(step, self.max_gap_s)
         self._step = step
         due = last_due + step
