@@ -196,7 +196,7 @@ def _serve_child(
             num_cpus=1,
             threads=1,
         ),
-        ray=RaySettings(num_cpus=os.cpu_count() or 1),
+        ray=RaySettings(address="local", num_cpus=os.cpu_count() or 1),  # never a shared one
         checkpoint=settings.checkpoint,
         device=device,
         threads=1,

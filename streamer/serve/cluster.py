@@ -1,10 +1,11 @@
 """Join or start the Ray cluster, deploy the encoder on Ray Serve, and remove only that.
 
 ``address: auto`` joins a cluster already running on this machine (``ray start --head``) or,
-when none runs, starts a local one just for this command, kept small: no dashboard, no HTTP
-proxy (the streams call the deployment through a handle), no access log. On exit the command
-deletes its Serve application; it stops Serve only if it started Serve, and the local cluster
-only if it started that (``ray.shutdown`` ends every process of it).
+when none runs, starts a local one just for this command (``local`` always starts one), kept
+small: no dashboard, no HTTP proxy (the streams call the deployment through a handle), no
+access log. On exit the command deletes its Serve application; it stops Serve only if it
+started Serve, and the local cluster only if it started that (``ray.shutdown`` ends every
+process of it).
 """
 
 from __future__ import annotations
@@ -87,13 +88,15 @@ class ServeCluster:
             "configure_logging": False,
             "log_to_driver": False,
         }
-        if ray_settings.address == "auto":
-            try:
-                ray.init(address="auto", **common)
-                return
-            except ConnectionError:
-                pass  # none runs here: start one for this command
+        if ray_settings.address in ("auto", "local"):
+            if ray_settings.address == "auto":
+                try:
+                    ray.init(address="auto", **common)
+                    return
+                except ConnectionError:
+                    pass  # none runs here: start one for this command
             ray.init(
+                address="local",  # a new cluster, never one that runs already
                 num_cpus=ray_settings.num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
                 _system_config={"enable_worker_prestart": False},

@@ -25,7 +25,8 @@ class EncoderSettings:
 
 @dataclass(frozen=True)
 class RaySettings:
-    """Where the cluster is: ``auto`` joins a running one on this machine or starts a local one."""
+    """Where the cluster is: ``auto`` joins a running one on this machine or starts a local one;
+    ``local`` always starts a local one (a benchmark, a test); ``HOST:PORT`` joins that one."""
 
     address: str = "auto"
     num_cpus: int | None = None  # CPUs of a local cluster this command starts (None: all)

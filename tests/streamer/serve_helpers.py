@@ -42,7 +42,7 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 def serve_config(
     endpoint: str, checkpoint: Path, streams: list[dict[str, Any]], **extra: Any
 ) -> dict[str, Any]:
-    """A small serve config: CPU, one replica of one CPU, a local cluster of 2 CPUs."""
+    """A small serve config: CPU, one replica of one CPU, a new local cluster of 2 CPUs."""
     config: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "device": "cpu",
@@ -50,7 +50,8 @@ def serve_config(
         "publish": {"bind": endpoint},
         "streams": streams,
         "encoder": {"replicas": 1, "max_batch_size": 4, "batch_wait_ms": 2, "num_cpus": 1},
-        "ray": {"num_cpus": 2},
+        # A cluster of its own: never one another test or a benchmark is running.
+        "ray": {"address": "local", "num_cpus": 2},
     }
     config.update(extra)
     return config

@@ -134,4 +134,4 @@ def test_a_good_file_gives_the_settings(tmp_path):
     assert not two.realtime and two.max_frames == 7
     assert settings.encoder.resources == {"node2": 1.0}
     assert settings.encoder.max_replicas_per_node == 1
-    assert settings.ray.num_cpus == 2 and settings.ray.address == "auto"
+    assert settings.ray.num_cpus == 2 and settings.ray.address == "local"
