@@ -343,7 +343,7 @@ class _AVFrames:
                 raise _DecodeFailed(_why(err)) from None
             for frame in decoded:
                 bgr = self._to_bgr.reformat(frame, format="bgr24", threads=1).to_ndarray()
-                self._pending.append(DecodedFrame(bgr, self._pts(frame)))
+                self._pending.append(DecodedFrame(_upright(bgr, frame), self._pts(frame)))
         return self._pending.popleft()
 
     def push_back(self, frame: DecodedFrame) -> None:
@@ -370,6 +370,14 @@ class _AVFrames:
             pts = 0.0 if self._last_pts is None else self._last_pts + self._step
         self._last_pts = pts
         return pts
+
+
+def _upright(image: np.ndarray, frame: Any) -> np.ndarray:
+    """The frame as it is meant to be seen: a display matrix's rotation (a phone recording of
+    the scanner's screen, held upright) applied in quarter turns, as FFmpeg's own player and
+    OpenCV's reader do; PyAV hands frames over as stored."""
+    turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
 def _is_cover_art(stream: Any) -> bool:

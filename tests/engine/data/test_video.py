@@ -269,6 +269,29 @@ def test_pyav_written_containers(tmp_path: Path, name: str, codec: str, pix_fmt:
     assert video.fps == pytest.approx(25.0)
 
 
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_a_display_rotation_is_applied_as_ffmpeg_and_opencv_show_it(
+    tmp_path: Path, degrees: int
+) -> None:
+    """A phone recording of the scanner's screen is stored sideways with a display matrix:
+    frames come upright (FFmpeg's autorotate, OpenCV's default), not as stored."""
+    stored = np.zeros((4, 48, 64), np.uint8)
+    stored[:, 2:12, 2:20] = 255  # a bright mark in the stored frame's top-left corner
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.height, stream.width = stored.shape[1:]
+        stream.pix_fmt = "yuv420p"
+        stream.set_display_rotation(degrees)  # counter-clockwise, as VideoFrame.rotation
+        for image in stored:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="gray")))
+        container.mux(stream.encode())
+    frames = read_video(path).frames
+    upright = np.rot90(stored[0], degrees // 90)
+    assert frames.shape == (4, *upright.shape)
+    assert np.abs(frames[0].astype(int) - upright).mean() < 6, "turned the wrong way"
+
+
 def test_frame_size_change_true_sizes_or_one_line(tmp_path: Path) -> None:
     # Two MPEG-TS recordings joined byte for byte: 5 frames at 64x48, then 5 at 96x72.
     first = write_av(tmp_path / "1.ts", "libx264", list(range(5)), time_base=Fraction(1, 25))
