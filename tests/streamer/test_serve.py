@@ -4,6 +4,7 @@ and leave none of its Ray processes. Real Ray Serve, real model code, ZeroMQ on 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -146,3 +147,36 @@ def test_replicas_the_cluster_cannot_place_are_one_line(tiny_checkpoint, tmp_pat
     assert len(errors) == 1 and "need 1 GPU in all, the Ray cluster has 0" in errors[0], errors
     assert "Traceback" not in serve.stderr
     assert serve.left_behind() == [], "the local cluster must go even when the deploy fails"
+
+
+def test_luvnet_record_takes_one_stream_of_serve_unchanged(tiny_checkpoint, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    streams = [
+        {"id": sid, "source": f"phantom:{i}", "size": "240x320", "as_fast_as_possible": True}
+        for i, sid in enumerate(("bed1", "bed2"))
+    ]
+    config = write_config(tmp_path / "serve.yaml", serve_config(endpoint, tiny_checkpoint, streams))
+    out = tmp_path / "bed2.jsonl"
+    record = subprocess.Popen(
+        [
+            sys.executable, "-m", "luvnet.cli", "record", "--endpoint", endpoint,
+            "--topic-prefix", "luvnet.bed2", "--out", str(out), "--timeout", "200",
+        ],
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    serve = ServeProcess(
+        config, tmp_path / "serve.log", "--max-frames", "40", "--wait-subscriber", "120"
+    )
+    try:
+        rc = serve.wait_watching(240)
+        _, record_err = record.communicate(timeout=60)
+    finally:
+        serve.kill()
+        record.kill()
+    assert rc == 0, serve.stderr
+    assert record.returncode == 0, record_err
+    assert "40 scores" in record_err and "0 gaps" in record_err, record_err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    scores = [m for m in lines if m.get("kind") == "scores"]
+    assert {m["stream_id"] for m in scores} == {"bed2"}
+    assert [m["seq"] for m in scores] == list(range(40)), "seq per stream, from 0"
