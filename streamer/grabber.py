@@ -141,7 +141,8 @@ class FrameGrabber:
     def _fail(self, message: str, retry_in_s: float) -> None:
         self.last_error = message
         if not getattr(self.source, "retry_open", True):
-            log.error("%s", message)
+            # Not logged here: the run's owner ends on it and says it once, as its last line.
+            log.debug("%s", message)
             self._end("error")
             return
         self.state = "reconnecting"

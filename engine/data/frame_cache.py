@@ -46,7 +46,7 @@ from luvnet.engine.model.config import PreprocessConfig
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 4  # bump when decoding or preprocessing changes what a cache file holds
+CACHE_VERSION = 5  # bump when decoding or preprocessing changes what a cache file holds
 _EDGE_BYTES = 1 << 20
 
 

@@ -19,6 +19,7 @@ same object over a whole video's timestamps (the frame cache, hence training and
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,13 @@ from pathlib import Path
 import av
 import numpy as np
 
-from luvnet.engine.data.video import ffmpeg_name, is_dicom_file, read_video
+from luvnet.engine.data.video import ffmpeg_name, forward_rate, is_dicom_file, read_video
 from luvnet.engine.errors import LuvnetError
 
 DEFAULT_DECIMATE_ABOVE = 1.5
 TOLERANCE = 0.1  # of one model frame interval
+RESTART_S = 0.5  # a packet this far behind the latest (and REORDER_FRAMES steps) is a new clock
+REORDER_FRAMES = 17  # the most frames a decoder reorders (16 in the DPB), plus one
 
 
 def median_rate(timestamps: Sequence[float] | np.ndarray) -> float:
@@ -154,11 +157,10 @@ def kept_indices(
 
 
 def mean_rate(timestamps: Sequence[float] | np.ndarray) -> float:
-    """Frames per second over the whole span, ``(T - 1) / (t[-1] - t[0])`` (the reader's
-    ``Video.fps``); 0.0 when unknown."""
-    times = np.sort(np.asarray(timestamps, dtype=np.float64))
-    span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
-    return (len(times) - 1) / span if span > 0 else 0.0
+    """Frames per second over the span of each clock, ``(T - 1) / (t[-1] - t[0])`` for one
+    (the reader's ``Video.fps``; :func:`~luvnet.engine.data.video.forward_rate`); 0.0 when
+    unknown. Timestamps in presentation order, as :func:`probe_timestamps` gives them."""
+    return forward_rate(timestamps)
 
 
 def probe_timestamps(path: str | Path) -> np.ndarray | None:
@@ -171,19 +173,57 @@ def probe_timestamps(path: str | Path) -> np.ndarray | None:
             with av.open(ffmpeg_name(path)) as container:
                 stream = container.streams.video[0]
                 base = stream.time_base
-                pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+                pts = [p.pts for p in container.demux(stream) if p.pts is not None]
                 if len(pts) > 1 and base is not None:
-                    return np.asarray(pts, dtype=np.float64) * float(base)
+                    return _presentation_order(np.asarray(pts, dtype=np.float64) * float(base))
         return read_video(path).timestamps
     except (LuvnetError, av.FFmpegError, IndexError, OSError):
         return None
 
 
+def _presentation_order(pts: np.ndarray) -> np.ndarray:
+    """Packet times (decode order) in presentation order, clock by clock: B-frames reorder
+    packets by a few frame steps, while a clock that restarts (recordings joined byte for
+    byte) jumps back by more than :data:`RESTART_S` and :data:`REORDER_FRAMES` recent steps.
+    Sorting the whole file would interleave the joined recordings and double their rate."""
+    starts: list[int] = []
+    latest, previous = float(pts[0]), float(pts[0])
+    steps: deque[float] = deque(maxlen=REORDER_FRAMES)  # recent forward steps (s)
+    for i, t in enumerate(pts[1:].tolist(), start=1):
+        if t > previous:
+            steps.append(t - previous)
+        previous = t
+        # H.264/HEVC reorder at most 16 frames, so a B-frame is never further behind (the
+        # median step is the frame step: reordering makes a few long ones).
+        reorder_s = REORDER_FRAMES * float(np.median(steps)) if steps else 0.0
+        if t < latest - max(RESTART_S, reorder_s):
+            starts.append(i)  # a new clock: the latest time is its own from here
+            latest = t
+        else:
+            latest = max(latest, t)
+    return np.concatenate([np.sort(piece) for piece in np.split(pts, starts)])
+
+
 def video_rate(path: str | Path) -> float:
     """A video file's :func:`median_rate` (what the model rate is measured from); 0.0 when
-    unknown."""
+    unknown. A DICOM file's rate is its header's (Frame Time Vector, Frame Time, Cine Rate):
+    without one its frames are only nominally 1/30 s apart, which must not count as 30 fps."""
+    path = Path(path)
+    if is_dicom_file(path):
+        return _dicom_rate(path)
     times = probe_timestamps(path)
     return 0.0 if times is None else median_rate(times)
+
+
+def _dicom_rate(path: Path) -> float:
+    try:
+        from luvnet.engine.data.dicom import frame_timing, number_of_frames, read_header
+
+        ds = read_header(path, pixels=False)
+        times, fps = frame_timing(ds, number_of_frames(ds), path)
+    except (ImportError, LuvnetError):
+        return 0.0  # pydicom absent or the file unreadable: the run's decoding says which
+    return median_rate(times) if fps > 0 else 0.0
 
 
 def source_rate(path: str | Path) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +38,20 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 DICOM_EXTENSIONS: tuple[str, ...] = (".dcm",)
 # A timestamp-less frame follows the previous one by the stream's rate, or by this.
 _FALLBACK_FPS = 30.0
+
+
+def forward_rate(timestamps: Sequence[float] | np.ndarray) -> float:
+    """Frames per second as the mean of the forward steps of presentation timestamps
+    (seconds, in presentation order); 0.0 when unknown.
+
+    A step back or a repeat is a restarted clock (recordings joined byte for byte, a looped
+    capture), not time: over one clock this is ``(T - 1) / (t[-1] - t[0])``, and two joined
+    40 fps recordings stay 40 fps instead of reading as one 80 fps span.
+    """
+    steps = np.diff(np.asarray(timestamps, dtype=np.float64))
+    forward = steps[np.isfinite(steps) & (steps > 0)]
+    span = float(forward.sum())
+    return len(forward) / span if span > 0 else 0.0
 
 
 class DecodedFrame(NamedTuple):
@@ -217,11 +231,11 @@ class VideoFile:
         return self._frames.fps
 
     def rate_of(self, timestamps: np.ndarray) -> float:
-        """Frames per second from decoded timestamps (their mean step), else the nominal rate."""
+        """Frames per second from decoded timestamps (:func:`forward_rate`), else the nominal
+        rate."""
         if isinstance(self._frames, _ListFrames) and self._frames.fps > 0:
             return self._frames.fps  # DICOM and Pillow: the file's declared timing
-        span = float(timestamps[-1] - timestamps[0]) if len(timestamps) > 1 else 0.0
-        return (len(timestamps) - 1) / span if span > 0 else self.fps
+        return forward_rate(timestamps) or self.fps
 
     def read(self) -> DecodedFrame | None:
         if self._first is not None:

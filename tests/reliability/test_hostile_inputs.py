@@ -280,3 +280,18 @@ def test_a_manifest_cell_over_the_csv_field_limit_is_a_one_line_error(tmp_path):
     manifest.write_text(f"{header}\na.avi,{'p' * 200_000},0,0,0,0\n")
     with pytest.raises(LuvnetError, match="field larger than field limit"):
         read_manifest(manifest)
+
+
+def test_an_unreadable_file_source_is_said_once_as_the_last_line(tiny_checkpoint, tmp_path):
+    bad = _write(tmp_path / "bad.mp4", b"not a video")
+    result = subprocess.run(
+        [sys.executable, "-m", "luvnet.cli", "stream", "--checkpoint", str(tiny_checkpoint)]
+        + ["--source", f"file:{bad}", "--max-frames", "5", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "not a readable video" in lines[-1]
+    assert sum("not a readable video" in line for line in lines) == 1, result.stderr

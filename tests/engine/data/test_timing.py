@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -161,3 +162,58 @@ def test_the_attention_plot_decimates_as_evaluation_does(tmp_path: Path) -> None
     assert numbers.tolist() == list(range(0, 80, 2)) and plain.tolist() == list(range(40))
     np.testing.assert_array_equal(fast_frames, slow_frames)
     np.testing.assert_allclose(fast.probs, slow.probs, atol=1e-6)
+
+
+def _h264_ts(path: Path, frames: np.ndarray, fps: int) -> Path:
+    """H.264 with B-frames (packets out of presentation order) in MPEG-TS."""
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"bf": "3", "g": "12"})
+        stream.height, stream.width = frames.shape[1:]
+        stream.pix_fmt = "yuv420p"
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.stack([image] * 3, -1), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def test_recordings_joined_byte_for_byte_keep_their_own_rate(tmp_path: Path) -> None:
+    # A restarted clock must not read as one span of twice the rate (which would decimate a
+    # 40 fps recording to 20 fps), while B-frame reordering stays one clock.
+    one = _h264_ts(tmp_path / "one.ts", scan_frames(60), fps=40)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(one.read_bytes() * 2)
+    for path in (one, joined):
+        assert source_rate(path) == pytest.approx(40.0, rel=0.01), path.name
+        assert video_rate(path) == pytest.approx(40.0, rel=0.01), path.name
+    video = read_video(joined)
+    assert len(video.frames) == 120 and video.fps == pytest.approx(40.0, rel=0.01)
+    assert kept_indices(video.timestamps, Timing(30.0), video.fps) is None, "not decimated"
+
+
+def test_b_frames_at_a_slow_rate_are_reordered_not_taken_for_a_new_clock() -> None:
+    from luvnet.engine.data.timing import _presentation_order
+
+    # Decode order I, then P B B per group, at 5 fps: each B-frame sits 0.4-0.6 s behind the
+    # P-frame decoded before it (more than RESTART_S), yet it is one clock.
+    order = [0] + [k for g in range(1, 40, 3) for k in (g + 2, g, g + 1)]
+    decode_order = np.array(order, dtype=np.float64) / 5
+    assert _presentation_order(decode_order).tolist() == sorted(decode_order.tolist())
+    assert mean_rate(_presentation_order(decode_order)) == pytest.approx(5.0)
+    restarted = np.concatenate([decode_order, decode_order])  # joined: the clock starts over
+    presented = _presentation_order(restarted)
+    assert presented.tolist() == sorted(decode_order.tolist()) * 2, "two clocks, each in order"
+    assert mean_rate(presented) == pytest.approx(5.0)
+
+
+def test_a_dicom_rate_is_its_headers_and_unknown_without_timing(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom", reason="the dicom extra is not installed")
+    from tests.engine.data.test_dicom import write_dicom
+
+    frames = scan_frames(6)
+    timed = write_dicom(tmp_path / "timed.dcm", frames, "MONOCHROME2", FrameTime=20.0)
+    untimed = write_dicom(tmp_path / "untimed.dcm", frames, "MONOCHROME2")
+    assert video_rate(timed) == pytest.approx(50.0)
+    # Nominally 1/30 s apart for replay, but no rate the model's could be measured from.
+    assert video_rate(untimed) == 0.0
+    assert model_frame_rate([video_rate(timed), video_rate(untimed)]) == pytest.approx(50.0)

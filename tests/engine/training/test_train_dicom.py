@@ -79,8 +79,15 @@ def test_nothing_from_a_dicom_header_lands_in_the_run(dicom_run) -> None:
     _, out, _, _ = dicom_run
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == "model.safetensors" for p in files)
+    # Weights are random bytes: a 3-byte value like "Doe" turns up in them by chance (it did,
+    # in best/ and last/ alike), so binary files are searched for the long values only.
+    binary = {".safetensors", ".npy", ".pt"}
     leaks = {
-        str(p.relative_to(out)): [v for v in HEADER_VALUES if v.encode() in p.read_bytes()]
+        str(p.relative_to(out)): [
+            v
+            for v in HEADER_VALUES
+            if v.encode() in p.read_bytes() and (p.suffix not in binary or len(v) >= 8)
+        ]
         for p in files
     }
     assert not any(leaks.values()), leaks
