@@ -3,12 +3,14 @@ with a resource of its own), encoder replicas on both; a replica's actor killed 
 
 The cluster is started here with `ray start --block` (each in its own process group, so
 stopping it stops exactly what it started) and stopped at the end of the module; token
-authentication (Ray's default for `ray start --head`) is on for every member and client.
+authentication (Ray's default for `ray start --head`) is on for every member and client, with
+a token made for the cluster and passed in the environment.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -54,7 +56,13 @@ def two_nodes(tmp_path_factory) -> Iterator[str]:
     require_serve()
     logs = tmp_path_factory.mktemp("ray")
     temp_dir = tempfile.mkdtemp(prefix="luvnet-ray-")  # short: Ray's socket paths live there
-    env = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+    # A token of this cluster's own, handed to every member and client by the environment
+    # (a clean machine has no ~/.ray/auth_token, and this one's is left alone).
+    env = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     port = free_port()
