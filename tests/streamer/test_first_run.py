@@ -193,7 +193,7 @@ def test_help_is_an_overview_by_group(capsys):
             sections[current] = []
         elif current and line.startswith("  "):
             sections[current].append(line.split()[0])
-    assert sections["live"] == ["stream", "listen", "record", "overlay"], sections
+    assert sections["live"] == ["stream", "serve", "listen", "record", "overlay"], sections
     assert sections["models"] == [
         *("train", "evaluate", "compare", "report", "attention", "info", "export")
     ]
