@@ -42,6 +42,26 @@ def test_incremental_multiplies_only_the_new_frame():
     assert state.tap_matrix.shape == (k * d, d), "one [k*D, D] matmul per new frame"
 
 
+def test_states_of_one_model_share_the_tap_matrix_until_its_weights_change():
+    """``luvnet serve`` holds one state per stream over one model: one [k*D, D] matrix for all;
+    weights changed in place (a loaded state dict) give a new one, so no state scores on stale
+    weights."""
+    torch.manual_seed(0)
+    model = VARIANT_BUILDERS["luvnet"]("resnet18").eval()
+    first, second = IncrementalHead(model), IncrementalHead(model)
+    assert first.tap_matrix.data_ptr() == second.tap_matrix.data_ptr()
+    with torch.no_grad():
+        model.clip_head.temporal.conv.weight.mul_(2.0)
+    third = IncrementalHead(model)
+    assert third.tap_matrix.data_ptr() != first.tap_matrix.data_ptr()
+    embeddings = torch.randn(35, model.embed_dim)
+    with torch.no_grad():
+        for e in embeddings:
+            logits, _ = third.push(e)
+        ref, _ = model.head(embeddings[-30:].unsqueeze(0))
+    assert torch.allclose(logits, ref[0], atol=1e-4)
+
+
 def test_reset_starts_a_new_window():
     model = VARIANT_BUILDERS["luvnet"]("resnet18").eval()
     state = IncrementalHead(model)
