@@ -153,15 +153,20 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ref = self.clips[index]
-        row = self.rows[ref.row]
         clip, mask = take_clip(self._frames(ref.row), ref.start, ref.end, self.clip_length)
         frames = torch.from_numpy(clip)
         if self.transform is not None:
             frames = self.transform(frames)
-        first, last = ref.source
+        return {"frames": frames, **self.clip_fields(index, mask)}
+
+    def clip_fields(self, index: int, mask: np.ndarray) -> dict[str, Any]:
+        """Every item key but the clip's content (``frames`` here, ``emb`` for cached
+        embeddings): ``mask`` bool [L], the labels of the clip's source frames, where from."""
+        ref = self.clips[index]
+        row = self.rows[ref.row]
+        first, last = ref.source  # source frame numbers (label ranges count these)
         labels, known = clip_labels(row.labels, first, last, self.patterns)
         return {
-            "frames": frames,
             "mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(labels),
             "label_mask": torch.from_numpy(known),

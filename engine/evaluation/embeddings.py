@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from luvnet.engine.data.clips import ClipDataset, clip_labels
+from luvnet.engine.data.clips import ClipDataset
 from luvnet.engine.data.frame_cache import CachedVideo
 from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.files import atomic_open
@@ -138,25 +138,12 @@ class EmbeddedClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         base = self.base
         ref = base.clips[index]
-        row = base.rows[ref.row]
         real = self.embeddings[ref.row][ref.start : ref.end + 1]
         emb = np.zeros((base.clip_length, real.shape[1]), dtype=np.float32)
         emb[: len(real)] = real
         mask = np.zeros(base.clip_length, dtype=bool)
         mask[: len(real)] = True
-        first, last = ref.source  # source frame numbers (label ranges count these)
-        labels, known = clip_labels(row.labels, first, last, base.patterns)
-        return {
-            "emb": torch.from_numpy(emb),
-            "mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(labels),
-            "label_mask": torch.from_numpy(known),
-            "video": str(row.video),
-            "patient_id": row.patient_id,
-            "start": first,
-            "end": last,
-            "clip": index,
-        }
+        return {"emb": torch.from_numpy(emb), **base.clip_fields(index, mask)}
 
 
 class HeadOnEmbeddings(torch.nn.Module):
