@@ -181,9 +181,13 @@ def export_onnx(
                 "convert to one-channel grey uint8",
                 "crop to the imaging sector (crop_box, or detected from moving pixels)",
                 "resize keeping the aspect ratio, letterbox onto a black S x S canvas",
+                "intensity 'sector': each frame's pixels >= 4 to mean 40, std 28 (grey levels), "
+                "clamped to 0..255, the others 0 (luvnet.engine.data.preprocess."
+                "sector_standardize); 'none': as is",
                 "replicate grey into 3 channels",
                 "x / 255, then (x - mean[c]) / std[c]",
             ],
+            "intensity": pre.intensity,
             "mean": list(pre.mean),
             "std": list(pre.std),
             "crop_box": list(pre.crop_box) if pre.crop_box else None,

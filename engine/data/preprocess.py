@@ -403,7 +403,8 @@ def _affine(cfg: PreprocessConfig, device: torch.device) -> tuple[torch.Tensor, 
 def normalize(
     batch_u8: torch.Tensor, cfg: PreprocessConfig, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """uint8 [..., S, S] -> [..., 3, S, S] ``(x / 255 - mean) / std``, on the input's device.
+    """uint8 [..., S, S] -> [..., 3, S, S] ``(x / 255 - mean) / std``, on the input's device;
+    with ``cfg.intensity == "sector"`` each frame first goes through :func:`sector_standardize`.
 
     Computed in float32 and cast to ``dtype`` last (pass ``torch.half`` for fp16 engines).
     """
@@ -415,5 +416,32 @@ def normalize(
             f"frames: expected shape [..., {size}, {size}], got {tuple(batch_u8.shape)}"
         )
     scale, shift = _affine(cfg, batch_u8.device)
-    out = batch_u8.unsqueeze(-3).to(torch.float32) * scale - shift
+    grey = batch_u8.to(torch.float32)
+    if cfg.intensity == "sector":
+        grey = sector_standardize(grey)
+    out = grey.unsqueeze(-3) * scale - shift
     return out if dtype == torch.float32 else out.to(dtype)
+
+
+# Issue 13: one brightness and contrast for every scanner and gain setting. The targets are
+# about the median frame of COVID-BLUES and of the phantom at 64 px (docs/results.md,
+# "Sim-to-real"); pixels darker than SECTOR_FLOOR (letterbox, fan corners, deep shadow) stay
+# black and are left out of the statistics.
+SECTOR_FLOOR = 4.0
+SECTOR_MEAN = 40.0
+SECTOR_STD = 28.0
+
+
+def sector_standardize(grey: torch.Tensor) -> torch.Tensor:
+    """float grey levels [..., S, S] -> the same shape, each frame's pixels >= ``SECTOR_FLOOR``
+    shifted and scaled to mean ``SECTOR_MEAN`` and standard deviation ``SECTOR_STD`` (grey
+    levels, clamped to 0..255), the others 0. A frame with no such pixel stays black; a flat
+    one (std < 1 grey level) is only shifted. Per frame, so the stream and evaluate agree.
+    """
+    inside = (grey >= SECTOR_FLOOR).to(grey.dtype)
+    count = inside.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)
+    mean = (grey * inside).sum(dim=(-2, -1), keepdim=True) / count
+    var = ((grey - mean) ** 2 * inside).sum(dim=(-2, -1), keepdim=True) / count
+    std = var.sqrt().clamp_min(1.0)
+    out = (grey - mean) / std * SECTOR_STD + SECTOR_MEAN
+    return out.clamp(0.0, 255.0) * inside

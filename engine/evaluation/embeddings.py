@@ -13,8 +13,9 @@ Cache layout, beside the frame cache::
     <frame cache>/embeddings/<trunk 16>-<preprocess 10>-<frames 16>.npy   float32 [T, D]
 
 keyed by a SHA-256 of the trunk's weights (names, shapes, dtypes, values), of the
-preprocessing settings (image size, crop box, mean/std) and of the video's preprocessed uint8
-frames (its content after decoding, cropping and letterboxing). A different trunk, other
+preprocessing settings (image size, crop box, mean/std, the intensity mode when not "none")
+and of the video's preprocessed uint8 frames (its content after decoding, cropping and
+letterboxing). A different trunk, other
 settings or a changed video therefore never reuse a stale file; the file is written
 atomically, so concurrent runs cannot tear it.
 """
@@ -72,15 +73,15 @@ class EmbeddingCache:
         self.device = device
         model.encoder.eval().requires_grad_(False)
         self.trunk = trunk_digest(model)
-        settings = json.dumps(
-            {
-                "image_size": preprocess.image_size,
-                "crop_box": preprocess.crop_box,
-                "mean": preprocess.mean,
-                "std": preprocess.std,
-            },
-            sort_keys=True,
-        )
+        keyed: dict[str, object] = {
+            "image_size": preprocess.image_size,
+            "crop_box": preprocess.crop_box,
+            "mean": preprocess.mean,
+            "std": preprocess.std,
+        }
+        if preprocess.intensity != "none":  # keyed only when on: older caches keep their key
+            keyed["intensity"] = preprocess.intensity
+        settings = json.dumps(keyed, sort_keys=True)
         self.settings = hashlib.sha256(settings.encode()).hexdigest()
 
     def path(self, frames: np.ndarray) -> Path:

@@ -14,6 +14,7 @@ PATTERNS: tuple[str, ...] = ("a_lines", "b_lines", "consolidation", "pleural_eff
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MODEL_VARIANTS: tuple[str, ...] = ("luvnet", "no-temporal", "frame", "usvn")
+INTENSITY_MODES: tuple[str, ...] = ("none", "sector")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,16 @@ class PreprocessConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     # Fixed sector box (x, y, w, h) in source pixels; None = detect from pixels that change.
     crop_box: tuple[int, int, int, int] | None = None
+    # Per-frame intensity normalisation before mean/std (one of INTENSITY_MODES):
+    # "none" (older checkpoints lack the key and keep it) or "sector", each frame's pixels
+    # inside the sector standardised to one brightness and contrast (engine/data/preprocess.py).
+    intensity: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITY_MODES:
+            raise ValueError(
+                f"preprocess.intensity: expected one of {INTENSITY_MODES}, got {self.intensity!r}"
+            )
 
 
 @dataclass(frozen=True)

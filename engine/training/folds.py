@@ -86,7 +86,11 @@ def model_config(settings: TrainSettings) -> ModelConfig:
         dropout=settings.dropout,
         clip_length=settings.clip_length,
         clip_step=settings.clip_step,
-        preprocess=PreprocessConfig(image_size=settings.image_size, crop_box=settings.crop_box),
+        preprocess=PreprocessConfig(
+            image_size=settings.image_size,
+            crop_box=settings.crop_box,
+            intensity=settings.intensity,
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.model.config import MODEL_VARIANTS
+from luvnet.engine.model.config import INTENSITY_MODES, MODEL_VARIANTS
 
 LR_SCHEDULES = ("plateau", "linear")  # what each does: schedule.py
 
@@ -62,6 +62,7 @@ class TrainSettings:
     dropout: float = 0.5
     image_size: int = 256
     crop_box: tuple[int, int, int, int] | None = None  # x, y, w, h; None: detect per video
+    intensity: str = "none"  # per-frame intensity normalisation, one of INTENSITY_MODES
     clip_length: int = 30
     clip_step: int = 24
     # split
@@ -109,6 +110,10 @@ class TrainSettings:
         if self.model not in MODEL_VARIANTS:
             raise LuvnetError(
                 f"--model: expected one of {', '.join(MODEL_VARIANTS)}, got {self.model!r}"
+            )
+        if self.intensity not in INTENSITY_MODES:
+            raise LuvnetError(
+                f"--intensity: expected one of {', '.join(INTENSITY_MODES)}, got {self.intensity!r}"
             )
         for name in ("epochs", "batch_size", "accumulate", "folds", "image_size", "clip_length"):
             _positive(name, getattr(self, name))

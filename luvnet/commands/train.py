@@ -14,7 +14,7 @@ from pathlib import Path
 
 from luvnet.commands import options
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.model.config import MODEL_VARIANTS
+from luvnet.engine.model.config import INTENSITY_MODES, MODEL_VARIANTS
 from luvnet.engine.training.settings import TrainSettings
 
 HELP = "train LUV-Net on a manifest of labelled videos"
@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--image-size", type=int, default=256, help="letterbox canvas S")
     model.add_argument(
         "--crop-box", default=None, help="fixed sector box x,y,w,h (default: detect per video)"
+    )
+    model.add_argument(
+        "--intensity",
+        choices=INTENSITY_MODES,
+        default="none",
+        help="per-frame intensity normalisation inside the sector, recorded in the checkpoint "
+        "(default: none)",
     )
     model.add_argument("--clip-length", type=int, default=30, help="frames per clip L")
     model.add_argument("--clip-step", type=int, default=24, help="frames between clip starts")
