@@ -13,9 +13,8 @@ of its own, started here, and is measured from outside by a subscriber per proce
   tree under the serve driver), sampled twice a second, peak of the sum;
 - serve only: the encoder's mean batch size; on CUDA the peak GPU memory of each process.
 
-Independent processes each get ``max(1, cores // N)`` torch threads; the serve driver and
-its replica one each. ``fps_ratio`` and ``rss_ratio`` are serve / independent. Speed is
-reported, never asserted.
+Independent processes each get ``max(1, cores // N)`` torch threads; the serve driver and its
+replica one each. ``fps_ratio`` and ``rss_ratio``: serve / independent. Reported, not asserted.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from luvnet.streamer.client import Gap, ScoreSubscriber
 from luvnet.streamer.compose import StreamSettings
 from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from luvnet.streamer.publisher import PublisherOptions
+from luvnet.streamer.serve.settings import EncoderSettings
 
 STREAM_IDS = "s{:02d}"
 
@@ -58,8 +58,10 @@ class ServeBenchSettings:
     seconds: float = 20.0  # measured seconds per side and stream count
     warmup_s: float = 5.0  # after start-up, before the measured seconds
     device: str = "auto"
-    max_batch_size: int = 8
-    batch_wait_ms: float = 2.0
+    max_batch_size: int = EncoderSettings.max_batch_size
+    batch_wait_ms: float = EncoderSettings.batch_wait_ms
+    frames_in_flight: int = EncoderSettings.frames_in_flight
+    requests_in_flight: int = EncoderSettings.requests_in_flight
 
 
 @dataclass
@@ -182,7 +184,7 @@ def _serve_child(
     import logging
 
     from luvnet.streamer.serve.driver import run_serve
-    from luvnet.streamer.serve.settings import EncoderSettings, RaySettings, ServeSettings
+    from luvnet.streamer.serve.settings import RaySettings, ServeSettings
 
     logging.basicConfig(level=logging.WARNING)
     ids = [STREAM_IDS.format(i) for i in range(n)]
@@ -193,6 +195,8 @@ def _serve_child(
             replicas=1,
             max_batch_size=settings.max_batch_size,
             batch_wait_ms=settings.batch_wait_ms,
+            frames_in_flight=settings.frames_in_flight,
+            requests_in_flight=settings.requests_in_flight,
             num_cpus=1,
             threads=1,
         ),

@@ -19,7 +19,13 @@ from luvnet.streamer.grabber import FrameGrabber
 from luvnet.streamer.pipeline import Publish, Sink, StreamIdentity, StreamPipeline
 from luvnet.streamer.protocol import MAX_WINDOW, ProtocolError, ScoreMessage
 from luvnet.streamer.sources import open_source
-from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+from luvnet.streamer.stages import (
+    EmbedStage,
+    HeadStage,
+    PostprocessStage,
+    PreprocessStage,
+    SubmitFn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +125,16 @@ def compose_stream(
     source: FrameSource | None = None,
     backend: Backend | None = None,
     checkpoint: Checkpoint | None = None,
+    submit: SubmitFn | None = None,
+    frames_in_flight: int = 1,
 ) -> StreamPipeline:
     """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app);
     ``backend`` reuses one already loaded for this checkpoint (no second compile);
     ``checkpoint``, loaded from ``settings.checkpoint`` already, is shared with other streams
-    (``luvnet serve``: one model in the process, each stream its own head state)."""
+    (``luvnet serve``: one model in the process, each stream its own head state);
+    ``submit`` starts a frame's encoder call without waiting for it (a remote encoder), and
+    ``frames_in_flight`` > 1 lets that many frames be at the encoder at once, scored in order
+    (:class:`StreamPipeline`)."""
     device = resolve_device(settings.device)
     if checkpoint is None:
         checkpoint = load_stream_checkpoint(settings.checkpoint)
@@ -165,7 +176,7 @@ def compose_stream(
             box=settings.crop_box,
             calibrate_frames=settings.calibrate_frames,
         ),
-        embed=EmbedStage(backend.encode),
+        embed=EmbedStage(backend.encode, submit),
         head=HeadStage(model, mode=head_mode, head=head_fn),
         postprocess=PostprocessStage(),
         publish=publish,
@@ -180,4 +191,5 @@ def compose_stream(
         sinks=sinks,
         max_frames=settings.max_frames,
         timing=Timing(config.frame_rate, settings.decimate_above),
+        frames_in_flight=frames_in_flight,
     )

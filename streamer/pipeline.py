@@ -1,7 +1,10 @@
 """The live pipeline: wiring of the stages and the loop that drives them.
 
 One loop on the main thread takes the newest frame from the grabber and runs
-preprocess -> embed -> head -> postprocess -> publish, timing each stage. A frame that fails
+preprocess -> embed -> head -> postprocess -> publish, timing each stage (with
+``frames_in_flight`` > 1, for a remote encoder, the loop starts a frame's encoder call and
+takes the next frame while a thread of its own scores the frames in order:
+:mod:`streamer.in_flight`). A frame that fails
 in any stage is reported (status ``last_error``, a log line) and skipped: the stream never
 dies on one bad frame. A status message goes out every second, also while the source is
 reconnecting, so late subscribers learn the state; a change of source state goes out at once.
@@ -23,9 +26,16 @@ import torch
 from luvnet.engine.data.timing import Decimator, Timing
 from luvnet.engine.model.config import ModelConfig
 from luvnet.streamer.grabber import FrameGrabber, GrabbedFrame
+from luvnet.streamer.in_flight import InOrder
 from luvnet.streamer.protocol import STATUS_INTERVAL_S, ScoreMessage, StatusMessage
 from luvnet.streamer.schema import printable
-from luvnet.streamer.stages import EmbedStage, HeadStage, PostprocessStage, PreprocessStage
+from luvnet.streamer.stages import (
+    Claim,
+    EmbedStage,
+    HeadStage,
+    PostprocessStage,
+    PreprocessStage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,7 @@ class StreamPipeline:
         sinks: list[Sink] | None = None,
         max_frames: int | None = None,
         timing: Timing | None = None,
+        frames_in_flight: int = 1,
     ) -> None:
         self.grabber = grabber
         self.preprocess = preprocess
@@ -94,6 +105,11 @@ class StreamPipeline:
         self._status_now = False  # something to say: publish a status before the next frame
         self._loop_over = False  # run() has left its loop: the next status is the final one
         self._rate_mark = (time.monotonic_ns(), 0, 0)  # (time, captured, published)
+        # More than 1: frames overlap at the encoder (luvnet serve, whose encoder is remote):
+        # this thread preprocesses and submits, an InOrder thread claims the embeddings in
+        # order and runs head, postprocess and publish. 1: every frame whole, in turn.
+        self.frames_in_flight = frames_in_flight
+        self._in_flight: InOrder[_InFlight] | None = None
 
     # -- one frame
     def step(self, frame: GrabbedFrame) -> list[ScoreMessage]:
@@ -118,7 +134,9 @@ class StreamPipeline:
         self._note_size_change(frame.index, self.preprocess.size_changed)
         return _released(ready, released, t0)
 
-    def _score(self, tag: _Released, tensor: torch.Tensor, box_version: int) -> ScoreMessage:
+    def _score(
+        self, tag: _Released, tensor: torch.Tensor, box_version: int, claim: Claim | None = None
+    ) -> ScoreMessage:
         frame = tag.frame
         sync = self.preprocess.device.type == "cuda"
         # queue: from capture to release (a held frame waited for the sector to lock).
@@ -129,7 +147,7 @@ class StreamPipeline:
             self.head.reset()
             self._window_key = key
         t1 = _mark(sync)
-        emb = self.embed(tensor)
+        emb = claim() if claim is not None else self.embed(tensor)
         t2 = _mark(sync)
         logits, attention, fill = self.head(emb)
         t3 = _mark(sync)
@@ -222,6 +240,9 @@ class StreamPipeline:
     def run(self, stop: threading.Event) -> int:
         """Process until the source ends or ``stop`` is set; returns the number published."""
         self.grabber.start()
+        if self.frames_in_flight > 1:
+            name = f"in-flight-{self.identity.stream_id}"
+            self._in_flight = InOrder(self._finish, self.frames_in_flight, name)
         next_status = time.monotonic()
         last_state = None
         try:
@@ -243,10 +264,13 @@ class StreamPipeline:
                         break
                     continue
                 self._process(frame)
-                if self.max_frames is not None and self.counters.published >= self.max_frames:
+                if self._max_reached():
                     break
         finally:
             self.grabber.stop()
+            if self._in_flight is not None:  # every frame in flight scored before the last status
+                self._in_flight.close()
+                self._in_flight = None
             self._loop_over = True
             self.publish(self.status())  # the final state: ended, error or stopped
         return self.counters.published
@@ -277,14 +301,41 @@ class StreamPipeline:
 
     def _publish_ready(self, ready: list[tuple[_Released, torch.Tensor, int]]) -> None:
         for tag, tensor, version in ready:
-            if self.max_frames is not None and self.counters.published >= self.max_frames:
+            if self._max_reached():
                 return
+            if self._in_flight is not None:
+                try:
+                    self._in_flight.start(
+                        lambda t=tensor, g=tag, v=version: _InFlight(g, t, v, self.embed.submit(t))
+                    )
+                except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
+                    self._failed(tag.frame, err)
+                continue
             try:
                 message = self._score(tag, tensor, version)
             except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
                 self._failed(tag.frame, err)
                 continue
             self._deliver(tag.frame, message)
+
+    def _max_reached(self) -> bool:
+        """``max_frames`` published, or in flight to be."""
+        if self.max_frames is None:
+            return False
+        flight = self._in_flight
+        taken = flight.started - flight.lost if flight else self.counters.published
+        return taken >= self.max_frames
+
+    def _finish(self, item: _InFlight) -> bool:
+        """A frame in flight, once its embedding is claimed: scored exactly as a frame scored
+        whole (on the :class:`InOrder` thread, in submission order)."""
+        try:
+            message = self._score(item.tag, item.tensor, item.version, item.claim)
+        except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
+            self._failed(item.tag.frame, err)
+            return False
+        self._deliver(item.tag.frame, message)
+        return True
 
     def _failed(self, frame: GrabbedFrame, err: Exception) -> None:
         self.counters.failed_frames += 1
@@ -309,6 +360,15 @@ class _Released(NamedTuple):
     frame: GrabbedFrame
     released_ns: int
     preprocess_ns: float
+
+
+class _InFlight(NamedTuple):
+    """A submitted frame waiting for its embedding, in the scorer's queue."""
+
+    tag: _Released
+    tensor: torch.Tensor
+    version: int
+    claim: Claim
 
 
 def _released(

@@ -27,6 +27,8 @@ Tag = TypeVar("Tag")
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 HeadFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Claim = Callable[[], torch.Tensor]  # waits for one frame's embedding [D]
+SubmitFn = Callable[[torch.Tensor], Claim]  # starts one frame's encoder call
 
 
 class PreprocessStage(Generic[Tag]):
@@ -119,13 +121,28 @@ class PreprocessStage(Generic[Tag]):
 
 
 class EmbedStage:
-    """[1, 3, S, S] -> [D]: exactly one encoder call per new frame."""
+    """[1, 3, S, S] -> [D]: exactly one encoder call per new frame.
 
-    def __init__(self, encode: EncodeFn) -> None:
+    ``submit`` (optional) starts a frame's encoder call and returns a claim that waits for
+    its embedding [D] (``luvnet serve``: the frame goes to the batched remote encoder while
+    the stream preprocesses the next one). Without it, a claim holds an embedding computed
+    at once.
+    """
+
+    def __init__(self, encode: EncodeFn, submit: SubmitFn | None = None) -> None:
         self.encode = encode
+        self._submit = submit
 
     def __call__(self, frame: torch.Tensor) -> torch.Tensor:
         return self.encode(frame)[0]
+
+    def submit(self, frame: torch.Tensor) -> Claim:
+        """Start ``frame`` [1, 3, S, S]'s encoder call; the claim returns its embedding [D]
+        (and raises what the call raised)."""
+        if self._submit is not None:
+            return self._submit(frame)
+        embedding = self(frame)
+        return lambda: embedding
 
 
 class HeadStage:

@@ -50,8 +50,8 @@ STREAM_KEYS: tuple[str, ...] = (
     *("fps", "fourcc", "head"),
 )
 ENCODER_KEYS: tuple[str, ...] = (
-    *("replicas", "max_batch_size", "batch_wait_ms", "num_cpus", "num_gpus"),
-    *("threads", "max_replicas_per_node", "resources"),
+    *("replicas", "max_batch_size", "batch_wait_ms", "frames_in_flight", "requests_in_flight"),
+    *("num_cpus", "num_gpus", "threads", "max_replicas_per_node", "resources"),
 )
 RAY_KEYS: tuple[str, ...] = ("address", "num_cpus")
 
@@ -262,6 +262,8 @@ def _encoder(reader: ConfigReader, raw: object) -> EncoderSettings:
         replicas=number("replicas", positive_int, default.replicas),
         max_batch_size=number("max_batch_size", positive_int, default.max_batch_size),
         batch_wait_ms=number("batch_wait_ms", nonnegative_number, default.batch_wait_ms),
+        frames_in_flight=number("frames_in_flight", positive_int, default.frames_in_flight),
+        requests_in_flight=number("requests_in_flight", positive_int, default.requests_in_flight),
         num_cpus=number("num_cpus", nonnegative_number, default.num_cpus),
         num_gpus=number("num_gpus", nonnegative_number, default.num_gpus),
         threads=number("threads", positive_int, None),

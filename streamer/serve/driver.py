@@ -104,15 +104,15 @@ def run_serve(
             max_batch=encoder.max_batch_size,
             wait_s=encoder.batch_wait_ms / 1000,
             timeout_s=settings.request_timeout_s,
-            # One request in flight per replica: while it is, the next batch fills (on this
+            # Requests in flight per replica: while they are, the next batch fills (on this
             # CPU a request costs milliseconds of Ray's own work, so fewer, fuller ones).
-            senders=encoder.replicas,
+            senders=encoder.replicas * encoder.requests_in_flight,
             tally=tally,
         )
         pipelines: list[StreamPipeline] = []
         last_status: dict[str, StatusMessage] = {}
         for stream in settings.streams:
-            backend, set_on_lost = remote_backend(
+            remote = remote_backend(
                 coalescer,
                 checkpoint,
                 device=device,
@@ -124,10 +124,12 @@ def run_serve(
                 stream,
                 _publisher_for(publisher, last_status),
                 source=source,
-                backend=backend,
+                backend=remote.backend,
                 checkpoint=checkpoint,
+                submit=remote.submit,
+                frames_in_flight=encoder.frames_in_flight,
             )
-            set_on_lost(pipeline.head.reset)
+            remote.set_on_lost(pipeline.head.reset)
             pipelines.append(pipeline)
         if wait_subscriber_s > 0 and not publisher.wait_for_subscriber(wait_subscriber_s):
             log.info("no subscriber yet; starting anyway")

@@ -27,6 +27,7 @@ from luvnet.engine.backends import Backend, BackendInfo, create_backend
 from luvnet.engine.backends.base import PRECISIONS
 from luvnet.engine.model.checkpoint import Checkpoint
 from luvnet.engine.runtime import resolve_device, set_threads
+from luvnet.streamer.stages import SubmitFn
 
 
 def _frame_count(requests: list[np.ndarray]) -> int:
@@ -149,9 +150,10 @@ class FrameCoalescer:
     about as much as the demo model's encoder itself), so the driver's streams share requests:
     ``senders`` threads each take up to ``max_batch`` waiting frames (after waiting at most
     ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
-    batches requests from every sender and every driver. ``embed(frame [3, S, S]) -> [D]``
-    blocks its stream's thread until the embedding is back; it raises :class:`LostFrame` when
-    the request failed or took longer than ``timeout_s``.
+    batches requests from every sender and every driver. ``submit(frame [3, S, S])`` queues a
+    frame and returns at once; ``result(pending) -> [D]`` waits for its embedding and raises
+    :class:`LostFrame` when the request failed or took longer than ``timeout_s``;
+    ``embed(frame)`` is the two in one.
     """
 
     def __init__(
@@ -180,12 +182,21 @@ class FrameCoalescer:
             thread.start()
 
     def embed(self, frame: np.ndarray) -> np.ndarray:
+        return self.result(self.submit(frame))
+
+    def submit(self, frame: np.ndarray) -> _Pending:
         pending = _Pending(frame)
         with self._ready:
             if self._closed:
-                raise LostFrame("the encoder connection is closed")
+                pending.error = "the encoder connection is closed"
+                pending.done.set()
+                return pending
             self._queue.append(pending)
             self._ready.notify()
+        return pending
+
+    def result(self, pending: _Pending) -> np.ndarray:
+        # From the wait, not the submit: a frame queued behind others gets its full time.
         if not pending.done.wait(self.timeout_s + self.wait_s + 1.0):
             raise LostFrame(f"no embedding within {self.timeout_s:g} s")
         if pending.embedding is None:
@@ -244,6 +255,15 @@ class FrameCoalescer:
             thread.join(self.timeout_s + 1.0)
 
 
+@dataclass
+class RemoteEncoder:
+    """One stream's view of the deployment (:func:`remote_backend`)."""
+
+    backend: Backend  # encode: the deployment, waited for; head: the local model's
+    submit: SubmitFn  # a frame's encoder call started now, its embedding claimed later
+    set_on_lost: Callable[[Callable[[], None]], None]  # what a lost frame calls (head reset)
+
+
 def remote_backend(
     coalescer: FrameCoalescer,
     checkpoint: Checkpoint,
@@ -251,26 +271,35 @@ def remote_backend(
     device: torch.device,
     precision: str,
     backend_name: str,
-) -> tuple[Backend, Callable[[Callable[[], None]], None]]:
+) -> RemoteEncoder:
     """A :class:`Backend` whose ``encode`` is the deployment, through ``coalescer``.
 
-    ``encode([1, 3, S, S]) -> [1, D]`` in the precision's dtype on ``device``; a lost frame
-    raises :class:`LostFrame` after calling the on-lost callback (set with the returned
-    setter once the stream's head exists), so the stream restarts its window rather than
-    score a window with a hole. ``head`` is ``checkpoint``'s model, local.
+    ``encode([1, 3, S, S]) -> [1, D]`` in the precision's dtype on ``device``; ``submit`` sends
+    the frame and returns a claim that waits for its [D] embedding, so the stream can
+    preprocess its next frame meanwhile. A lost frame raises :class:`LostFrame` (from
+    ``encode`` or the claim) after calling the on-lost callback (set once the stream's head
+    exists), so the stream restarts its window rather than score a window with a hole.
+    ``head`` is ``checkpoint``'s model, local.
     """
     dtype = PRECISIONS[precision]
     model = checkpoint.model
     lost: list[Callable[[], None]] = []
 
-    def encode(frames: torch.Tensor) -> torch.Tensor:
+    def claim_of(pending: Any) -> torch.Tensor:
         try:
-            emb = coalescer.embed(frames[0].cpu().numpy())
+            emb = coalescer.result(pending)
         except LostFrame:
             for callback in lost:
                 callback()
             raise
-        return torch.as_tensor(emb.copy()).to(device, dtype).unsqueeze(0)
+        return torch.as_tensor(emb.copy()).to(device, dtype)
+
+    def submit(frames: torch.Tensor) -> Callable[[], torch.Tensor]:
+        pending = coalescer.submit(frames[0].cpu().numpy())
+        return lambda: claim_of(pending)
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        return submit(frames)().unsqueeze(0)
 
     @torch.inference_mode()
     def head(window: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,4 +319,5 @@ def remote_backend(
     def set_on_lost(callback: Callable[[], None]) -> None:
         lost[:] = [callback]
 
-    return Backend(info, encode, head, device=device, dtype=dtype), set_on_lost
+    backend = Backend(info, encode, head, device=device, dtype=dtype)
+    return RemoteEncoder(backend, submit, set_on_lost)

@@ -42,6 +42,10 @@ def base(tmp_path) -> dict:
             "serve.yaml: encoder.batch_wait_ms: expected a number >= 0, got '-1'",
         ),
         (
+            lambda c: c["encoder"].update(frames_in_flight=0),
+            "serve.yaml: encoder.frames_in_flight: expected a positive integer, got '0'",
+        ),
+        (
             lambda c: c["encoder"].update(max_batch=4),
             "serve.yaml: encoder.max_batch: unknown key (did you mean max_batch_size?)",
         ),
@@ -122,7 +126,9 @@ def test_a_good_file_gives_the_settings(tmp_path):
             "head": "window",
         }
     )
-    config["encoder"].update(resources={"node2": 1}, max_replicas_per_node=1)
+    config["encoder"].update(
+        resources={"node2": 1}, max_replicas_per_node=1, frames_in_flight=1, requests_in_flight=2
+    )
     settings = load_serve_settings(write_config(tmp_path / "serve.yaml", config), max_frames=7)
     one, two = settings.streams
     assert (one.stream_id, one.realtime, one.max_frames) == ("bed1", True, 7)
@@ -134,4 +140,5 @@ def test_a_good_file_gives_the_settings(tmp_path):
     assert not two.realtime and two.max_frames == 7
     assert settings.encoder.resources == {"node2": 1.0}
     assert settings.encoder.max_replicas_per_node == 1
+    assert (settings.encoder.frames_in_flight, settings.encoder.requests_in_flight) == (1, 2)
     assert settings.ray.num_cpus == 2 and settings.ray.address == "local"
