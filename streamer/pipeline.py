@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -305,9 +306,7 @@ class StreamPipeline:
                 return
             if self._in_flight is not None:
                 try:
-                    self._in_flight.start(
-                        lambda t=tensor, g=tag, v=version: _InFlight(g, t, v, self.embed.submit(t))
-                    )
+                    self._in_flight.start(partial(self._begin, tag, tensor, version))
                 except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
                     self._failed(tag.frame, err)
                 continue
@@ -325,6 +324,10 @@ class StreamPipeline:
         flight = self._in_flight
         taken = flight.started - flight.lost if flight else self.counters.published
         return taken >= self.max_frames
+
+    def _begin(self, tag: _Released, tensor: torch.Tensor, version: int) -> _InFlight:
+        """A frame's encoder call started (its embedding claimed later, by :meth:`_finish`)."""
+        return _InFlight(tag, tensor, version, self.embed.submit(tensor))
 
     def _finish(self, item: _InFlight) -> bool:
         """A frame in flight, once its embedding is claimed: scored exactly as a frame scored
