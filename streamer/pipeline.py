@@ -117,7 +117,10 @@ class StreamPipeline:
         """The messages this frame makes ready: none while the sector calibration holds
         frames or when the frame is decimated, else this frame's, or every held frame's in
         order once the sector locks (the held frames are scored, never lost)."""
-        return [self._score(*item) for item in self._ready(frame)]
+        return [
+            self._score(tag, version, partial(self.embed, tensor))
+            for tag, tensor, version in self._ready(frame)
+        ]
 
     def _ready(self, frame: GrabbedFrame) -> list[tuple[_Released, torch.Tensor, int]]:
         if self.decimator is None or frame.generation != self._generation:
@@ -135,9 +138,9 @@ class StreamPipeline:
         self._note_size_change(frame.index, self.preprocess.size_changed)
         return _released(ready, released, t0)
 
-    def _score(
-        self, tag: _Released, tensor: torch.Tensor, box_version: int, claim: Claim | None = None
-    ) -> ScoreMessage:
+    def _score(self, tag: _Released, box_version: int, embedding: Claim) -> ScoreMessage:
+        """The frame's message; ``embedding`` runs its encoder call, or waits for the one
+        started when it went in flight."""
         frame = tag.frame
         sync = self.preprocess.device.type == "cuda"
         # queue: from capture to release (a held frame waited for the sector to lock).
@@ -148,7 +151,7 @@ class StreamPipeline:
             self.head.reset()
             self._window_key = key
         t1 = _mark(sync)
-        emb = claim() if claim is not None else self.embed(tensor)
+        emb = embedding()
         t2 = _mark(sync)
         logits, attention, fill = self.head(emb)
         t3 = _mark(sync)
@@ -311,7 +314,7 @@ class StreamPipeline:
                     self._failed(tag.frame, err)
                 continue
             try:
-                message = self._score(tag, tensor, version)
+                message = self._score(tag, version, partial(self.embed, tensor))
             except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
                 self._failed(tag.frame, err)
                 continue
@@ -327,13 +330,13 @@ class StreamPipeline:
 
     def _begin(self, tag: _Released, tensor: torch.Tensor, version: int) -> _InFlight:
         """A frame's encoder call started (its embedding claimed later, by :meth:`_finish`)."""
-        return _InFlight(tag, tensor, version, self.embed.submit(tensor))
+        return _InFlight(tag, version, self.embed.submit(tensor))
 
     def _finish(self, item: _InFlight) -> bool:
         """A frame in flight, once its embedding is claimed: scored exactly as a frame scored
         whole (on the :class:`InOrder` thread, in submission order)."""
         try:
-            message = self._score(item.tag, item.tensor, item.version, item.claim)
+            message = self._score(item.tag, item.version, item.claim)
         except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
             self._failed(item.tag.frame, err)
             return False
@@ -369,7 +372,6 @@ class _InFlight(NamedTuple):
     """A submitted frame waiting for its embedding, in the scorer's queue."""
 
     tag: _Released
-    tensor: torch.Tensor
     version: int
     claim: Claim
 

@@ -152,8 +152,7 @@ class FrameCoalescer:
     ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
     batches requests from every sender and every driver. ``submit(frame [3, S, S])`` queues a
     frame and returns at once; ``result(pending) -> [D]`` waits for its embedding and raises
-    :class:`LostFrame` when the request failed or took longer than ``timeout_s``;
-    ``embed(frame)`` is the two in one.
+    :class:`LostFrame` when the request failed or took longer than ``timeout_s``.
     """
 
     def __init__(
@@ -180,9 +179,6 @@ class FrameCoalescer:
         ]
         for thread in self._threads:
             thread.start()
-
-    def embed(self, frame: np.ndarray) -> np.ndarray:
-        return self.result(self.submit(frame))
 
     def submit(self, frame: np.ndarray) -> _Pending:
         pending = _Pending(frame)
@@ -285,7 +281,7 @@ def remote_backend(
     model = checkpoint.model
     lost: list[Callable[[], None]] = []
 
-    def claim_of(pending: Any) -> torch.Tensor:
+    def claim_of(pending: _Pending) -> torch.Tensor:
         try:
             emb = coalescer.result(pending)
         except LostFrame:
