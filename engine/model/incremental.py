@@ -14,6 +14,7 @@ state reruns the (cheap) head over the window.
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import torch
 
@@ -93,6 +94,16 @@ class EmbeddingWindow:
         self.count = 0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one frame's changed conv positions are summed from cached taps."""
+
+    rows: torch.Tensor  # [n] ring slots of the changed positions
+    slots: torch.Tensor  # [n, k] ring slot of the frame each tap multiplies
+    taps: torch.Tensor  # [n, k] tap index
+    weights: torch.Tensor  # [n, k, 1] 1 where that frame is in the window, else 0
+
+
 class IncrementalHead:
     """Feeds one embedding at a time; returns what ``model.head`` gives on the current window.
 
@@ -120,9 +131,12 @@ class IncrementalHead:
             self.taps = torch.zeros(
                 self.length, k, weight.shape[0], device=param.device, dtype=param.dtype
             )
-            self.conv_out = torch.zeros(
-                self.length, weight.shape[0], device=param.device, dtype=param.dtype
+            # BN + ReLU of each conv position, at ring slot p % length and length rows
+            # further (as in EmbeddingWindow): the window's positions are one slice.
+            self.positions = torch.zeros(
+                2 * self.length, weight.shape[0], device=param.device, dtype=param.dtype
             )
+            self._plans: dict[tuple[int, int, bool], _Plan] = {}
 
     @property
     def fill(self) -> int:
@@ -151,9 +165,6 @@ class IncrementalHead:
         logits = head.classify(temporal, pooled)
         return logits[0], attention[0]
 
-    def _window_slots(self, index: int) -> list[int]:
-        return self.window.slots(index - self.window.fill + 1, index)
-
     def temporal_update(self, index: int, emb: torch.Tensor) -> torch.Tensor:
         """The temporal branch's output [1, D] after frame ``index`` (already in the window).
 
@@ -162,33 +173,50 @@ class IncrementalHead:
         temporal = self.temporal
         assert temporal is not None  # push() takes this path only with a temporal branch
         k = temporal.kernel_size
-        pad = k // 2
         self.taps[index % self.length] = (self.tap_matrix @ emb).reshape(k, -1)
-        first = index - self.window.fill + 1  # oldest absolute index in the window
+        plan = self._plan(index)
+        conv = (self.taps[plan.slots, plan.taps] * plan.weights).sum(1)  # [n, D]
+        # BN and ReLU act per position, so only the changed positions are redone.
+        out = temporal.positionwise(conv)
+        self.positions[plan.rows] = out
+        self.positions[plan.rows + self.length] = out
+        fill = self.window.fill
+        start = (index + 1) % self.length if fill == self.length else 0
+        return self.positions[start : start + fill].mean(0, keepdim=True)
+
+    def _plan(self, index: int) -> _Plan:
+        """Which conv positions frame ``index`` changed and how to sum them from cached taps.
+
+        Depends only on (index mod length, fill, whether a frame left), so a stream builds
+        at most 2 * length + 1 plans (no per-frame Python lists or host-to-device copies).
+        """
+        fill = self.window.fill
+        key = (index % self.length, fill, index >= self.length)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._build_plan(index, fill)
+        return plan
+
+    def _build_plan(self, index: int, fill: int) -> _Plan:
+        # Tap j of the conv multiplies input p + j - pad, so position p takes tap j of frame
+        # t = p + j - pad when t is in the window; outside it the conv's zero padding
+        # contributes nothing.
+        assert self.temporal is not None
+        k = self.temporal.kernel_size
+        pad = k // 2
+        first = index - fill + 1  # oldest absolute index in the window
         # Positions whose neighbourhood changed: near the new frame, and just after the
         # frame that left (index - length), if one did.
         changed = set(range(max(first, index - pad), index + 1))
         if index >= self.length:
             changed.update(range(first, min(first + pad, index + 1)))
         positions = sorted(changed)
-        self.conv_out[[p % self.length for p in positions]] = self._conv_at(positions, first, index)
-        conv = self.conv_out[self._window_slots(index)]
-        return temporal.positionwise(conv).mean(0, keepdim=True)
-
-    def _conv_at(self, positions: list[int], first: int, last: int) -> torch.Tensor:
-        """Conv outputs [n, D] at absolute positions from cached taps of frames first..last.
-
-        One gather and one sum (no Python loop over tensors): tap j of the conv multiplies
-        input p + j - pad, so position p takes tap j of frame t = p + j - pad when t is in
-        the window; outside it the conv's zero padding contributes nothing.
-        """
-        assert self.temporal is not None
-        k = self.temporal.kernel_size
-        pad = k // 2
         frames = [[p + j - pad for j in range(k)] for p in positions]
-        valid = [[first <= t <= last for t in row] for row in frames]
+        valid = [[first <= t <= index for t in row] for row in frames]
         device = self.taps.device
-        slots = torch.tensor([[t % self.length for t in row] for row in frames], device=device)
-        taps = torch.arange(k, device=device).expand(len(positions), k)
-        weights = torch.tensor(valid, dtype=self.taps.dtype, device=device).unsqueeze(-1)
-        return (self.taps[slots, taps] * weights).sum(1)
+        return _Plan(
+            rows=torch.tensor([p % self.length for p in positions], device=device),
+            slots=torch.tensor([[t % self.length for t in row] for row in frames], device=device),
+            taps=torch.arange(k, device=device).expand(len(positions), k),
+            weights=torch.tensor(valid, dtype=self.taps.dtype, device=device).unsqueeze(-1),
+        )

@@ -74,6 +74,12 @@ def test_reset_starts_a_new_window():
         ref, _ = model.head(embeddings[:1].unsqueeze(0))
     assert state.fill == 1
     assert torch.allclose(logits, ref[0], atol=1e-5)
+    # The new window reuses the update plans of the first one: still the head's windows.
+    for i in range(1, 40):
+        logits, _ = state.push(embeddings[i])
+        with torch.no_grad():
+            ref, _ = model.head(embeddings[max(0, i - 29) : i + 1].unsqueeze(0))
+        assert torch.allclose(logits, ref[0], atol=1e-4), f"frame {i} after the reset"
 
 
 def test_needs_eval_mode():
