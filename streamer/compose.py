@@ -127,6 +127,7 @@ def compose_stream(
     checkpoint: Checkpoint | None = None,
     submit: SubmitFn | None = None,
     frames_in_flight: int = 1,
+    encoder_normalizes: bool = False,
 ) -> StreamPipeline:
     """Wire the stream. ``source`` overrides ``settings.source`` (embedding luvnet in an app);
     ``backend`` reuses one already loaded for this checkpoint (no second compile);
@@ -134,7 +135,8 @@ def compose_stream(
     (``luvnet serve``: one model in the process, each stream its own head state);
     ``submit`` starts a frame's encoder call without waiting for it (a remote encoder), and
     ``frames_in_flight`` > 1 lets that many frames be at the encoder at once, scored in order
-    (:class:`StreamPipeline`)."""
+    (:class:`StreamPipeline`); ``encoder_normalizes``: the encoder takes letterboxed grey frames
+    uint8 [1, S, S] and normalises them itself (``luvnet serve``'s replicas)."""
     device = resolve_device(settings.device)
     if checkpoint is None:
         checkpoint = load_stream_checkpoint(settings.checkpoint)
@@ -175,6 +177,7 @@ def compose_stream(
             dtype=dtype,
             box=settings.crop_box,
             calibrate_frames=settings.calibrate_frames,
+            normalized=not encoder_normalizes,
         ),
         embed=EmbedStage(backend.encode, submit),
         head=HeadStage(model, mode=head_mode, head=head_fn),

@@ -34,6 +34,11 @@ SubmitFn = Callable[[torch.Tensor], Claim]  # starts one frame's encoder call
 class PreprocessStage(Generic[Tag]):
     """Raw image -> normalised [1, 3, S, S] on the engine's device (training's own functions).
 
+    With ``normalized=False`` it stops one step short, at the letterboxed grey frame uint8
+    [1, S, S]: for an encoder that normalises on its side with the same
+    :func:`~luvnet.engine.data.preprocess.normalize` (``luvnet serve``'s replicas, where a
+    frame then crosses the process boundary as S*S bytes, not 12*S*S).
+
     Grey conversion and the sector calibration run on the CPU; the letterbox runs where the
     engine is: on CUDA the grey frame goes up through a pinned buffer and is cropped and
     resized there (on the H100 the CPU resize of a 924x1232 frame was the stream's largest
@@ -54,8 +59,10 @@ class PreprocessStage(Generic[Tag]):
         dtype: torch.dtype = torch.float32,
         box: tuple[int, int, int, int] | None = None,
         calibrate_frames: int | None = None,
+        normalized: bool = True,
     ) -> None:
         self.config = config.preprocess
+        self.normalized = normalized
         self.device = device
         self.dtype = dtype
         sector = SectorParams()
@@ -76,7 +83,8 @@ class PreprocessStage(Generic[Tag]):
     def push(
         self, image: np.ndarray, tag: Tag, region: tuple[int, int, int, int] | None = None
     ) -> list[tuple[Tag, torch.Tensor, int]]:
-        """(tag, [1, 3, S, S], box_version) of each frame ready now, in order; ``region``:
+        """(tag, [1, 3, S, S] (uint8 [1, S, S] unless ``normalized``), box_version) of each
+        frame ready now, in order; ``region``:
         the imaging region the source declares (a DICOM file's), else None."""
         out = []
         for ready_tag, gray, box in self.preprocessor.push(image, tag, region):
@@ -99,8 +107,10 @@ class PreprocessStage(Generic[Tag]):
         if (box, gray.shape) != self._last:
             self._last = (box, gray.shape)
             self.box_version += 1
-        letterboxed = self.preprocessor.letterbox(self._upload(gray), box)
-        return normalize(letterboxed.unsqueeze(0), self.config, self.dtype)
+        letterboxed = self.preprocessor.letterbox(self._upload(gray), box).unsqueeze(0)
+        if not self.normalized:
+            return letterboxed
+        return normalize(letterboxed, self.config, self.dtype)
 
     @property
     def size_changed(self) -> tuple[tuple[int, int], tuple[int, int]] | None:

@@ -128,6 +128,7 @@ def run_serve(
                 checkpoint=checkpoint,
                 submit=remote.submit,
                 frames_in_flight=encoder.frames_in_flight,
+                encoder_normalizes=True,  # the replicas normalise: S*S bytes per frame
             )
             remote.set_on_lost(pipeline.head.reset)
             pipelines.append(pipeline)

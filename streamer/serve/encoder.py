@@ -1,8 +1,9 @@
 """The encoder as a Ray Serve deployment, and the driver's view of it as a :class:`Backend`.
 
 :class:`EncoderReplica` loads the checkpoint's model once per replica and embeds frames in
-batches gathered across every stream (``@serve.batch``): frame [3, S, S] in, embedding [D]
-out. :func:`remote_backend` wraps a handle to the deployment as the ``Backend`` the stream
+batches gathered across every stream (``@serve.batch``): letterboxed grey frame uint8 [S, S]
+in, embedding [D] out (the replica normalises it with the stream's own ``normalize``).
+:func:`remote_backend` wraps a handle to the deployment as the ``Backend`` the stream
 pipeline already takes (``compose_stream(backend=...)``): its ``encode`` sends one frame and
 waits for its embedding, its ``head`` is the local model's.
 """
@@ -25,6 +26,7 @@ from ray import serve
 
 from luvnet.engine.backends import Backend, BackendInfo, create_backend
 from luvnet.engine.backends.base import PRECISIONS
+from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.model.checkpoint import Checkpoint
 from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.streamer.stages import SubmitFn
@@ -38,9 +40,13 @@ def _frame_count(requests: list[np.ndarray]) -> int:
 class EncoderReplica:
     """One replica: the model on its device, embedding whole batches of frames.
 
-    ``__call__(frames [B, 3, S, S] float32/float16 ndarray) -> (embeddings [B, D] ndarray in
-    the backend's dtype, frames in the encoder call they were part of, this replica's Ray node
-    id)``. Requests (from one driver or several) are batched up to ``max_batch_size`` frames.
+    ``__call__(frames uint8 [B, S, S] ndarray, letterboxed grey) -> (embeddings [B, D]
+    ndarray in the backend's dtype, frames in the encoder call they were part of, this
+    replica's Ray node id)``. The replica normalises the frames (the checkpoint's mean, std
+    and intensity setting; :func:`~luvnet.engine.data.preprocess.normalize`, as training and
+    ``luvnet stream`` do): a frame travels as S*S bytes instead of 12*S*S, so 8 frames at
+    S = 64 fit in one inline Ray message (32 KB; Ray puts arguments over 100 KB into its object
+    store). Requests (from one driver or several) are batched up to ``max_batch_size`` frames.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class EncoderReplica:
             image_size=loaded.config.preprocess.image_size,
             window=loaded.config.clip_length,
         )
+        self.preprocess = loaded.config.preprocess
         del model, loaded  # the backend holds its own copy
         self.node_id = ray.get_runtime_context().get_node_id()
         self.frames = 0
@@ -94,7 +101,9 @@ class EncoderReplica:
 
     @torch.inference_mode()
     def _encode(self, frames: np.ndarray) -> np.ndarray:
-        return self.backend.encode_many(torch.from_numpy(frames)).cpu().numpy()
+        grey = torch.from_numpy(frames).to(self.backend.device)
+        normalized = normalize(grey, self.preprocess, self.backend.dtype)
+        return self.backend.encode_many(normalized).cpu().numpy()
 
     def stats(self) -> dict[str, Any]:
         """Frames and batches so far, where this replica runs (for status and tests)."""
@@ -150,7 +159,7 @@ class FrameCoalescer:
     about as much as the demo model's encoder itself), so the driver's streams share requests:
     ``senders`` threads each take up to ``max_batch`` waiting frames (after waiting at most
     ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
-    batches requests from every sender and every driver. ``submit(frame [3, S, S])`` queues a
+    batches requests from every sender and every driver. ``submit(frame uint8 [S, S])`` queues a
     frame and returns at once; ``result(pending) -> [D]`` waits for its embedding and raises
     :class:`LostFrame` when the request failed or took longer than ``timeout_s``.
     """
@@ -270,9 +279,10 @@ def remote_backend(
 ) -> RemoteEncoder:
     """A :class:`Backend` whose ``encode`` is the deployment, through ``coalescer``.
 
-    ``encode([1, 3, S, S]) -> [1, D]`` in the precision's dtype on ``device``; ``submit`` sends
-    the frame and returns a claim that waits for its [D] embedding, so the stream can
-    preprocess its next frame meanwhile. A lost frame raises :class:`LostFrame` (from
+    ``encode(uint8 [1, S, S]) -> [1, D]`` in the precision's dtype on ``device`` (letterboxed
+    grey frames, which the replica normalises: ``compose_stream(encoder_normalizes=True)``);
+    ``submit`` sends the frame and returns a claim that waits for its [D] embedding, so the
+    stream can preprocess its next frame meanwhile. A lost frame raises :class:`LostFrame` (from
     ``encode`` or the claim) after calling the on-lost callback (set once the stream's head
     exists), so the stream restarts its window rather than score a window with a hole.
     ``head`` is ``checkpoint``'s model, local.

@@ -23,11 +23,18 @@ def frames(count: int, height: int = 240, width: int = 320, seed: int = 0) -> li
     return out
 
 
-def stage(device: str, box: tuple[int, int, int, int] | None = (20, 10, 260, 200)):
+def stage(
+    device: str,
+    box: tuple[int, int, int, int] | None = (20, 10, 260, 200),
+    *,
+    normalized: bool = True,
+):
     from luvnet.streamer.stages import PreprocessStage
 
     config = ModelConfig(preprocess=PreprocessConfig(image_size=SIZE))
-    return PreprocessStage(config, device=torch.device(device), box=box, calibrate_frames=0)
+    return PreprocessStage(
+        config, device=torch.device(device), box=box, calibrate_frames=0, normalized=normalized
+    )
 
 
 def expected(image: np.ndarray, box: tuple[int, int, int, int] | None) -> torch.Tensor:
@@ -40,6 +47,16 @@ def test_cpu_stage_is_the_training_preprocessing():
     pre = stage("cpu")
     for image in frames(3):
         torch.testing.assert_close(pre(image), expected(image, (20, 10, 260, 200)))
+
+
+def test_unnormalized_stage_stops_at_the_letterboxed_grey_frame():
+    """``luvnet serve`` sends uint8 [1, S, S] to its replicas, which normalise with the same
+    function: the same tensor as the stage's own normalised output, bit for bit."""
+    grey, full = stage("cpu", normalized=False), stage("cpu")
+    for image in frames(3):
+        out = grey(image)
+        assert out.dtype == torch.uint8 and out.shape == (1, SIZE, SIZE)
+        assert torch.equal(normalize(out, PreprocessConfig(image_size=SIZE)), full(image))
 
 
 def test_a_new_frame_size_is_followed():
