@@ -14,19 +14,19 @@ of its own, started here, and is measured from outside by a subscriber per proce
 - serve only: the encoder's mean batch size; on CUDA the peak GPU memory of each process.
 
 Independent processes each get ``max(1, cores // N)`` torch threads; the serve driver and its
-replica one each. ``fps_ratio`` and ``rss_ratio``: serve / independent. Reported, not asserted.
+replica one each. With ``repeats`` > 1 each side runs that many times per stream count, the
+sides alternating which goes first (ABBA), and each side's median run is reported
+(:func:`median_run`). ``fps_ratio`` and ``rss_ratio``: serve / independent, of those runs.
+Reported, not asserted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
-import socket
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,10 @@ import numpy as np
 
 from luvnet.bench.replay import ReplaySource
 from luvnet.bench.run import BenchResult, _read_frames
+from luvnet.bench.serve_probes import Listener, RssSampler, free_port, peak_gpu_mib
 from luvnet.bench.stats import machine_info, summarize
 from luvnet.engine.runtime import resolve_device
-from luvnet.streamer.client import Gap, ScoreSubscriber
 from luvnet.streamer.compose import StreamSettings
-from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from luvnet.streamer.publisher import PublisherOptions
 from luvnet.streamer.serve.settings import EncoderSettings
 
@@ -62,91 +61,7 @@ class ServeBenchSettings:
     batch_wait_ms: float = EncoderSettings.batch_wait_ms
     frames_in_flight: int = EncoderSettings.frames_in_flight
     requests_in_flight: int = EncoderSettings.requests_in_flight
-
-
-@dataclass
-class Listener:
-    """A subscriber on its own thread: scores and status per stream, gaps per stream."""
-
-    endpoint: str
-    scores: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
-    statuses: dict[str, list[tuple[float, StatusMessage]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    gaps: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._sub = ScoreSubscriber(self.endpoint, on_gap=self._gap)
-        self._thread.start()
-
-    def _gap(self, gap: Gap) -> None:
-        if gap.kind == "scores":
-            self.gaps[gap.stream_id] += gap.missed
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._sub.recv(100)
-            now = time.monotonic()
-            if isinstance(msg, ScoreMessage):
-                e2e_ms = (time.monotonic_ns() - msg.capture_ns) / 1e6
-                self.scores[msg.stream_id].append((now, e2e_ms))
-            elif isinstance(msg, StatusMessage):
-                self.statuses[msg.stream_id].append((now, msg))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sub.close()
-
-
-def _tree_rss(pids: list[int]) -> int:
-    """Resident bytes of the processes ``pids`` and all their descendants (Ray's included)."""
-    import psutil  # luvnet[serve]
-
-    total = 0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):  # ended meanwhile
-                    total += proc.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
-
-
-class RssSampler:
-    """Peak of the summed RSS of process trees, sampled every ``interval_s`` on a thread."""
-
-    def __init__(self, pids: list[int], interval_s: float = 0.5) -> None:
-        self.pids = pids
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
-        self._thread.start()
-
-    def _run(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self.peak = max(self.peak, _tree_rss(self.pids))
-
-    def close(self) -> int:
-        self._stop.set()
-        self._thread.join(5)
-        return self.peak
-
-
-def _peak_gpu_mib(device: str) -> float:
-    import torch
-
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    repeats: int = 1  # runs per side and stream count, alternating which side goes first
 
 
 def _stream_settings(settings: ServeBenchSettings, stream_id: str, device: str) -> StreamSettings:
@@ -221,7 +136,7 @@ def _serve_child(
             "mean_batch": outcome.mean_batch,
             "frames_encoded": outcome.frames_encoded,
             # The replicas' and the driver's own (the head's state, the window).
-            "peak_gpu_mib": sum(gpu) + _peak_gpu_mib(device) if gpu else None,
+            "peak_gpu_mib": sum(gpu) + peak_gpu_mib(device) if gpu else None,
         }
     )
 
@@ -252,7 +167,7 @@ def _stream_child(
         )
         queue.put({"started": True})
         pipeline.run(stop)
-    queue.put({"peak_gpu_mib": _peak_gpu_mib(device) if device.startswith("cuda") else None})
+    queue.put({"peak_gpu_mib": peak_gpu_mib(device) if device.startswith("cuda") else None})
 
 
 def _side(
@@ -263,13 +178,13 @@ def _side(
     queue = ctx.Queue()
     stop_event = ctx.Event()
     if label == "serve":
-        endpoints = [f"tcp://127.0.0.1:{_free_port()}"]
+        endpoints = [f"tcp://127.0.0.1:{free_port()}"]
         args: list[tuple[Any, ...]] = [
             (settings, n, frames, device, endpoints[0], queue, stop_event)
         ]
         target: Any = _serve_child
     else:
-        endpoints = [f"tcp://127.0.0.1:{_free_port()}" for _ in range(n)]
+        endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(n)]
         args = [(settings, i, n, frames, device, endpoints[i], queue, stop_event) for i in range(n)]
         target = _stream_child
     procs = [ctx.Process(target=target, args=a) for a in args]
@@ -342,6 +257,15 @@ def _figures(
     }
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of one side with the median frames scored per second (the lower of the two
+    middle ones for an even count), so its latency, drops and memory belong to that run;
+    ``scored_fps_runs`` lists every run's, in the order they ran."""
+    chosen = dict(sorted(runs, key=lambda f: f["scored_fps"])[(len(runs) - 1) // 2])
+    chosen["scored_fps_runs"] = [f["scored_fps"] for f in runs]
+    return chosen
+
+
 def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     """Both sides for each stream count of ``settings``; see the module docstring."""
     device = resolve_device(settings.device)
@@ -350,11 +274,16 @@ def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     rows: dict[str, Any] = {}
     series: dict[str, list[float]] = {}
     for n in settings.streams:
+        runs: dict[str, list[dict[str, Any]]] = {"serve": [], "independent": []}
+        for repeat in range(settings.repeats):
+            # ABBA: a machine that drifts (load, clocks, a shared host) favours neither side.
+            order = ("serve", "independent") if repeat % 2 == 0 else ("independent", "serve")
+            for label in order:
+                runs[label].append(_side(label, settings, n, frames, str(device)))
         row: dict[str, Any] = {}
-        for label in ("serve", "independent"):
-            figures = _side(label, settings, n, frames, str(device))
-            series[f"{label}_{n}"] = figures.pop("_series")
-            row[label] = figures
+        for label, figures in runs.items():
+            row[label] = median_run(figures)
+            series[f"{label}_{n}"] = row[label].pop("_series")
         serve, alone = row["serve"], row["independent"]
         row["fps_ratio"] = (
             serve["scored_fps"] / alone["scored_fps"] if alone["scored_fps"] else None
@@ -397,4 +326,9 @@ def print_serve_report(report: dict[str, Any]) -> None:
                 f"{e2e.get('p99', float('nan')):8.1f} {f['dropped']:6d} {f['seq_gaps']:5d} "
                 f"{f['rss_mib']:8.0f} {batch:>6s}"
             )
-        print(f"    fps_ratio {row['fps_ratio']:.2f}, rss_ratio {row['rss_ratio']:.2f}")
+        runs = ", ".join(
+            f"{label} " + "/".join(f"{v:.0f}" for v in row[label]["scored_fps_runs"])
+            for label in ("serve", "independent")
+        )
+        ratios = f"fps_ratio {row['fps_ratio']:.2f}, rss_ratio {row['rss_ratio']:.2f}"
+        print(f"    {ratios}; frames/s of each run: {runs}")

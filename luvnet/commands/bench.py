@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="1,2,4,8",
         help="serve: comma list of stream counts, e.g. 1,2,4,8",
     )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="serve: runs of each side per stream count, alternating which side goes first; "
+        "each side's median run is reported",
+    )
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--backbone", default="densenet161", help="random-init LUV-Net trunk")
     model.add_argument("--checkpoint", type=Path, help="benchmark this checkpoint instead")
@@ -137,6 +144,7 @@ def serve_settings_from_args(args: argparse.Namespace) -> ServeBenchSettings:
         size=checked("--size", frame_size, size),
         seconds=args.paced_seconds,
         device=args.device,
+        repeats=args.repeats,
     )
 
 
