@@ -3,6 +3,9 @@
     source --GrabbedFrame--> Preprocess --[1,3,S,S]--> Embed --[D]--> Head --logits, attn-->
     Postprocess --Scores--> Publish
 
+(``luvnet serve``: Preprocess stops at the letterboxed grey uint8 [1,S,S], which Embed sends to
+a replica that normalises it.)
+
 Inputs, outputs and parameters are declared in each constructor and ``__call__``; the
 wiring lives in :mod:`streamer.pipeline`. No stage knows about another.
 """
@@ -131,12 +134,13 @@ class PreprocessStage(Generic[Tag]):
 
 
 class EmbedStage:
-    """[1, 3, S, S] -> [D]: exactly one encoder call per new frame.
+    """[1, 3, S, S] (or what ``submit`` takes) -> [D]: exactly one encoder call per new frame.
 
     ``submit`` (optional) starts a frame's encoder call and returns a claim that waits for
-    its embedding [D] (``luvnet serve``: the frame goes to the batched remote encoder while
-    the stream preprocesses the next one). Without it, a claim holds an embedding computed
-    at once.
+    its embedding [D] (``luvnet serve``: the frame, uint8 [1, S, S], goes to the batched
+    remote encoder while the stream preprocesses the next one); with it, every frame goes
+    through ``submit``, one at a time too. Without it, ``encode`` runs here and a claim holds
+    an embedding computed at once.
     """
 
     def __init__(self, encode: EncodeFn, submit: SubmitFn | None = None) -> None:
@@ -144,11 +148,13 @@ class EmbedStage:
         self._submit = submit
 
     def __call__(self, frame: torch.Tensor) -> torch.Tensor:
+        if self._submit is not None:
+            return self._submit(frame)()  # the remote encoder's call, waited for
         return self.encode(frame)[0]
 
     def submit(self, frame: torch.Tensor) -> Claim:
-        """Start ``frame`` [1, 3, S, S]'s encoder call; the claim returns its embedding [D]
-        (and raises what the call raised)."""
+        """Start ``frame``'s encoder call; the claim returns its embedding [D] (and raises
+        what the call raised)."""
         if self._submit is not None:
             return self._submit(frame)
         embedding = self(frame)

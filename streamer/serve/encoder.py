@@ -277,15 +277,16 @@ def remote_backend(
     precision: str,
     backend_name: str,
 ) -> RemoteEncoder:
-    """A :class:`Backend` whose ``encode`` is the deployment, through ``coalescer``.
+    """The deployment, through ``coalescer``, as one stream's encoder.
 
-    ``encode(uint8 [1, S, S]) -> [1, D]`` in the precision's dtype on ``device`` (letterboxed
-    grey frames, which the replica normalises: ``compose_stream(encoder_normalizes=True)``);
-    ``submit`` sends the frame and returns a claim that waits for its [D] embedding, so the
-    stream can preprocess its next frame meanwhile. A lost frame raises :class:`LostFrame` (from
-    ``encode`` or the claim) after calling the on-lost callback (set once the stream's head
-    exists), so the stream restarts its window rather than score a window with a hole.
-    ``head`` is ``checkpoint``'s model, local.
+    ``submit(uint8 [1, S, S]) -> claim`` sends a letterboxed grey frame (the replica
+    normalises it: ``compose_stream(encoder_normalizes=True)``) and returns a claim that waits
+    for its [D] embedding in the precision's dtype on ``device``, so the stream can preprocess
+    its next frame meanwhile; ``EmbedStage`` sends every frame this way, one at a time too. A
+    lost frame raises :class:`LostFrame` from the claim after calling the on-lost callback
+    (set once the stream's head exists), so the stream restarts its window rather than score
+    a window with a hole. The returned :class:`Backend` carries the metadata and ``head``
+    (``checkpoint``'s model, local); its ``encode`` refuses (the frames go through ``submit``).
     """
     dtype = PRECISIONS[precision]
     model = checkpoint.model
@@ -305,7 +306,11 @@ def remote_backend(
         return lambda: claim_of(pending)
 
     def encode(frames: torch.Tensor) -> torch.Tensor:
-        return submit(frames)().unsqueeze(0)
+        # Backend.encode checks for normalised [1, 3, S, S]; the replicas take grey uint8.
+        raise RuntimeError(
+            "the remote encoder takes letterboxed uint8 [1, S, S] frames through submit "
+            "(compose_stream(submit=..., encoder_normalizes=True)), not Backend.encode"
+        )
 
     @torch.inference_mode()
     def head(window: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
