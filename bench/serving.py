@@ -15,7 +15,8 @@ of its own, started here, and is measured from outside by a subscriber per proce
 
 Independent processes each get ``max(1, cores // N)`` torch threads; the serve driver and its
 replica one each. With ``repeats`` > 1 each side runs that many times per stream count, the
-sides alternating which goes first (ABBA), and each side's median run is reported
+sides alternating which goes first (serve first, then independent first, ...), and each
+side's median run is reported
 (:func:`median_run`). ``fps_ratio`` and ``rss_ratio``: serve / independent, of those runs.
 Reported, not asserted.
 """
@@ -276,7 +277,7 @@ def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     for n in settings.streams:
         runs: dict[str, list[dict[str, Any]]] = {"serve": [], "independent": []}
         for repeat in range(settings.repeats):
-            # ABBA: a machine that drifts (load, clocks, a shared host) favours neither side.
+            # Alternated: a machine that drifts (load, clocks, a shared host) favours neither side.
             order = ("serve", "independent") if repeat % 2 == 0 else ("independent", "serve")
             for label in order:
                 runs[label].append(_side(label, settings, n, frames, str(device)))

@@ -188,7 +188,7 @@ class IncrementalHead:
         """Which conv positions frame ``index`` changed and how to sum them from cached taps.
 
         Depends only on (index mod length, fill, whether a frame left), so a stream builds
-        at most 2 * length + 1 plans (no per-frame Python lists or host-to-device copies).
+        at most 2 * length plans (no per-frame Python lists or host-to-device copies).
         """
         fill = self.window.fill
         key = (index % self.length, fill, index >= self.length)
