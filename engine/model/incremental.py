@@ -67,10 +67,6 @@ class EmbeddingWindow:
     def fill(self) -> int:
         return min(self.count, self.length)
 
-    def slots(self, first: int, last: int) -> list[int]:
-        """Ring slots of absolute frame indices first..last inclusive, oldest first."""
-        return [i % self.length for i in range(first, last + 1)]
-
     def push(self, emb: torch.Tensor) -> int:
         index = self.count
         slot = index % self.length
@@ -79,12 +75,16 @@ class EmbeddingWindow:
         self.count += 1
         return index
 
+    @property
+    def start(self) -> int:
+        """Ring slot of the window's oldest frame (0 until the window has wrapped)."""
+        return self.count % self.length if self.count > self.length else 0
+
     def padded(self) -> torch.Tensor:
         """[length, D] view: the window oldest first in its first ``fill`` rows; the rows
         after them (before the window fills) hold zeros or frames from before a reset, which
         a mask must hide."""
-        start = self.count % self.length if self.count > self.length else 0
-        return self.ring[start : start + self.length]
+        return self.ring[self.start : self.start + self.length]
 
     def ordered(self) -> torch.Tensor:
         """Window contents oldest first: a [fill, D] view."""
@@ -136,7 +136,7 @@ class IncrementalHead:
             self.positions = torch.zeros(
                 2 * self.length, weight.shape[0], device=param.device, dtype=param.dtype
             )
-            self._plans: dict[tuple[int, int, bool], _Plan] = {}
+            self._plans: dict[tuple[int, bool], _Plan] = {}
 
     @property
     def fill(self) -> int:
@@ -180,21 +180,20 @@ class IncrementalHead:
         out = temporal.positionwise(conv)
         self.positions[plan.rows] = out
         self.positions[plan.rows + self.length] = out
-        fill = self.window.fill
-        start = (index + 1) % self.length if fill == self.length else 0
+        start, fill = self.window.start, self.window.fill  # the same ring layout
         return self.positions[start : start + fill].mean(0, keepdim=True)
 
     def _plan(self, index: int) -> _Plan:
         """Which conv positions frame ``index`` changed and how to sum them from cached taps.
 
-        Depends only on (index mod length, fill, whether a frame left), so a stream builds
-        at most 2 * length plans (no per-frame Python lists or host-to-device copies).
+        Depends only on (index mod length, whether a frame left: then the window is full,
+        else it holds frames 0..index), so a stream builds at most 2 * length plans (no
+        per-frame Python lists or host-to-device copies).
         """
-        fill = self.window.fill
-        key = (index % self.length, fill, index >= self.length)
+        key = (index % self.length, index >= self.length)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = self._build_plan(index, fill)
+            plan = self._plans[key] = self._build_plan(index, self.window.fill)
         return plan
 
     def _build_plan(self, index: int, fill: int) -> _Plan:

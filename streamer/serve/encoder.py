@@ -3,9 +3,9 @@
 :class:`EncoderReplica` loads the checkpoint's model once per replica and embeds frames in
 batches gathered across every stream (``@serve.batch``): letterboxed grey frame uint8 [S, S]
 in, embedding [D] out (the replica normalises it with the stream's own ``normalize``).
-:func:`remote_backend` wraps a handle to the deployment as the ``Backend`` the stream
-pipeline already takes (``compose_stream(backend=...)``): its ``encode`` sends one frame and
-waits for its embedding, its ``head`` is the local model's.
+:func:`remote_backend` wraps a handle to the deployment as one stream's encoder: a ``submit``
+that sends a frame and returns a claim on its embedding (``compose_stream(submit=...)``), and
+the ``Backend`` the stream pipeline takes for its metadata and the local model's ``head``.
 """
 
 from __future__ import annotations
