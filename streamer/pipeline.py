@@ -118,7 +118,7 @@ class StreamPipeline:
         frames or when the frame is decimated, else this frame's, or every held frame's in
         order once the sector locks (the held frames are scored, never lost)."""
         return [
-            self._score(tag, version, partial(self.embed, tensor))
+            self._score(tag, version, partial(self.embed.encoded, tensor))
             for tag, tensor, version in self._ready(frame)
         ]
 
@@ -151,9 +151,9 @@ class StreamPipeline:
             self.head.reset()
             self._window_key = key
         t1 = _mark(sync)
-        emb = embedding()
+        encoded = embedding()
         t2 = _mark(sync)
-        logits, attention, fill = self.head(emb)
+        logits, attention, fill = self.head(encoded.embedding, encoded.taps)
         t3 = _mark(sync)
         scores = self.postprocess(logits, attention, fill)
         t4 = time.perf_counter_ns()
@@ -314,7 +314,7 @@ class StreamPipeline:
                     self._failed(tag.frame, err)
                 continue
             try:
-                message = self._score(tag, version, partial(self.embed, tensor))
+                message = self._score(tag, version, partial(self.embed.encoded, tensor))
             except Exception as err:  # noqa: BLE001 - one bad frame must not end the stream
                 self._failed(tag.frame, err)
                 continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -30,7 +30,19 @@ Tag = TypeVar("Tag")
 
 EncodeFn = Callable[[torch.Tensor], torch.Tensor]
 HeadFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-Claim = Callable[[], torch.Tensor]  # waits for one frame's embedding [D]
+
+
+class Encoded(NamedTuple):
+    """One frame's encoder output."""
+
+    embedding: torch.Tensor  # [D]
+    # [k, D_out]: its temporal tap products when the encoder side computed them, batched
+    # across streams (``luvnet serve``, :func:`~luvnet.engine.model.incremental.tap_products`);
+    # None: the head computes them.
+    taps: torch.Tensor | None = None
+
+
+Claim = Callable[[], Encoded]  # waits for one frame's encoder output
 SubmitFn = Callable[[torch.Tensor], Claim]  # starts one frame's encoder call
 
 
@@ -148,17 +160,21 @@ class EmbedStage:
         self._submit = submit
 
     def __call__(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.encoded(frame).embedding
+
+    def encoded(self, frame: torch.Tensor) -> Encoded:
+        """``frame``'s encoder output, waited for."""
         if self._submit is not None:
-            return self._submit(frame)()  # the remote encoder's call, waited for
-        return self.encode(frame)[0]
+            return self._submit(frame)()  # the remote encoder's call
+        return Encoded(self.encode(frame)[0])
 
     def submit(self, frame: torch.Tensor) -> Claim:
-        """Start ``frame``'s encoder call; the claim returns its embedding [D] (and raises
+        """Start ``frame``'s encoder call; the claim returns its :class:`Encoded` (and raises
         what the call raised)."""
         if self._submit is not None:
             return self._submit(frame)
-        embedding = self(frame)
-        return lambda: embedding
+        encoded = self.encoded(frame)
+        return lambda: encoded
 
 
 class HeadStage:
@@ -194,9 +210,13 @@ class HeadStage:
         (self.state if self.mode == "incremental" else self.window).reset()
 
     @torch.inference_mode()
-    def __call__(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __call__(
+        self, emb: torch.Tensor, taps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``taps``: the frame's tap products if computed already (:class:`Encoded`); the
+        window mode has no use for them."""
         if self.mode == "incremental":
-            logits, attention = self.state.push(emb)
+            logits, attention = self.state.push(emb, taps)
         else:
             self.window.push(emb)
             # Oldest first, real frames then masked rows: the layout head() was trained on.

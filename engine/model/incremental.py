@@ -50,6 +50,22 @@ def _tap_matrix(conv: torch.nn.Conv1d) -> torch.Tensor:
     return matrix
 
 
+@torch.inference_mode()
+def tap_products(model: LUVNet, embeddings: torch.Tensor) -> torch.Tensor | None:
+    """Each frame's share of the temporal Conv1d: embeddings [B, D] -> taps [B, k, D_out] in
+    one product, or None when the model's head has no temporal branch.
+
+    What :meth:`IncrementalHead.push` computes per frame, for frames of many streams at once:
+    the [k*D, D] weights (17 MB for the demo model) are read once per batch instead of once
+    per frame (``luvnet serve``, where a batch of embeddings comes back from the encoder).
+    """
+    head = model.clip_head
+    if not isinstance(head, LUVNetHead):
+        return None
+    products = embeddings @ _tap_matrix(head.temporal.conv).T
+    return products.reshape(len(embeddings), head.temporal.kernel_size, -1)
+
+
 class EmbeddingWindow:
     """The last ``length`` embeddings in a preallocated ring on one device.
 
@@ -147,16 +163,22 @@ class IncrementalHead:
         self.window.reset()
 
     @torch.inference_mode()
-    def push(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def push(
+        self, emb: torch.Tensor, taps: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``taps`` [k, D_out]: the frame's tap products when computed already, batched with
+        other streams' frames (:func:`tap_products`); None computes them here."""
         index = self.window.push(emb)
         if self.temporal is None:
             window = self.window.ordered().unsqueeze(0)
             logits, attention = self.model.head(window)
             return logits[0], attention[0]
-        return self._push_temporal(index, emb)
+        return self._push_temporal(index, emb, taps)
 
-    def _push_temporal(self, index: int, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        temporal = self.temporal_update(index, emb)
+    def _push_temporal(
+        self, index: int, emb: torch.Tensor, taps: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        temporal = self.temporal_update(index, emb, taps)
         head = self.model.clip_head
         assert isinstance(head, LUVNetHead)  # a temporal branch exists only in LUV-Net's head
         window = self.window.ordered().unsqueeze(0)
@@ -165,15 +187,20 @@ class IncrementalHead:
         logits = head.classify(temporal, pooled)
         return logits[0], attention[0]
 
-    def temporal_update(self, index: int, emb: torch.Tensor) -> torch.Tensor:
-        """The temporal branch's output [1, D] after frame ``index`` (already in the window).
+    def temporal_update(
+        self, index: int, emb: torch.Tensor, taps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The temporal branch's output [1, D] after frame ``index`` (already in the window);
+        ``taps`` [k, D_out] as in :meth:`push`.
 
         Public so ``luvnet bench`` can time it against rerunning the branch over the window.
         """
         temporal = self.temporal
         assert temporal is not None  # push() takes this path only with a temporal branch
         k = temporal.kernel_size
-        self.taps[index % self.length] = (self.tap_matrix @ emb).reshape(k, -1)
+        if taps is None:
+            taps = (self.tap_matrix @ emb).reshape(k, -1)
+        self.taps[index % self.length] = taps
         plan = self._plan(index)
         conv = (self.taps[plan.slots, plan.taps] * plan.weights).sum(1)  # [n, D]
         # BN and ReLU act per position, so only the changed positions are redone.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from luvnet.engine.backends.base import PRECISIONS
 from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.streamer.compose import check_publishable, compose_stream, load_stream_checkpoint
 from luvnet.streamer.frame_source import FrameSource
@@ -25,7 +26,12 @@ from luvnet.streamer.protocol import ScoreMessage, StatusMessage
 from luvnet.streamer.publisher import ScorePublisher, open_publisher
 from luvnet.streamer.schema import printable
 from luvnet.streamer.serve.cluster import ServeCluster
-from luvnet.streamer.serve.encoder import BatchTally, FrameCoalescer, remote_backend
+from luvnet.streamer.serve.encoder import (
+    BatchTally,
+    FrameCoalescer,
+    batch_outputs,
+    remote_backend,
+)
 from luvnet.streamer.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,13 @@ def run_serve(
             # CPU a request costs milliseconds of Ray's own work, so fewer, fuller ones).
             senders=encoder.replicas * encoder.requests_in_flight,
             tally=tally,
+            # The incremental heads' tap products, one product per request for every stream.
+            outputs=batch_outputs(
+                checkpoint.model,
+                device=device,
+                dtype=PRECISIONS[settings.precision],
+                taps=any(s.head_mode != "window" for s in settings.streams),
+            ),
         )
         pipelines: list[StreamPipeline] = []
         last_status: dict[str, StatusMessage] = {}

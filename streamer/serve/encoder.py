@@ -28,8 +28,10 @@ from luvnet.engine.backends import Backend, BackendInfo, create_backend
 from luvnet.engine.backends.base import PRECISIONS
 from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.model.checkpoint import Checkpoint
+from luvnet.engine.model.incremental import tap_products
+from luvnet.engine.model.network import LUVNet
 from luvnet.engine.runtime import resolve_device, set_threads
-from luvnet.streamer.stages import SubmitFn
+from luvnet.streamer.stages import Encoded, SubmitFn
 
 
 def _frame_count(requests: list[np.ndarray]) -> int:
@@ -148,8 +150,33 @@ class BatchTally:
 class _Pending:
     frame: np.ndarray
     done: threading.Event = field(default_factory=threading.Event)
-    embedding: np.ndarray | None = None
+    encoded: Encoded | None = None
     error: str | None = None
+
+
+BatchOutputs = Callable[[np.ndarray], list[Encoded]]  # embeddings [B, D] -> per frame
+
+
+def batch_outputs(
+    model: LUVNet, *, device: torch.device, dtype: torch.dtype, taps: bool
+) -> BatchOutputs:
+    """What the driver makes of a request's embeddings [B, D] (float ndarray from the replica):
+    each frame's :class:`Encoded` on ``device`` in ``dtype``, with its temporal tap products
+    when ``taps`` (streams with the incremental head) and the model has a temporal branch.
+
+    The tap products of the whole request are one [B, D] x [D, k*D_out] product
+    (:func:`~luvnet.engine.model.incremental.tap_products`), not B products of one frame each:
+    the weights (17 MB for the demo model) are read once per request.
+    """
+
+    def outputs(embeddings: np.ndarray) -> list[Encoded]:
+        batch = torch.tensor(embeddings).to(device, dtype)  # a copy: Ray's arrays are read-only
+        products = tap_products(model, batch) if taps else None
+        if products is None:
+            return [Encoded(row) for row in batch]
+        return [Encoded(row, tap) for row, tap in zip(batch, products, strict=True)]
+
+    return outputs
 
 
 class FrameCoalescer:
@@ -160,8 +187,9 @@ class FrameCoalescer:
     ``senders`` threads each take up to ``max_batch`` waiting frames (after waiting at most
     ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
     batches requests from every sender and every driver. ``submit(frame uint8 [S, S])`` queues a
-    frame and returns at once; ``result(pending) -> [D]`` waits for its embedding and raises
-    :class:`LostFrame` when the request failed or took longer than ``timeout_s``.
+    frame and returns at once; ``result(pending) -> Encoded`` waits for its embedding (made by
+    ``outputs`` from the request's, on the sender thread) and raises :class:`LostFrame` when
+    the request failed or took longer than ``timeout_s``.
     """
 
     def __init__(
@@ -173,8 +201,10 @@ class FrameCoalescer:
         timeout_s: float,
         senders: int,
         tally: BatchTally,
+        outputs: BatchOutputs,
     ) -> None:
         self.handle = handle
+        self.outputs = outputs
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.timeout_s = timeout_s
@@ -200,13 +230,13 @@ class FrameCoalescer:
             self._ready.notify()
         return pending
 
-    def result(self, pending: _Pending) -> np.ndarray:
+    def result(self, pending: _Pending) -> Encoded:
         # From the wait, not the submit: a frame queued behind others gets its full time.
         if not pending.done.wait(self.timeout_s + self.wait_s + 1.0):
             raise LostFrame(f"no embedding within {self.timeout_s:g} s")
-        if pending.embedding is None:
+        if pending.encoded is None:
             raise LostFrame(pending.error or "encoder call failed")
-        return pending.embedding
+        return pending.encoded
 
     def _take(self) -> list[_Pending] | None:
         """Up to ``max_batch`` waiting frames, once one waits (and ``wait_s`` passed for more,
@@ -235,6 +265,7 @@ class FrameCoalescer:
                 embeddings, call_size, node_id = self.handle.remote(frames).result(
                     timeout_s=self.timeout_s
                 )
+                encoded = self.outputs(embeddings)
             except Exception as err:  # noqa: BLE001 - any failure of the call loses its frames
                 first = (str(err).strip().splitlines() or [""])[0]  # Ray's texts run to lines
                 text = f"encoder call failed ({type(err).__name__}): {first}"[:300]
@@ -244,8 +275,8 @@ class FrameCoalescer:
                 continue
             with self._ready:
                 self.tally.add(call_size, node_id, len(batch))
-            for pending, embedding in zip(batch, embeddings, strict=True):
-                pending.embedding = embedding
+            for pending, output in zip(batch, encoded, strict=True):
+                pending.encoded = output
                 pending.done.set()
 
     def close(self) -> None:
@@ -281,7 +312,7 @@ def remote_backend(
 
     ``submit(uint8 [1, S, S]) -> claim`` sends a letterboxed grey frame (the replica
     normalises it: ``compose_stream(encoder_normalizes=True)``) and returns a claim that waits
-    for its [D] embedding in the precision's dtype on ``device``, so the stream can preprocess
+    for its :class:`Encoded` (the coalescer's ``outputs``), so the stream can preprocess
     its next frame meanwhile; ``EmbedStage`` sends every frame this way, one at a time too. A
     lost frame raises :class:`LostFrame` from the claim after calling the on-lost callback
     (set once the stream's head exists), so the stream restarts its window rather than score
@@ -292,14 +323,13 @@ def remote_backend(
     model = checkpoint.model
     lost: list[Callable[[], None]] = []
 
-    def claim_of(pending: _Pending) -> torch.Tensor:
+    def claim_of(pending: _Pending) -> Encoded:
         try:
-            emb = coalescer.result(pending)
+            return coalescer.result(pending)
         except LostFrame:
             for callback in lost:
                 callback()
             raise
-        return torch.as_tensor(emb.copy()).to(device, dtype)
 
     def submit(frames: torch.Tensor) -> Callable[[], torch.Tensor]:
         pending = coalescer.submit(frames[0].cpu().numpy())

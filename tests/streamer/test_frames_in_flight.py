@@ -14,6 +14,7 @@ from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.streamer.compose import StreamSettings, compose_stream
 from luvnet.streamer.protocol import ScoreMessage, StatusMessage
+from luvnet.streamer.stages import Encoded
 
 FRAMES = 40
 
@@ -49,12 +50,12 @@ class SlowEncoder:
             self.most_outstanding = max(self.most_outstanding, self.outstanding)
         future = self.pool.submit(self._encode, frame)
 
-        def claim() -> torch.Tensor:
+        def claim() -> Encoded:
             try:
                 if call == self.fail_at:
                     future.result()
                     raise RuntimeError("encoder call failed (replica lost)")
-                return future.result()
+                return Encoded(future.result())
             finally:
                 with self.lock:
                     self.outstanding -= 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from luvnet.engine.model.config import MODEL_VARIANTS
-from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead
+from luvnet.engine.model.incremental import EmbeddingWindow, IncrementalHead, tap_products
 from luvnet.engine.model.network import VARIANT_BUILDERS
 from tests.engine.model.test_model import randomize_batchnorm
 
@@ -60,6 +60,31 @@ def test_states_of_one_model_share_the_tap_matrix_until_its_weights_change():
             logits, _ = third.push(e)
         ref, _ = model.head(embeddings[-30:].unsqueeze(0))
     assert torch.allclose(logits, ref[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS)
+def test_tap_products_batched_across_streams_give_the_same_scores(variant):
+    """``luvnet serve`` computes the tap products of a request's frames (several streams) in
+    one product; each stream's state fed them scores as if it had computed its own."""
+    torch.manual_seed(0)
+    model = VARIANT_BUILDERS[variant]("resnet18").eval()
+    randomize_batchnorm(model)
+    streams = 3
+    embeddings = torch.randn(40, streams, model.embed_dim)
+    own = [IncrementalHead(model) for _ in range(streams)]
+    fed = [IncrementalHead(model) for _ in range(streams)]
+    worst = 0.0
+    with torch.no_grad():
+        for frames in embeddings:  # one request: frame t of every stream
+            taps = tap_products(model, frames)
+            if variant != "luvnet":
+                assert taps is None, "only LUV-Net's head has a temporal branch"
+            for s in range(streams):
+                want, want_attention = own[s].push(frames[s])
+                got, attention = fed[s].push(frames[s], None if taps is None else taps[s])
+                worst = max(worst, (got - want).abs().max().item())
+                assert torch.equal(attention, want_attention)
+    assert worst <= 1e-5, f"max abs difference {worst} > 1e-5"
 
 
 def test_reset_starts_a_new_window():
