@@ -14,9 +14,9 @@ class EncoderSettings:
     """The encoder deployment: how many replicas, how they batch, what each reserves."""
 
     replicas: int = 1
-    max_batch_size: int = 8  # frames per encoder call, across streams
+    max_batch_size: int = 12  # frames per encoder call, across streams
     batch_wait_ms: float = 2.0  # how long a replica waits to fill a batch
-    frames_in_flight: int = 3  # per stream: frames at the encoder while the next is prepared
+    frames_in_flight: int = 4  # per stream: frames at the encoder while the next is prepared
     requests_in_flight: int = 1  # per replica: the driver's requests sent and not answered
     num_cpus: float = 1.0  # Ray CPUs reserved per replica
     num_gpus: float = 0.0  # Ray GPUs per replica (fractions share one GPU)
