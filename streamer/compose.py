@@ -133,7 +133,8 @@ def compose_stream(
     ``backend`` reuses one already loaded for this checkpoint (no second compile);
     ``checkpoint``, loaded from ``settings.checkpoint`` already, is shared with other streams
     (``luvnet serve``: one model in the process, each stream its own head state);
-    ``submit`` starts a frame's encoder call without waiting for it (a remote encoder), and
+    ``submit`` starts a frame's encoder call without waiting for it (a remote encoder; its
+    claims return :class:`~luvnet.streamer.stages.Encoded`), and
     ``frames_in_flight`` > 1 lets that many frames be at the encoder at once, scored in order
     (:class:`StreamPipeline`); ``encoder_normalizes``: the encoder takes letterboxed grey frames
     uint8 [1, S, S] and normalises them itself (``luvnet serve``'s replicas)."""

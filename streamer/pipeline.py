@@ -138,9 +138,9 @@ class StreamPipeline:
         self._note_size_change(frame.index, self.preprocess.size_changed)
         return _released(ready, released, t0)
 
-    def _score(self, tag: _Released, box_version: int, embedding: Claim) -> ScoreMessage:
-        """The frame's message; ``embedding`` runs its encoder call, or waits for the one
-        started when it went in flight."""
+    def _score(self, tag: _Released, box_version: int, claim: Claim) -> ScoreMessage:
+        """The frame's message; ``claim`` runs its encoder call, or waits for the one started
+        when it went in flight, and returns its :class:`Encoded`."""
         frame = tag.frame
         sync = self.preprocess.device.type == "cuda"
         # queue: from capture to release (a held frame waited for the sector to lock).
@@ -151,7 +151,7 @@ class StreamPipeline:
             self.head.reset()
             self._window_key = key
         t1 = _mark(sync)
-        encoded = embedding()
+        encoded = claim()
         t2 = _mark(sync)
         logits, attention, fill = self.head(encoded.embedding, encoded.taps)
         t3 = _mark(sync)

@@ -1,10 +1,11 @@
 """Pipeline stages (Holoscan-operator style): each a small object, one step per call.
 
-    source --GrabbedFrame--> Preprocess --[1,3,S,S]--> Embed --[D]--> Head --logits, attn-->
-    Postprocess --Scores--> Publish
+    source --GrabbedFrame--> Preprocess --[1,3,S,S]--> Embed --Encoded [D]--> Head
+    --logits, attn--> Postprocess --Scores--> Publish
 
 (``luvnet serve``: Preprocess stops at the letterboxed grey uint8 [1,S,S], which Embed sends to
-a replica that normalises it.)
+a replica that normalises it; the driver adds the frame's temporal tap products to its
+:class:`Encoded`, computed for a whole request at once.)
 
 Inputs, outputs and parameters are declared in each constructor and ``__call__``; the
 wiring lives in :mod:`streamer.pipeline`. No stage knows about another.
@@ -146,10 +147,11 @@ class PreprocessStage(Generic[Tag]):
 
 
 class EmbedStage:
-    """[1, 3, S, S] (or what ``submit`` takes) -> [D]: exactly one encoder call per new frame.
+    """[1, 3, S, S] (or what ``submit`` takes) -> :class:`Encoded` (embedding [D]): exactly
+    one encoder call per new frame.
 
     ``submit`` (optional) starts a frame's encoder call and returns a claim that waits for
-    its embedding [D] (``luvnet serve``: the frame, uint8 [1, S, S], goes to the batched
+    its :class:`Encoded` (``luvnet serve``: the frame, uint8 [1, S, S], goes to the batched
     remote encoder while the stream preprocesses the next one); with it, every frame goes
     through ``submit``, one at a time too. Without it, ``encode`` runs here and a claim holds
     an embedding computed at once.

@@ -3,9 +3,11 @@
 BatchNorm (eval) and ReLU act per time step, so the temporal Conv1d can be assembled from
 cached per-frame products (docs/model.md, "One head for training, evaluation and the stream"). For
 each frame ``t`` we cache its ``k`` tap products ``W_j h_t`` (one [k*D, D] x [D] multiply: exactly
-the new frame's share of the convolution). A conv output position ``p`` is the sum of the taps of
-the frames within ``k // 2`` of it; when the window slides, only positions near its two edges
-change, and those are re-summed from cached taps (additions only, no drift from add/subtract).
+the new frame's share of the convolution; ``luvnet serve`` computes them for a whole request
+of frames from many streams at once, :func:`tap_products`). A conv output position ``p`` is
+the sum of the taps of the frames within ``k // 2`` of it; when the window slides, only
+positions near its two edges change, and those are re-summed from cached taps (additions
+only, no drift from add/subtract).
 
 Variants without a temporal branch have nothing to cache beyond the embeddings, so their
 state reruns the (cheap) head over the window.
@@ -123,7 +125,9 @@ class _Plan:
 class IncrementalHead:
     """Feeds one embedding at a time; returns what ``model.head`` gives on the current window.
 
-    ``push(emb [D]) -> (logits [P], attention [P, fill, N_a])``. The window holds at most
+    ``push(emb [D], taps [k, D_out] | None) -> (logits [P], attention [P, fill, N_a])``
+    (``taps``: the frame's tap products from :func:`tap_products`, else computed here). The
+    window holds at most
     ``model.config.clip_length`` frames; before it is full it holds every frame so far,
     which equals ``head`` over the shorter clip (or over the padded clip with its mask).
     """
@@ -200,6 +204,10 @@ class IncrementalHead:
         k = temporal.kernel_size
         if taps is None:
             taps = (self.tap_matrix @ emb).reshape(k, -1)
+        elif taps.shape != self.taps.shape[1:]:  # [D_out] would broadcast over the k taps
+            raise ValueError(
+                f"taps: expected {tuple(self.taps.shape[1:])}, got {tuple(taps.shape)}"
+            )
         self.taps[index % self.length] = taps
         plan = self._plan(index)
         conv = (self.taps[plan.slots, plan.taps] * plan.weights).sum(1)  # [n, D]

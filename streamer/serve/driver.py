@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from luvnet.engine.backends.base import PRECISIONS
 from luvnet.engine.runtime import resolve_device, set_threads
 from luvnet.streamer.compose import check_publishable, compose_stream, load_stream_checkpoint
 from luvnet.streamer.frame_source import FrameSource
@@ -114,13 +113,7 @@ def run_serve(
             # CPU a request costs milliseconds of Ray's own work, so fewer, fuller ones).
             senders=encoder.replicas * encoder.requests_in_flight,
             tally=tally,
-            # The incremental heads' tap products, one product per request for every stream.
-            outputs=batch_outputs(
-                checkpoint.model,
-                device=device,
-                dtype=PRECISIONS[settings.precision],
-                taps=any(s.head_mode != "window" for s in settings.streams),
-            ),
+            outputs=batch_outputs(checkpoint.model, taps=False),  # until the heads exist
         )
         pipelines: list[StreamPipeline] = []
         last_status: dict[str, StatusMessage] = {}
@@ -145,6 +138,11 @@ def run_serve(
             )
             remote.set_on_lost(pipeline.head.reset)
             pipelines.append(pipeline)
+        # The incremental heads' tap products: one product per request for every stream
+        # (the model is the heads' own, in their device and dtype once composed).
+        coalescer.outputs = batch_outputs(
+            checkpoint.model, taps=any(p.head.mode == "incremental" for p in pipelines)
+        )
         if wait_subscriber_s > 0 and not publisher.wait_for_subscriber(wait_subscriber_s):
             log.info("no subscriber yet; starting anyway")
         for pipeline in pipelines:

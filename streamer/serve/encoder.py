@@ -31,7 +31,7 @@ from luvnet.engine.model.checkpoint import Checkpoint
 from luvnet.engine.model.incremental import tap_products
 from luvnet.engine.model.network import LUVNet
 from luvnet.engine.runtime import resolve_device, set_threads
-from luvnet.streamer.stages import Encoded, SubmitFn
+from luvnet.streamer.stages import Claim, Encoded, SubmitFn
 
 
 def _frame_count(requests: list[np.ndarray]) -> int:
@@ -46,9 +46,10 @@ class EncoderReplica:
     ndarray in the backend's dtype, frames in the encoder call they were part of, this
     replica's Ray node id)``. The replica normalises the frames (the checkpoint's mean, std
     and intensity setting; :func:`~luvnet.engine.data.preprocess.normalize`, as training and
-    ``luvnet stream`` do): a frame travels as S*S bytes instead of 12*S*S, so 8 frames at
-    S = 64 fit in one inline Ray message (32 KB; Ray puts arguments over 100 KB into its object
-    store). Requests (from one driver or several) are batched up to ``max_batch_size`` frames.
+    ``luvnet stream`` do): a frame travels as S*S bytes instead of 12*S*S, so the default 12
+    frames at S = 64 fit in one inline Ray message (48 KB; Ray puts arguments over 100 KB into
+    its object store). Requests (from one driver or several) are batched up to
+    ``max_batch_size`` frames.
     """
 
     def __init__(
@@ -88,7 +89,8 @@ class EncoderReplica:
     async def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, int, str]:
         return await self._embed_batch(frames)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002, batch_size_fn=_frame_count)
+    # The sizes here are placeholders: __init__ sets each replica's from the configuration.
+    @serve.batch(max_batch_size=12, batch_wait_timeout_s=0.002, batch_size_fn=_frame_count)
     async def _embed_batch(self, requests: list[np.ndarray]) -> list[tuple[np.ndarray, int, str]]:
         # The model runs off the event loop, which meanwhile gathers the next batch.
         embeddings = await asyncio.to_thread(self._encode, np.concatenate(requests))
@@ -125,7 +127,8 @@ class EncoderReplica:
 
 class LostFrame(RuntimeError):
     """The encoder call of one frame failed or timed out (a replica died, the cluster is
-    gone): the frame is skipped and the stream's window restarts."""
+    gone), or the driver could not use its embedding: the frame is skipped and the stream's
+    window restarts."""
 
 
 @dataclass
@@ -157,20 +160,21 @@ class _Pending:
 BatchOutputs = Callable[[np.ndarray], list[Encoded]]  # embeddings [B, D] -> per frame
 
 
-def batch_outputs(
-    model: LUVNet, *, device: torch.device, dtype: torch.dtype, taps: bool
-) -> BatchOutputs:
+def batch_outputs(model: LUVNet, *, taps: bool) -> BatchOutputs:
     """What the driver makes of a request's embeddings [B, D] (float ndarray from the replica):
-    each frame's :class:`Encoded` on ``device`` in ``dtype``, with its temporal tap products
-    when ``taps`` (streams with the incremental head) and the model has a temporal branch.
+    each frame's :class:`Encoded` on the device and in the dtype of ``model`` (the streams'
+    heads), with its temporal tap products when ``taps`` (streams with the incremental head)
+    and the model has a temporal branch.
 
     The tap products of the whole request are one [B, D] x [D, k*D_out] product
     (:func:`~luvnet.engine.model.incremental.tap_products`), not B products of one frame each:
     the weights (17 MB for the demo model) are read once per request.
     """
+    param = next(model.parameters())
 
     def outputs(embeddings: np.ndarray) -> list[Encoded]:
-        batch = torch.tensor(embeddings).to(device, dtype)  # a copy: Ray's arrays are read-only
+        # A copy: the arrays Ray hands back are read-only.
+        batch = torch.tensor(embeddings).to(param.device, param.dtype)
         products = tap_products(model, batch) if taps else None
         if products is None:
             return [Encoded(row) for row in batch]
@@ -187,9 +191,10 @@ class FrameCoalescer:
     ``senders`` threads each take up to ``max_batch`` waiting frames (after waiting at most
     ``wait_s`` for more) and send them as one request; ``@serve.batch`` on the replicas then
     batches requests from every sender and every driver. ``submit(frame uint8 [S, S])`` queues a
-    frame and returns at once; ``result(pending) -> Encoded`` waits for its embedding (made by
-    ``outputs`` from the request's, on the sender thread) and raises :class:`LostFrame` when
-    the request failed or took longer than ``timeout_s``.
+    frame and returns at once; ``result(pending) -> Encoded`` waits for the frame's output
+    (which ``outputs`` makes from the request's embeddings, on the sender thread) and raises
+    :class:`LostFrame` when the request failed, took longer than ``timeout_s``, or its
+    embeddings could not be used.
     """
 
     def __init__(
@@ -265,17 +270,17 @@ class FrameCoalescer:
                 embeddings, call_size, node_id = self.handle.remote(frames).result(
                     timeout_s=self.timeout_s
                 )
-                encoded = self.outputs(embeddings)
             except Exception as err:  # noqa: BLE001 - any failure of the call loses its frames
-                first = (str(err).strip().splitlines() or [""])[0]  # Ray's texts run to lines
-                text = f"encoder call failed ({type(err).__name__}): {first}"[:300]
-                for pending in batch:
-                    pending.error = text
-                    pending.done.set()
+                _fail(batch, "encoder call failed", err)
                 continue
             with self._ready:
                 self.tally.add(call_size, node_id, len(batch))
-            for pending, output in zip(batch, encoded, strict=True):
+            try:
+                pairs = list(zip(batch, self.outputs(embeddings), strict=True))
+            except Exception as err:  # noqa: BLE001 - the driver's side: its frames are lost
+                _fail(batch, "the request's embeddings could not be used", err)
+                continue
+            for pending, output in pairs:
                 pending.encoded = output
                 pending.done.set()
 
@@ -289,6 +294,15 @@ class FrameCoalescer:
             self._ready.notify_all()
         for thread in self._threads:
             thread.join(self.timeout_s + 1.0)
+
+
+def _fail(batch: list[_Pending], what: str, err: Exception) -> None:
+    """Every frame of ``batch`` lost, with one line saying why."""
+    first = (str(err).strip().splitlines() or [""])[0]  # Ray's texts run to lines
+    text = f"{what} ({type(err).__name__}): {first}"[:300]
+    for pending in batch:
+        pending.error = text
+        pending.done.set()
 
 
 @dataclass
@@ -331,7 +345,7 @@ def remote_backend(
                 callback()
             raise
 
-    def submit(frames: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def submit(frames: torch.Tensor) -> Claim:
         pending = coalescer.submit(frames[0].cpu().numpy())
         return lambda: claim_of(pending)
 

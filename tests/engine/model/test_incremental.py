@@ -77,7 +77,10 @@ def test_tap_products_batched_across_streams_give_the_same_scores(variant):
     with torch.no_grad():
         for frames in embeddings:  # one request: frame t of every stream
             taps = tap_products(model, frames)
-            if variant != "luvnet":
+            if variant == "luvnet":
+                assert taps is not None
+                assert taps.shape == (streams, model.config.kernel_size, model.embed_dim)
+            else:
                 assert taps is None, "only LUV-Net's head has a temporal branch"
             for s in range(streams):
                 want, want_attention = own[s].push(frames[s])
