@@ -24,7 +24,8 @@ HELP = "write synthetic labelled lung-ultrasound videos"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = (
-        "luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F]"
+        "luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F] "
+        "[--probes paper|varied]"
     )
     add = parser.add_argument
     add("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
@@ -45,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="videos sharing one synthetic patient's anatomy",
     )
+    add(
+        "--probes",
+        default="paper",
+        metavar="KIND",
+        help="paper: the paper's convex probe for every video; varied: each synthetic patient "
+        "scanned with its own probe radius, field of view and depth",
+    )
 
 
 def phantom_set(args: argparse.Namespace) -> PhantomSet:
@@ -61,6 +69,7 @@ def phantom_set(args: argparse.Namespace) -> PhantomSet:
         size=checked("--size", frame_size, args.size),
         fps=args.fps,
         videos_per_patient=args.videos_per_patient,
+        probes=args.probes,
     )
     problems = spec.problems()
     if problems:

@@ -8,7 +8,10 @@ pattern is visible (``12-40;88-120``, 0-based, inclusive) or ``0``; and ``OUT/co
 Videos of one synthetic patient (``videos_per_patient``, default 1) share the chest wall,
 ribs and image settings, so patient-level splits are meaningful; patient ids are
 ``phantom-K-PPPP`` (K the seed, P = i // M). Video i is independent of N and can be rebuilt:
-``PhantomVideo([K, 2, i], size, fps, frames, anatomy=Anatomy.sample(default_rng([K, 1, P])))``.
+``PhantomVideo([K, 2, i], size, fps, frames, anatomy=Anatomy.sample(default_rng([K, 1, P])))``,
+with ``probe=Probe.sample(default_rng([K, 3, P]))`` when ``probes`` is ``varied`` (each
+synthetic patient scanned with its own convex probe and depth; ``paper``, the default, keeps
+the paper's scanner for every video).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom.contact import choose_frames, contact_sheet, truth_label, write_png
-from luvnet.plugins.phantom.geometry import MIN_SIDE, NATIVE_SIZE
+from luvnet.plugins.phantom.geometry import MIN_SIDE, NATIVE_SIZE, PAPER_PROBE, Probe
 from luvnet.plugins.phantom.scene import Anatomy
 from luvnet.plugins.phantom.video import DEFAULT_FPS, PhantomVideo
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.csv"
 CONTACT_SHEET_NAME = "contact_sheet.png"
+PROBES = ("paper", "varied")  # the paper's scanner for every video, or one probe per patient
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class PhantomSet:
     size: tuple[int, int] = NATIVE_SIZE  # (height, width), even, each at least MIN_SIDE
     fps: float = DEFAULT_FPS
     videos_per_patient: int = 1
+    probes: str = "paper"  # one of PROBES
 
     @property
     def frames(self) -> int:
@@ -68,6 +73,8 @@ class PhantomSet:
             found["seed"] = f"expected a non-negative integer, got {self.seed}"
         if self.videos_per_patient < 1:
             found["videos_per_patient"] = f"expected at least 1, got {self.videos_per_patient}"
+        if self.probes not in PROBES:
+            found["probes"] = f"expected one of {', '.join(PROBES)}, got {self.probes!r}"
         if not 0 < self.fps <= 240:
             found["fps"] = f"expected a frame rate in (0, 240], got {self.fps}"
         elif self.frames < 1:
@@ -88,9 +95,17 @@ def plan_videos(spec: PhantomSet) -> list[PhantomVideo]:
         patient = i // spec.videos_per_patient
         if patient not in anatomies:
             anatomies[patient] = Anatomy.sample(np.random.default_rng([spec.seed, 1, patient]))
+        probe = PAPER_PROBE
+        if spec.probes == "varied":
+            probe = Probe.sample(np.random.default_rng([spec.seed, 3, patient]))
         videos.append(
             PhantomVideo(
-                [spec.seed, 2, i], spec.size, spec.fps, spec.frames, anatomy=anatomies[patient]
+                [spec.seed, 2, i],
+                spec.size,
+                spec.fps,
+                spec.frames,
+                anatomy=anatomies[patient],
+                probe=probe,
             )
         )
     return videos

@@ -5,9 +5,10 @@ and whose columns are beam angles. Horizontal structures there (pleura, A-lines)
 concentric with the probe face and vertical ones (B-lines, rib shadows) become radial beams,
 as on a real convex probe. One ``cv2.remap`` per frame converts the polar image to the fan.
 
-The layout is fixed per output size (it is the scanner, not the patient): the native layout is
-drawn for 924 x 1232 (the paper's scanner, docs/model.md "Videos and preprocessing") and scaled
-uniformly, centred, for other sizes.
+The layout is fixed per output size and probe (it is the scanner, not the patient): the native
+layout is drawn for 924 x 1232 and scaled uniformly, centred, for other sizes. The default probe
+is the paper's scanner (docs/model.md "Videos and preprocessing"); :meth:`Probe.sample` draws
+other convex probes (radius, field of view, depth) for training sets that span scanners.
 """
 
 from __future__ import annotations
@@ -29,6 +30,33 @@ _FAN_DEPTH_PX = 830.0
 _PROBE_RADIUS_PX = 356.0  # 60 mm convex probe at the native scale
 _HALF_ANGLE_DEG = 28.0
 DEPTH_MM = 140.0  # depth setting shown on the ruler
+_MAX_FAN_WIDTH_PX = 1000.0  # room left for the ruler and the text beside the fan
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A convex probe and its depth setting, in pixels of the native 924 x 1232 layout."""
+
+    radius_px: float = _PROBE_RADIUS_PX  # probe face
+    depth_px: float = _FAN_DEPTH_PX  # probe face to the deepest sample, on a beam
+    half_angle_deg: float = _HALF_ANGLE_DEG  # field of view either side of the vertical
+    depth_mm: float = DEPTH_MM
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Probe:
+        """A convex probe from the range of lung presets: radius 40-90 mm, field of view
+        52-80 degrees, depth 100-160 mm, as large as fits the layout (a wide, shallow fan
+        fills a square crop as handheld probes' do; the paper's is deep and narrow)."""
+        radius_mm = float(rng.uniform(40.0, 90.0))
+        half = float(rng.uniform(26.0, 40.0))
+        depth_mm = float(rng.uniform(100.0, 160.0))
+        rho = radius_mm / depth_mm
+        fits = _MAX_FAN_WIDTH_PX / (2 * math.sin(math.radians(half)) * (1 + rho))
+        depth_px = min(_FAN_DEPTH_PX, fits)
+        return cls(rho * depth_px, depth_px, half, depth_mm)
+
+
+PAPER_PROBE = Probe()
 _POLAR_ROWS_MIN = 250  # polar rows are at least this many (or the fan's pixel depth)
 _POLAR_SCALE = 0.6  # polar samples per output pixel when the fan is large
 
@@ -49,22 +77,22 @@ class Geometry:
     cols: int  # polar beam samples
 
     @classmethod
-    def for_size(cls, height: int, width: int) -> Geometry:
-        """The layout for an output size; one shared instance per size, so the remap tables
-        are computed once per process."""
+    def for_size(cls, height: int, width: int, probe: Probe = PAPER_PROBE) -> Geometry:
+        """The layout for an output size and probe; one shared instance per pair, so the
+        remap tables are computed once per process."""
         # A class object is hashable; mypy checks the instances' __hash__ instead.
-        return _for_size(cast(Hashable, cls), int(height), int(width))
+        return _for_size(cast(Hashable, cls), int(height), int(width), probe)
 
     @classmethod
-    def _layout(cls, height: int, width: int) -> Geometry:
+    def _layout(cls, height: int, width: int, probe: Probe) -> Geometry:
         if height < MIN_SIDE or width < MIN_SIDE:
             raise ValueError(f"size: expected at least {MIN_SIDE}x{MIN_SIDE}, got {height}x{width}")
         scale = min(height / NATIVE_SIZE[0], width / NATIVE_SIZE[1])
         off_x = (width - NATIVE_SIZE[1] * scale) / 2
         off_y = (height - NATIVE_SIZE[0] * scale) / 2
-        r_near = _PROBE_RADIUS_PX * scale
-        depth_px = _FAN_DEPTH_PX * scale
-        half = math.radians(_HALF_ANGLE_DEG)
+        r_near = probe.radius_px * scale
+        depth_px = probe.depth_px * scale
+        half = math.radians(probe.half_angle_deg)
         # Polar sampling: ~0.6 samples per pixel for large frames, one per pixel for small ones.
         rows = max(round(depth_px * _POLAR_SCALE), min(_POLAR_ROWS_MIN, round(depth_px)))
         k = rows / depth_px
@@ -78,7 +106,7 @@ class Geometry:
             r_near=r_near,
             r_far=r_near + depth_px,
             half_angle=half,
-            depth_mm=DEPTH_MM,
+            depth_mm=probe.depth_mm,
             rows=rows,
             cols=cols,
         )
@@ -86,7 +114,7 @@ class Geometry:
     @property
     def scale(self) -> float:
         """Output pixels per native pixel."""
-        return (self.r_far - self.r_near) / _FAN_DEPTH_PX
+        return min(self.height / NATIVE_SIZE[0], self.width / NATIVE_SIZE[1])
 
     @property
     def rows_per_mm(self) -> float:
@@ -155,6 +183,6 @@ class Geometry:
         return mask
 
 
-@lru_cache(maxsize=16)
-def _for_size(cls: type[Geometry], height: int, width: int) -> Geometry:
-    return cls._layout(height, width)
+@lru_cache(maxsize=64)
+def _for_size(cls: type[Geometry], height: int, width: int, probe: Probe) -> Geometry:
+    return cls._layout(height, width, probe)

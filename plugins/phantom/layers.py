@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from luvnet.plugins.phantom.geometry import Geometry
+from luvnet.plugins.phantom.look import SQUEEZE_MID, Look
 from luvnet.plugins.phantom.scene import EFFUSION_EDGE_PAD, Instance, Scene, a_line_profile, ribs
 from luvnet.plugins.phantom.speckle import smooth_field, smooth_noise, speckle_db
 
@@ -40,6 +41,7 @@ class _Grid:
 
     geometry: Geometry
     scene: Scene
+    look: Look
     margin: int
     rpm: float  # rows per mm
     cpm: float  # world columns per mm at the pleura
@@ -132,6 +134,9 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     lung = np.broadcast_to(haze, shape).astype(np.float32)
     lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c)
     lung += a.contrast * lung_speckle
+    # Aerated lung is reverberation: at a scanner's gain a textured mid-grey, laterally smeared.
+    reverb = smooth_field(rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
+    lung += (below > 0) * (g.look.lung_lift + g.look.lung_texture * reverb)
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
     sigma = max(g.mm_rows(float(rng.uniform(0.6, 1.0))), 0.7)
@@ -149,7 +154,7 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
         if r1 > r0:
             rows = np.arange(r0, r1, dtype=np.float32)[:, None]
             profile = _gauss(rows - centre, sig_k)
-            weight = 1.0 if k == 1 else decay ** (k - 2) * strength
+            weight = 1.0 if k == 1 else g.look.a_line_gain * decay ** (k - 2) * strength
             line = amp * profile * weight * (texture + 0.12 * grain[r0:r1])
             lung[r0:r1] += line
         k += 1
@@ -258,6 +263,7 @@ def _consolidation(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Ge
     speck = speckle_db(rng, region.shape, g.sig_r, g.sig_c)
     patchy = 12.0 * smooth_field(rng, region.shape, g.mm_rows(2.5), 2.5 * g.cpm)
     tissue = float(rng.uniform(70, 100)) + 30 * inst.strength + a.contrast * speck + patchy
+    tissue += g.look.lung_lift  # the same gain as the lung around it
     # Dirty lung behind the shred line: short comet tails that fade within a centimetre.
     for _ in range(int(rng.integers(0, 4))):
         uc = rng.uniform(0, n)
@@ -308,8 +314,10 @@ def _b_line(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Generator
         profile = np.clip(box * ripple, 0, 1)
         level = 90.0 + 80.0 * inst.strength
     else:
-        profile = np.exp(-math.log(2) * np.abs(2 * (u - uc) / w) ** 4)
+        profile = np.exp(-math.log(2) * np.abs(2 * (u - uc) / w) ** g.look.b_line_edge)
         level = 110.0 + 100.0 * inst.strength
+    # Real B-lines range from faint bands to bright beams over the lung around them.
+    level = SQUEEZE_MID + g.look.lung_lift + g.look.b_line_gain * (level - SQUEEZE_MID)
     d = g.depth(lung.shape[0])
     onset = np.clip((d - s.pleura_mm + 0.3) / 0.8, 0, 1)
     region = lung[:, c0:c1]
@@ -334,7 +342,7 @@ def _probe_fixed(g: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         x = (c - centre) / (width / 2)
         lateral = np.clip((width / 2 - np.abs(c - centre)) / edge + 0.5, 0, 1)
         surface = top + 1.5 * np.clip(x, -1.2, 1.2) ** 2  # rounded rib, convex towards the probe
-        sub += 255.0 * lateral * np.clip((d - surface - 0.6) / 1.2, 0, 1)
+        sub += g.look.shadow * lateral * np.clip((d - surface - 0.6) / 1.2, 0, 1)
         cortex = float(rng.uniform(140, 200)) * (0.85 + 0.15 * smooth_noise(rng, geo.cols, g.cpm))
         add += cortex * lateral * _gauss(d - surface, 0.6)
     return sub, add
@@ -351,8 +359,13 @@ def _noise_bank(g: _Grid, rng: np.random.Generator) -> np.ndarray:
     return np.clip(level * rayleigh * 1.4, 0, 255).astype(np.uint8)
 
 
-def _to_u8(x: np.ndarray, gain: float) -> np.ndarray:
-    return np.clip(x + gain, 0, 255).astype(np.uint8)
+def _to_u8(x: np.ndarray, g: _Grid, gain: float = 0.0, squeeze: float = 1.0) -> np.ndarray:
+    """Blur by the look's point spread (sigma in rows and columns), then squeeze and offset."""
+    sigma_mm = g.look.blur_mm
+    if sigma_mm > 0.05:
+        sig_r, sig_c = max(sigma_mm * g.rpm, 0.3), max(sigma_mm * g.cpm, 0.3)
+        x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sig_c, sigmaY=sig_r)
+    return np.clip(SQUEEZE_MID + (x - SQUEEZE_MID) * squeeze + gain, 0, 255).astype(np.uint8)
 
 
 def build_layers(scene: Scene, geometry: Geometry) -> Layers:
@@ -363,6 +376,7 @@ def build_layers(scene: Scene, geometry: Geometry) -> Layers:
     g = _Grid(
         geometry=geometry,
         scene=scene,
+        look=Look.sample(np.random.default_rng([scene.seed, 2])),
         margin=margin,
         rpm=rpm,
         cpm=cpm,
@@ -379,11 +393,11 @@ def build_layers(scene: Scene, geometry: Geometry) -> Layers:
     sub, add = _probe_fixed(g, rng)
     gain = scene.anatomy.gain
     return Layers(
-        wall=_to_u8(wall, gain),
-        lung=_to_u8(lung, gain),
+        wall=_to_u8(wall, g, gain, g.look.squeeze),
+        lung=_to_u8(lung, g, gain, g.look.squeeze),
         margin=margin,
         split=float(split),
-        sub=np.clip(sub, 0, 255).astype(np.uint8),
-        add=np.clip(add, 0, 255).astype(np.uint8),
+        sub=_to_u8(sub, g),
+        add=_to_u8(add, g),
         noise=_noise_bank(g, rng),
     )

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from luvnet.engine.model.config import PATTERNS
-from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from luvnet.plugins.phantom.geometry import NATIVE_SIZE, PAPER_PROBE, Geometry, Probe
 from luvnet.plugins.phantom.render import Renderer
 from luvnet.plugins.phantom.sampling import sample_scene
 from luvnet.plugins.phantom.scene import Anatomy, Scene, coverage_table, frame_motion, truth_ranges
@@ -22,7 +22,8 @@ class PhantomVideo:
     scene; ``anatomy`` shares a synthetic patient between videos (drawn from ``seed`` when
     None). ``present`` forces patterns onto or off the part of the strip the probe passes over
     (a forced pattern can still hide behind a rib: check ``truth``) and ``sweep=False`` holds
-    the probe still; both exist for tests and demos. Truth is known before any pixel is drawn.
+    the probe still; both exist for tests and demos. ``probe`` is the scanner's convex probe
+    and depth (the paper's by default). Truth is known before any pixel is drawn.
     """
 
     def __init__(
@@ -34,10 +35,11 @@ class PhantomVideo:
         anatomy: Anatomy | None = None,
         present: Mapping[str, bool] | None = None,
         sweep: bool = True,
+        probe: Probe = PAPER_PROBE,
     ):
         if not fps > 0:
             raise ValueError(f"fps: expected > 0, got {fps}")
-        self.geometry = Geometry.for_size(*size)
+        self.geometry = Geometry.for_size(*size, probe=probe)
         self.fps = float(fps)
         rng = np.random.default_rng(seed)
         anatomy = Anatomy.sample(rng) if anatomy is None else anatomy

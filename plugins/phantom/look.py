@@ -1,0 +1,50 @@
+"""A scene's look: how one scanner and its settings render it (domain randomisation).
+
+The layers draw a scene's anatomy and patterns; the look scales their grey levels. It is
+drawn per scene from its own generator, so a scene's geometry, motion and frame-level truth
+never depend on it. Its ranges were widened to cover real convex-probe lung ultrasound, where
+at 64 px the phantom's aerated lung was a dark smooth haze and its B-lines near-white beams
+(docs/results.md, "Sim-to-real", diagnosis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SQUEEZE_MID = 40.0  # grey level the dynamic-range squeeze keeps fixed (aerated lung's mean)
+
+
+@dataclass(frozen=True)
+class Look:
+    """How one scanner and its settings render a scene: drawn per scene from its own
+    generator, so the scene's geometry, motion and frame-level truth do not depend on it.
+
+    Spans real convex-probe lung ultrasound: aerated lung from a dark haze to a textured
+    mid-grey, B-lines from faint soft bands to bright beams, partial to full rib shadows,
+    faint to bright A-lines, a narrower or the full dynamic range, sharp to soft images
+    (docs/results.md, "Sim-to-real").
+    """
+
+    lung_lift: float  # grey added below the pleura (the lung field's gain; consolidations too)
+    lung_texture: float  # grey amplitude of horizontally elongated reverberation texture
+    b_line_gain: float  # share of a B-line's brightness above the lung it keeps, 0..1
+    b_line_edge: float  # exponent of the discrete B-line's lateral profile: 2 soft, 4 sharp
+    a_line_gain: float  # brightness of the reverberations (not the pleural line), 0..1
+    shadow: float  # grey a rib shadow removes at full depth
+    squeeze: float  # dynamic range kept around SQUEEZE_MID, 0..1
+    blur_mm: float  # Gaussian sigma of the system's point spread beyond the speckle, mm
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Look:
+        return cls(
+            lung_lift=float(rng.uniform(0.0, 20.0)),
+            lung_texture=float(rng.uniform(0.0, 14.0)),
+            b_line_gain=float(rng.uniform(0.35, 1.0)),
+            b_line_edge=float(rng.uniform(2.0, 4.0)),
+            a_line_gain=float(rng.uniform(0.45, 1.0)),
+            shadow=float(rng.uniform(25.0, 200.0)),
+            squeeze=float(rng.uniform(0.65, 1.0)),
+            blur_mm=float(rng.uniform(0.0, 1.2)),
+        )
