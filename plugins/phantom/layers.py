@@ -359,15 +359,6 @@ def _noise_bank(g: _Grid, rng: np.random.Generator) -> np.ndarray:
     return np.clip(level * rayleigh * 1.4, 0, 255).astype(np.uint8)
 
 
-def _to_u8(x: np.ndarray, g: _Grid, gain: float = 0.0, squeeze: float = 1.0) -> np.ndarray:
-    """Blur by the look's point spread (sigma in rows and columns), then squeeze and offset."""
-    sigma_mm = g.look.blur_mm
-    if sigma_mm > 0.05:
-        sig_r, sig_c = max(sigma_mm * g.rpm, 0.3), max(sigma_mm * g.cpm, 0.3)
-        x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sig_c, sigmaY=sig_r)
-    return np.clip(SQUEEZE_MID + (x - SQUEEZE_MID) * squeeze + gain, 0, 255).astype(np.uint8)
-
-
 def build_layers(scene: Scene, geometry: Geometry) -> Layers:
     rng = np.random.default_rng(scene.seed)
     rpm = geometry.rows_per_mm
@@ -393,11 +384,11 @@ def build_layers(scene: Scene, geometry: Geometry) -> Layers:
     sub, add = _probe_fixed(g, rng)
     gain = scene.anatomy.gain
     return Layers(
-        wall=_to_u8(wall, g, gain, g.look.squeeze),
-        lung=_to_u8(lung, g, gain, g.look.squeeze),
+        wall=g.look.to_u8(wall, rpm, cpm, gain, squeeze=True),
+        lung=g.look.to_u8(lung, rpm, cpm, gain, squeeze=True),
         margin=margin,
         split=float(split),
-        sub=_to_u8(sub, g),
-        add=_to_u8(add, g),
+        sub=g.look.to_u8(sub, rpm, cpm),
+        add=g.look.to_u8(add, rpm, cpm),
         noise=_noise_bank(g, rng),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 SQUEEZE_MID = 40.0  # grey level the dynamic-range squeeze keeps fixed (aerated lung's mean)
@@ -48,3 +49,22 @@ class Look:
             squeeze=float(rng.uniform(0.65, 1.0)),
             blur_mm=float(rng.uniform(0.0, 1.2)),
         )
+
+    def to_u8(
+        self,
+        x: np.ndarray,
+        rows_per_mm: float,
+        cols_per_mm: float,
+        gain: float = 0.0,
+        squeeze: bool = False,
+    ) -> np.ndarray:
+        """A float grey layer as displayed: blurred by the point spread (``blur_mm`` in rows
+        and columns), squeezed around SQUEEZE_MID when ``squeeze``, offset by ``gain``."""
+        if self.blur_mm > 0.05:
+            sig_r, sig_c = (
+                max(self.blur_mm * rows_per_mm, 0.3),
+                max(self.blur_mm * cols_per_mm, 0.3),
+            )
+            x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sig_c, sigmaY=sig_r)
+        kept = self.squeeze if squeeze else 1.0
+        return np.clip(SQUEEZE_MID + (x - SQUEEZE_MID) * kept + gain, 0, 255).astype(np.uint8)
