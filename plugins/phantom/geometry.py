@@ -44,16 +44,28 @@ class Probe:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Probe:
-        """A convex probe from the range of lung presets: radius 40-90 mm, field of view
-        52-80 degrees, depth 100-160 mm, as large as fits the layout (a wide, shallow fan
-        fills a square crop as handheld probes' do; the paper's is deep and narrow)."""
-        radius_mm = float(rng.uniform(40.0, 90.0))
-        half = float(rng.uniform(26.0, 40.0))
+        """A convex display from the range scanners show: depth 100-160 mm; probe radius
+        0.3-2 times the depth (log-uniform; a large virtual radius gives the near-rectangular
+        sectors of zoomed handheld displays, the paper's is 0.43); the field of view that
+        makes the fan 0.8-1.3 times as wide as it is tall; as large as fits the layout."""
         depth_mm = float(rng.uniform(100.0, 160.0))
-        rho = radius_mm / depth_mm
-        fits = _MAX_FAN_WIDTH_PX / (2 * math.sin(math.radians(half)) * (1 + rho))
+        rho = float(np.exp(rng.uniform(math.log(0.3), math.log(2.0))))
+        aspect = float(rng.uniform(0.8, 1.3))
+        half = _half_angle_for(rho, aspect)
+        fits = _MAX_FAN_WIDTH_PX / (2 * math.sin(half) * (1 + rho))
         depth_px = min(_FAN_DEPTH_PX, fits)
-        return cls(rho * depth_px, depth_px, half, depth_mm)
+        return cls(rho * depth_px, depth_px, math.degrees(half), depth_mm)
+
+
+def _half_angle_for(rho: float, aspect: float) -> float:
+    """Half-angle (radians, 8-40 degrees) at which a fan of probe radius ``rho`` depths is
+    ``aspect`` times as wide as tall (width 2(1+rho)sin h, height 1+rho-rho cos h)."""
+    lo, hi = math.radians(8.0), math.radians(40.0)
+    for _ in range(40):  # the ratio grows with the angle: bisect
+        mid = (lo + hi) / 2
+        ratio = 2 * (1 + rho) * math.sin(mid) / (1 + rho - rho * math.cos(mid))
+        lo, hi = (mid, hi) if ratio < aspect else (lo, mid)
+    return (lo + hi) / 2
 
 
 PAPER_PROBE = Probe()

@@ -409,7 +409,9 @@ def test_a_sampled_probe_keeps_b_lines_visible_and_true(seed):
     probe = Probe.sample(np.random.default_rng([seed, 3]))
     video = PhantomVideo(seed, SIZE, num_frames=30, present=only("b_lines"), probe=probe)
     g = video.geometry
-    assert g.fan_box[2] - g.fan_box[0] <= SIZE[1] and g.cols > 20
+    x0, y0, x1, y1 = g.fan_box
+    assert min(x0, y0) >= 0 and x1 <= SIZE[1] and y1 <= SIZE[0] and g.cols > 20
+    assert 0.75 < (x1 - x0) / (y1 - y0) < 1.4, f"seed {seed}: fan box {g.fan_box}"
     j = PATTERNS.index("b_lines")
     if not video.truth[:, j].any():
         pytest.skip(f"seed {seed}: the forced B-lines hide behind ribs in every frame")
