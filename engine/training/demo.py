@@ -41,7 +41,6 @@ PHANTOM: dict[str, str] = {
     "--seconds": "0.8",  # 24 frames: 3 clips of 8; many short videos = many anatomies per step
     "--size": "240x320",
     "--videos-per-patient": "1",  # one video per synthetic patient
-    "--probes": "varied",  # each patient its own convex probe and depth (sim-to-real)
     "--seed": "3",
 }
 TRAIN: dict[str, str] = {

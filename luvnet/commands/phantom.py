@@ -25,7 +25,7 @@ HELP = "write synthetic labelled lung-ultrasound videos"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = (
         "luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F] "
-        "[--probes paper|varied]"
+        "[--probes paper|varied] [--look plain|varied]"
     )
     add = parser.add_argument
     add("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")
@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="paper: the paper's convex probe for every video; varied: each synthetic patient "
         "scanned with its own probe radius, field of view and depth",
     )
+    add(
+        "--look",
+        default="plain",
+        metavar="KIND",
+        help="plain: the phantom's fixed rendering; varied: each video's lung texture, B-line "
+        "and A-line brightness, rib shadows, dynamic range and blur drawn from its seed",
+    )
 
 
 def phantom_set(args: argparse.Namespace) -> PhantomSet:
@@ -70,6 +77,7 @@ def phantom_set(args: argparse.Namespace) -> PhantomSet:
         fps=args.fps,
         videos_per_patient=args.videos_per_patient,
         probes=args.probes,
+        look=args.look,
     )
     problems = spec.problems()
     if problems:

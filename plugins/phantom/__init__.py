@@ -4,8 +4,8 @@
 frame source (``phantom:SEED``); ``generate`` writes labelled sets (``luvnet phantom``).
 """
 
-from luvnet.plugins.phantom.geometry import NATIVE_SIZE, Geometry
+from luvnet.plugins.phantom.geometry import NATIVE_SIZE, PAPER_PROBE, Geometry, Probe
 from luvnet.plugins.phantom.scene import Anatomy, Scene
 from luvnet.plugins.phantom.video import PhantomVideo
 
-__all__ = ["NATIVE_SIZE", "Anatomy", "Geometry", "PhantomVideo", "Scene"]
+__all__ = ["NATIVE_SIZE", "PAPER_PROBE", "Anatomy", "Geometry", "PhantomVideo", "Probe", "Scene"]

@@ -11,7 +11,8 @@ ribs and image settings, so patient-level splits are meaningful; patient ids are
 ``PhantomVideo([K, 2, i], size, fps, frames, anatomy=Anatomy.sample(default_rng([K, 1, P])))``,
 with ``probe=Probe.sample(default_rng([K, 3, P]))`` when ``probes`` is ``varied`` (each
 synthetic patient scanned with its own convex probe and depth; ``paper``, the default, keeps
-the paper's scanner for every video).
+the paper's scanner for every video) and ``look=LOOK`` (``plain``, the default, or ``varied``:
+each video rendered through a look drawn from its scene's seed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom.contact import choose_frames, contact_sheet, truth_label, write_png
 from luvnet.plugins.phantom.geometry import MIN_SIDE, NATIVE_SIZE, PAPER_PROBE, Probe
+from luvnet.plugins.phantom.look import LOOKS
 from luvnet.plugins.phantom.scene import Anatomy
 from luvnet.plugins.phantom.video import DEFAULT_FPS, PhantomVideo
 
@@ -52,6 +54,7 @@ class PhantomSet:
     fps: float = DEFAULT_FPS
     videos_per_patient: int = 1
     probes: str = "paper"  # one of PROBES
+    look: str = "plain"  # one of look.LOOKS
 
     @property
     def frames(self) -> int:
@@ -73,6 +76,8 @@ class PhantomSet:
             found["seed"] = f"expected a non-negative integer, got {self.seed}"
         if self.videos_per_patient < 1:
             found["videos_per_patient"] = f"expected at least 1, got {self.videos_per_patient}"
+        if self.look not in LOOKS:
+            found["look"] = f"expected one of {', '.join(LOOKS)}, got {self.look!r}"
         if self.probes not in PROBES:
             found["probes"] = f"expected one of {', '.join(PROBES)}, got {self.probes!r}"
         if not 0 < self.fps <= 240:
@@ -106,6 +111,7 @@ def plan_videos(spec: PhantomSet) -> list[PhantomVideo]:
                 spec.frames,
                 anatomy=anatomies[patient],
                 probe=probe,
+                look=spec.look,
             )
         )
     return videos

@@ -135,8 +135,9 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c)
     lung += a.contrast * lung_speckle
     # Aerated lung is reverberation: at a scanner's gain a textured mid-grey, laterally smeared.
-    reverb = smooth_field(rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
-    lung += (below > 0) * (g.look.lung_lift + g.look.lung_texture * reverb)
+    if g.look.lung_texture > 0:  # the plain look draws nothing more from rng
+        reverb = smooth_field(rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
+        lung += (below > 0) * (g.look.lung_lift + g.look.lung_texture * reverb)
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
     sigma = max(g.mm_rows(float(rng.uniform(0.6, 1.0))), 0.7)
@@ -317,7 +318,7 @@ def _b_line(g: _Grid, lung: np.ndarray, inst: Instance, rng: np.random.Generator
         profile = np.exp(-math.log(2) * np.abs(2 * (u - uc) / w) ** g.look.b_line_edge)
         level = 110.0 + 100.0 * inst.strength
     # Real B-lines range from faint bands to bright beams over the lung around them.
-    level = SQUEEZE_MID + g.look.lung_lift + g.look.b_line_gain * (level - SQUEEZE_MID)
+    level += g.look.lung_lift + (g.look.b_line_gain - 1.0) * (level - SQUEEZE_MID)
     d = g.depth(lung.shape[0])
     onset = np.clip((d - s.pleura_mm + 0.3) / 0.8, 0, 1)
     region = lung[:, c0:c1]
@@ -367,7 +368,7 @@ def build_layers(scene: Scene, geometry: Geometry) -> Layers:
     g = _Grid(
         geometry=geometry,
         scene=scene,
-        look=Look.sample(np.random.default_rng([scene.seed, 2])),
+        look=Look.for_scene(scene.look, scene.seed),
         margin=margin,
         rpm=rpm,
         cpm=cpm,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+LOOKS = ("plain", "varied")  # the phantom's own fixed rendering, or one drawn per scene
 SQUEEZE_MID = 40.0  # grey level the dynamic-range squeeze keeps fixed (aerated lung's mean)
 
 
@@ -50,6 +51,13 @@ class Look:
             blur_mm=float(rng.uniform(0.0, 1.2)),
         )
 
+    @classmethod
+    def for_scene(cls, kind: str, seed: int) -> Look:
+        """The look of a scene: PLAIN_LOOK, or one drawn from the scene's own generator."""
+        if kind not in LOOKS:
+            raise ValueError(f"look: expected one of {', '.join(LOOKS)}, got {kind!r}")
+        return cls.sample(np.random.default_rng([seed, 2])) if kind == "varied" else PLAIN_LOOK
+
     def to_u8(
         self,
         x: np.ndarray,
@@ -66,5 +74,20 @@ class Look:
                 max(self.blur_mm * cols_per_mm, 0.3),
             )
             x = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=sig_c, sigmaY=sig_r)
-        kept = self.squeeze if squeeze else 1.0
-        return np.clip(SQUEEZE_MID + (x - SQUEEZE_MID) * kept + gain, 0, 255).astype(np.uint8)
+        if squeeze and self.squeeze != 1.0:
+            x = SQUEEZE_MID + (x - SQUEEZE_MID) * self.squeeze
+        return np.clip(x + gain, 0, 255).astype(np.uint8)
+
+
+# The phantom as drawn before looks existed (and as the demo model was trained): every scale 1,
+# nothing added, full rib shadows, no blur. Each operation is then an exact identity.
+PLAIN_LOOK = Look(
+    lung_lift=0.0,
+    lung_texture=0.0,
+    b_line_gain=1.0,
+    b_line_edge=4.0,
+    a_line_gain=1.0,
+    shadow=255.0,
+    squeeze=1.0,
+    blur_mm=0.0,
+)

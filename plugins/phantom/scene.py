@@ -120,6 +120,7 @@ class Scene:
     seed: int  # textures
     num_frames: int
     fps: float
+    look: str = "plain"  # how it is rendered: "plain" or "varied" (look.py); never the truth
 
 
 @dataclass(frozen=True)

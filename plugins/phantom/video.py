@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom.geometry import NATIVE_SIZE, PAPER_PROBE, Geometry, Probe
+from luvnet.plugins.phantom.look import LOOKS
 from luvnet.plugins.phantom.render import Renderer
 from luvnet.plugins.phantom.sampling import sample_scene
 from luvnet.plugins.phantom.scene import Anatomy, Scene, coverage_table, frame_motion, truth_ranges
@@ -23,7 +25,9 @@ class PhantomVideo:
     None). ``present`` forces patterns onto or off the part of the strip the probe passes over
     (a forced pattern can still hide behind a rib: check ``truth``) and ``sweep=False`` holds
     the probe still; both exist for tests and demos. ``probe`` is the scanner's convex probe
-    and depth (the paper's by default). Truth is known before any pixel is drawn.
+    and depth (the paper's by default); ``look`` is ``plain`` (the phantom's fixed rendering)
+    or ``varied`` (drawn per scene: plugins/phantom/look.py). Truth is known before any pixel
+    is drawn.
     """
 
     def __init__(
@@ -36,6 +40,7 @@ class PhantomVideo:
         present: Mapping[str, bool] | None = None,
         sweep: bool = True,
         probe: Probe = PAPER_PROBE,
+        look: str = "plain",
     ):
         if not fps > 0:
             raise ValueError(f"fps: expected > 0, got {fps}")
@@ -43,9 +48,10 @@ class PhantomVideo:
         self.fps = float(fps)
         rng = np.random.default_rng(seed)
         anatomy = Anatomy.sample(rng) if anatomy is None else anatomy
-        self.scene: Scene = sample_scene(
-            rng, self.geometry, anatomy, num_frames, self.fps, present, sweep
-        )
+        if look not in LOOKS:
+            raise ValueError(f"look: expected one of {', '.join(LOOKS)}, got {look!r}")
+        scene = sample_scene(rng, self.geometry, anatomy, num_frames, self.fps, present, sweep)
+        self.scene: Scene = dataclasses.replace(scene, look=look)
         self.motion = frame_motion(self.scene, self.geometry)
         # truth: (frames, 4) bool; coverage: share of the view each pattern covers, unshadowed.
         self.truth, self.coverage = coverage_table(self.scene, self.geometry, self.motion)

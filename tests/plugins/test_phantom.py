@@ -197,9 +197,10 @@ def _widest_unshadowed(video: PhantomVideo) -> slice:
     return slice(int(starts[k]), int(ends[k]))
 
 
-def test_lung_slides_under_a_still_chest_wall_with_breathing():
+@pytest.mark.parametrize("look", ["plain", "varied"])
+def test_lung_slides_under_a_still_chest_wall_with_breathing(look):
     for seed in range(3):
-        video = PhantomVideo(seed, SIZE, num_frames=90, present=ONLY, sweep=False)
+        video = PhantomVideo(seed, SIZE, num_frames=90, present=ONLY, sweep=False, look=look)
         g, m = video.geometry, video.motion
         slide = m.lung_x - m.wall_x
         t = int(np.argmax(np.abs(slide - slide[0])))
@@ -375,16 +376,14 @@ def test_cli_writes_videos_manifest_and_contact_sheet(tmp_path, capsys):
 def test_cli_varied_probes_scan_each_patient_with_its_own_probe(tmp_path):
     out = tmp_path / "set"
     args = ["phantom", "--out", str(out), "--videos", "4", "--seconds", "0.5", "--seed", "5"]
-    assert (
-        cli.main([*args, "--size", "240x320", "--videos-per-patient", "2", "--probes", "varied"])
-        == 0
-    )
+    options = ["--size", "240x320", "--videos-per-patient", "2", "--probes", "varied"]
+    assert cli.main([*args, *options, "--look", "varied"]) == 0
     manifest = read_manifest(out / "manifest.csv")
     boxes = []
     for i, row in enumerate(manifest.rows):
         probe = Probe.sample(np.random.default_rng([5, 3, i // 2]))
         anatomy = Anatomy.sample(np.random.default_rng([5, 1, i // 2]))
-        video = PhantomVideo([5, 2, i], SIZE, 30.0, 15, anatomy=anatomy, probe=probe)
+        video = PhantomVideo([5, 2, i], SIZE, 30.0, 15, anatomy=anatomy, probe=probe, look="varied")
         assert video.geometry.depth_mm == probe.depth_mm
         x0, y0, x1, y1 = video.geometry.fan_box
         assert 0 <= x0 < x1 <= SIZE[1] and 0 <= y0 < y1 <= SIZE[0], f"{row.video}: fan leaves"
@@ -402,12 +401,26 @@ def test_cli_varied_probes_scan_each_patient_with_its_own_probe(tmp_path):
     assert boxes[0] != boxes[2] and boxes[0] != Geometry.for_size(*SIZE, PAPER_PROBE).fan_box
 
 
+def test_a_varied_look_changes_the_pixels_never_the_truth():
+    for seed in range(3):
+        shown = only("b_lines", "consolidation")
+        plain = PhantomVideo(seed, SIZE, num_frames=20, present=shown)
+        varied = PhantomVideo(seed, SIZE, num_frames=20, present=shown, look="varied")
+        assert np.array_equal(plain.truth, varied.truth) and plain.scene.instances
+        assert plain.scene.instances == varied.scene.instances
+        assert np.abs(plain.frame(10).astype(int) - varied.frame(10).astype(int)).mean() > 1
+    with pytest.raises(ValueError, match="look: expected one of plain, varied"):
+        PhantomVideo(0, SIZE, num_frames=2, look="real")
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_sampled_probe_keeps_b_lines_visible_and_true(seed):
     """Truth and drawing agree for the other probes too: a forced B-line shows where the
     truth says, brighter than the lung beside it."""
     probe = Probe.sample(np.random.default_rng([seed, 3]))
-    video = PhantomVideo(seed, SIZE, num_frames=30, present=only("b_lines"), probe=probe)
+    video = PhantomVideo(
+        seed, SIZE, num_frames=30, present=only("b_lines"), probe=probe, look="varied"
+    )
     g = video.geometry
     x0, y0, x1, y1 = g.fan_box
     assert min(x0, y0) >= 0 and x1 <= SIZE[1] and y1 <= SIZE[0] and g.cols > 20
@@ -438,6 +451,7 @@ def test_a_sampled_probe_keeps_b_lines_visible_and_true(seed):
         ["--videos", "-3"],
         ["--seconds", "0"],
         ["--probes", "linear"],
+        ["--look", "real"],
     ],
 )
 def test_cli_bad_arguments_give_one_line_and_exit_2(tmp_path, capsys, bad):
