@@ -31,6 +31,8 @@ _PROBE_RADIUS_PX = 356.0  # 60 mm convex probe at the native scale
 _HALF_ANGLE_DEG = 28.0
 DEPTH_MM = 140.0  # depth setting shown on the ruler
 _MAX_FAN_WIDTH_PX = 1000.0  # room left for the ruler and the text beside the fan
+_POLAR_ROWS_MIN = 250  # polar rows are at least this many (or the fan's pixel depth)
+_POLAR_SCALE = 0.6  # polar samples per output pixel when the fan is large
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,6 @@ def _half_angle_for(rho: float, aspect: float) -> float:
 
 
 PAPER_PROBE = Probe()
-_POLAR_ROWS_MIN = 250  # polar rows are at least this many (or the fan's pixel depth)
-_POLAR_SCALE = 0.6  # polar samples per output pixel when the fan is large
 
 
 @dataclass(frozen=True)

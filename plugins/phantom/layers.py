@@ -135,9 +135,10 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c)
     lung += a.contrast * lung_speckle
     # Aerated lung is reverberation: at a scanner's gain a textured mid-grey, laterally smeared.
+    lung += (below > 0) * g.look.lung_lift
     if g.look.lung_texture > 0:  # the plain look draws nothing more from rng
         reverb = smooth_field(rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
-        lung += (below > 0) * (g.look.lung_lift + g.look.lung_texture * reverb)
+        lung += (below > 0) * g.look.lung_texture * reverb
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
     sigma = max(g.mm_rows(float(rng.uniform(0.6, 1.0))), 0.7)
