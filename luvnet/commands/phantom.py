@@ -2,7 +2,7 @@
 contact sheet.
 
 usage: luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F]
-                      [--videos-per-patient M]
+                      [--videos-per-patient M] [--probes paper|varied] [--look plain|varied]
 
 See :mod:`luvnet.plugins.phantom.generate` for what is written and how video i is seeded.
 """

@@ -76,10 +76,10 @@ class PhantomSet:
             found["seed"] = f"expected a non-negative integer, got {self.seed}"
         if self.videos_per_patient < 1:
             found["videos_per_patient"] = f"expected at least 1, got {self.videos_per_patient}"
-        if self.look not in LOOKS:
-            found["look"] = f"expected one of {', '.join(LOOKS)}, got {self.look!r}"
         if self.probes not in PROBES:
             found["probes"] = f"expected one of {', '.join(PROBES)}, got {self.probes!r}"
+        if self.look not in LOOKS:
+            found["look"] = f"expected one of {', '.join(LOOKS)}, got {self.look!r}"
         if not 0 < self.fps <= 240:
             found["fps"] = f"expected a frame rate in (0, 240], got {self.fps}"
         elif self.frames < 1:

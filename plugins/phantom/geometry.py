@@ -44,6 +44,21 @@ class Probe:
     half_angle_deg: float = _HALF_ANGLE_DEG  # field of view either side of the vertical
     depth_mm: float = DEPTH_MM
 
+    def __post_init__(self) -> None:
+        """Raises ValueError (one line) for a probe that cannot be drawn or leaves the layout."""
+        checks = {
+            "radius_px": self.radius_px >= 0,
+            "depth_px": 0 < self.depth_px <= NATIVE_SIZE[0] - _FAN_TOP_Y,
+            "half_angle_deg": 0 < self.half_angle_deg < 90,
+            "depth_mm": self.depth_mm > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"probe: {name} out of range, got {getattr(self, name)}")
+        width = 2 * (self.radius_px + self.depth_px) * math.sin(math.radians(self.half_angle_deg))
+        if width > NATIVE_SIZE[1]:
+            raise ValueError(f"probe: the fan is {width:.0f} px wide, the layout {NATIVE_SIZE[1]}")
+
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Probe:
         """A convex display from the range scanners show: depth 100-160 mm; probe radius
@@ -75,7 +90,8 @@ PAPER_PROBE = Probe()
 
 @dataclass(frozen=True)
 class Geometry:
-    """Fan placement for one output size; all lengths in output pixels unless named ``_mm``."""
+    """Fan placement for one output size and probe; all lengths in output pixels unless
+    named ``_mm``."""
 
     height: int
     width: int
@@ -87,6 +103,7 @@ class Geometry:
     depth_mm: float
     rows: int  # polar depth samples
     cols: int  # polar beam samples
+    scale: float  # output pixels per native pixel
 
     @classmethod
     def for_size(cls, height: int, width: int, probe: Probe = PAPER_PROBE) -> Geometry:
@@ -121,12 +138,9 @@ class Geometry:
             depth_mm=probe.depth_mm,
             rows=rows,
             cols=cols,
+            # As the paper-only layout computed it, so its screen stays the same to the pixel.
+            scale=((r_near + depth_px) - r_near) / probe.depth_px,
         )
-
-    @property
-    def scale(self) -> float:
-        """Output pixels per native pixel."""
-        return min(self.height / NATIVE_SIZE[0], self.width / NATIVE_SIZE[1])
 
     @property
     def rows_per_mm(self) -> float:
@@ -173,9 +187,14 @@ class Geometry:
         y1 = min(int(math.ceil(ys.max())) + 2, self.height)
         return x0, y0, x1, y1
 
-    @cached_property
+    @property
     def remap_maps(self) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (map_x, map_y) over ``fan_box`` for ``cv2.remap``; outside the fan is -10."""
+        """float32 (map_x, map_y) over ``fan_box`` for ``cv2.remap``; outside the fan is -10.
+        Cached for the last few layouts, not on the instance: a set with a probe per patient
+        keeps one layout per video."""
+        return _remap_maps(self)
+
+    def _compute_remap_maps(self) -> tuple[np.ndarray, np.ndarray]:
         x0, y0, x1, y1 = self.fan_box
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
         row, col = self.xy_to_polar(xs + 0.0, ys + 0.0)
@@ -186,7 +205,7 @@ class Geometry:
         map_y = np.where(inside, np.clip(row, 0, self.rows - 1.01), -10).astype(np.float32)
         return map_x, map_y
 
-    @cached_property
+    @property
     def sector_mask(self) -> np.ndarray:
         """HxW bool: pixels inside the fan."""
         mask = np.zeros((self.height, self.width), dtype=bool)
@@ -195,6 +214,11 @@ class Geometry:
         return mask
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=16)
 def _for_size(cls: type[Geometry], height: int, width: int, probe: Probe) -> Geometry:
     return cls._layout(height, width, probe)
+
+
+@lru_cache(maxsize=4)
+def _remap_maps(geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    return geometry._compute_remap_maps()

@@ -136,8 +136,9 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     lung += a.contrast * lung_speckle
     # Aerated lung is reverberation: at a scanner's gain a textured mid-grey, laterally smeared.
     lung += (below > 0) * g.look.lung_lift
-    if g.look.lung_texture > 0:  # the plain look draws nothing more from rng
-        reverb = smooth_field(rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
+    if g.look.lung_texture > 0:  # its own generator: the scene's other draws stay as they are
+        look_rng = np.random.default_rng([g.scene.seed, 3])
+        reverb = smooth_field(look_rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
         lung += (below > 0) * g.look.lung_texture * reverb
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
@@ -344,7 +345,9 @@ def _probe_fixed(g: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
         x = (c - centre) / (width / 2)
         lateral = np.clip((width / 2 - np.abs(c - centre)) / edge + 0.5, 0, 1)
         surface = top + 1.5 * np.clip(x, -1.2, 1.2) ** 2  # rounded rib, convex towards the probe
-        sub += g.look.shadow * lateral * np.clip((d - surface - 0.6) / 1.2, 0, 1)
+        shade = lateral * np.clip((d - surface - 0.6) / 1.2, 0, 1)
+        sub += 255.0 * shade  # a rib passes no echo: the truth counts its shadow as hidden
+        add += g.look.shadow_fill * shade
         cortex = float(rng.uniform(140, 200)) * (0.85 + 0.15 * smooth_noise(rng, geo.cols, g.cpm))
         add += cortex * lateral * _gauss(d - surface, 0.6)
     return sub, add

@@ -15,26 +15,25 @@ import cv2
 import numpy as np
 
 LOOKS = ("plain", "varied")  # the phantom's own fixed rendering, or one drawn per scene
-SQUEEZE_MID = 40.0  # grey level the dynamic-range squeeze keeps fixed (aerated lung's mean)
+SQUEEZE_MID = 40.0  # grey the squeeze keeps fixed and B-line gains scale from (plain lung)
+
+
+def check_look(kind: str) -> None:
+    """Raises ValueError (one line) unless ``kind`` is one of LOOKS."""
+    if kind not in LOOKS:
+        raise ValueError(f"look: expected one of {', '.join(LOOKS)}, got {kind!r}")
 
 
 @dataclass(frozen=True)
 class Look:
-    """How one scanner and its settings render a scene: drawn per scene from its own
-    generator, so the scene's geometry, motion and frame-level truth do not depend on it.
-
-    Spans real convex-probe lung ultrasound: aerated lung from a dark haze to a textured
-    mid-grey, B-lines from faint soft bands to bright beams, partial to full rib shadows,
-    faint to bright A-lines, a narrower or the full dynamic range, sharp to soft images
-    (docs/results.md, "Sim-to-real").
-    """
+    """One scene's rendering settings (the module docstring says why and how drawn)."""
 
     lung_lift: float  # grey added below the pleura (the lung field's gain; consolidations too)
     lung_texture: float  # grey amplitude of horizontally elongated reverberation texture
     b_line_gain: float  # share of a B-line's brightness above the lung it keeps, 0..1
     b_line_edge: float  # exponent of the discrete B-line's lateral profile: 2 soft, 4 sharp
     a_line_gain: float  # brightness of the reverberations (not the pleural line), 0..1
-    shadow: float  # grey a rib shadow removes at full depth
+    shadow_fill: float  # grey inside a rib shadow (no echo passes a rib: nothing else shows)
     squeeze: float  # dynamic range kept around SQUEEZE_MID, 0..1
     blur_mm: float  # Gaussian sigma of the system's point spread beyond the speckle, mm
 
@@ -46,16 +45,19 @@ class Look:
             b_line_gain=float(rng.uniform(0.35, 1.0)),
             b_line_edge=float(rng.uniform(2.0, 4.0)),
             a_line_gain=float(rng.uniform(0.45, 1.0)),
-            shadow=float(rng.uniform(25.0, 200.0)),
+            shadow_fill=float(rng.uniform(0.0, 30.0)),
             squeeze=float(rng.uniform(0.65, 1.0)),
             blur_mm=float(rng.uniform(0.0, 1.2)),
         )
 
     @classmethod
     def for_scene(cls, kind: str, seed: int) -> Look:
-        """The look of a scene: PLAIN_LOOK, or one drawn from the scene's own generator."""
-        if kind not in LOOKS:
-            raise ValueError(f"look: expected one of {', '.join(LOOKS)}, got {kind!r}")
+        """The look of a scene: PLAIN_LOOK, or one drawn from the scene's own generator.
+
+        Raises:
+            ValueError: ``kind`` is not one of LOOKS.
+        """
+        check_look(kind)
         return cls.sample(np.random.default_rng([seed, 2])) if kind == "varied" else PLAIN_LOOK
 
     def to_u8(
@@ -87,7 +89,7 @@ PLAIN_LOOK = Look(
     b_line_gain=1.0,
     b_line_edge=4.0,
     a_line_gain=1.0,
-    shadow=255.0,
+    shadow_fill=0.0,
     squeeze=1.0,
     blur_mm=0.0,
 )

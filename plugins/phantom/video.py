@@ -9,7 +9,7 @@ import numpy as np
 
 from luvnet.engine.model.config import PATTERNS
 from luvnet.plugins.phantom.geometry import NATIVE_SIZE, PAPER_PROBE, Geometry, Probe
-from luvnet.plugins.phantom.look import LOOKS
+from luvnet.plugins.phantom.look import check_look
 from luvnet.plugins.phantom.render import Renderer
 from luvnet.plugins.phantom.sampling import sample_scene
 from luvnet.plugins.phantom.scene import Anatomy, Scene, coverage_table, frame_motion, truth_ranges
@@ -48,8 +48,7 @@ class PhantomVideo:
         self.fps = float(fps)
         rng = np.random.default_rng(seed)
         anatomy = Anatomy.sample(rng) if anatomy is None else anatomy
-        if look not in LOOKS:
-            raise ValueError(f"look: expected one of {', '.join(LOOKS)}, got {look!r}")
+        check_look(look)
         scene = sample_scene(rng, self.geometry, anatomy, num_frames, self.fps, present, sweep)
         self.scene: Scene = dataclasses.replace(scene, look=look)
         self.motion = frame_motion(self.scene, self.geometry)
