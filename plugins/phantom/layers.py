@@ -134,12 +134,9 @@ def _pleura_and_haze(g: _Grid, rng: np.random.Generator, shape: tuple[int, int])
     lung = np.broadcast_to(haze, shape).astype(np.float32)
     lung_speckle = speckle_db(rng, shape, g.sig_r * 1.1, g.sig_c)
     lung += a.contrast * lung_speckle
-    # Aerated lung is reverberation: at a scanner's gain a textured mid-grey, laterally smeared.
+    # The lung field's gain. No extra reverberation texture: laterally smeared, it drew faint
+    # A-lines where the truth has none and hid real ones (docs/results.md, try 10).
     lung += (below > 0) * g.look.lung_lift
-    if g.look.lung_texture > 0:  # its own generator: the scene's other draws stay as they are
-        look_rng = np.random.default_rng([g.scene.seed, 3])
-        reverb = smooth_field(look_rng, shape, g.sig_r * 1.5, g.sig_c * 4.0)
-        lung += (below > 0) * g.look.lung_texture * reverb
 
     # The pleural line and its reverberations (A-lines) share one lateral texture.
     sigma = max(g.mm_rows(float(rng.uniform(0.6, 1.0))), 0.7)

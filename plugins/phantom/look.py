@@ -29,7 +29,6 @@ class Look:
     """One scene's rendering settings (the module docstring says why and how drawn)."""
 
     lung_lift: float  # grey added below the pleura (the lung field's gain; consolidations too)
-    lung_texture: float  # grey amplitude of horizontally elongated reverberation texture
     b_line_gain: float  # share of a B-line's brightness above the lung it keeps, 0..1
     b_line_edge: float  # exponent of the discrete B-line's lateral profile: 2 soft, 4 sharp
     a_line_gain: float  # brightness of the reverberations (not the pleural line), 0..1
@@ -39,9 +38,10 @@ class Look:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Look:
+        lung_lift = float(rng.uniform(0.0, 20.0))
+        rng.uniform(0.0, 14.0)  # the removed lung texture's draw: later draws stay as they were
         return cls(
-            lung_lift=float(rng.uniform(0.0, 20.0)),
-            lung_texture=float(rng.uniform(0.0, 14.0)),
+            lung_lift=lung_lift,
             b_line_gain=float(rng.uniform(0.35, 1.0)),
             b_line_edge=float(rng.uniform(2.0, 4.0)),
             a_line_gain=float(rng.uniform(0.45, 1.0)),
@@ -85,7 +85,6 @@ class Look:
 # nothing added, full rib shadows, no blur. Each operation is then an exact identity.
 PLAIN_LOOK = Look(
     lung_lift=0.0,
-    lung_texture=0.0,
     b_line_gain=1.0,
     b_line_edge=4.0,
     a_line_gain=1.0,
