@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--look",
         default="plain",
         metavar="KIND",
-        help="plain: the phantom's fixed rendering; varied: each video's lung texture, B-line "
+        help="plain: the phantom's fixed rendering; varied: each video's lung gain, B-line "
         "and A-line brightness, rib shadows, dynamic range and blur drawn from its seed",
     )
 

@@ -44,6 +44,28 @@ def test_cli_varied_probes_scan_each_patient_with_its_own_probe(tmp_path):
     assert boxes[0] != boxes[2] and boxes[0] != Geometry.for_size(*SIZE, PAPER_PROBE).fan_box
 
 
+def test_a_varied_look_keeps_its_draws_in_their_order():
+    """Every varied set made since the look existed regenerates: the removed lung texture's
+    draw is still taken, between the lung's gain and the B-lines' brightness."""
+    for seed in range(3):
+        rng = np.random.default_rng([seed, 2])
+        lift, _texture, b_gain, b_edge, a_gain, fill, squeeze, blur = (
+            rng.uniform(lo, hi)
+            for lo, hi in [
+                (0, 20),
+                (0, 14),
+                (0.35, 1),
+                (2, 4),
+                (0.45, 1),
+                (0, 30),
+                (0.65, 1),
+                (0, 1.2),
+            ]
+        )
+        expect = Look(lift, b_gain, b_edge, a_gain, fill, squeeze, blur)
+        assert Look.for_scene("varied", seed) == expect, f"seed {seed}"
+
+
 def test_a_varied_look_and_probe_are_deterministic_and_change_the_pixels():
     shown = only("b_lines", "consolidation")
     for seed in range(3):
