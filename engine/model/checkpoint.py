@@ -62,10 +62,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_provenance(manifest: Path | None = None) -> dict[str, Any]:
+def command_line() -> str:
+    """This process's command line with its program by name, not by where it is installed:
+    ``luvnet train --manifest ...``, ``python -m luvnet.commands.demo_model --work ...``.
+
+    A checkpoint travels, and ``sys.argv[0]`` is the program's resolved path (a console script
+    found on ``PATH``, or the module's file under ``python -m``), which names the folders, and
+    often the user, of the machine that trained it. The arguments stay as typed.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    return " ".join([program, *sys.argv[1:]])
+
+
+def default_provenance(manifest: Path | None = None, command: str | None = None) -> dict[str, Any]:
+    """What a checkpoint records of how it was made; ``command`` defaults to
+    :func:`command_line`."""
     return {
         "manifest_sha256": file_sha256(manifest) if manifest else None,
-        "command": " ".join(sys.argv),
+        "command": command_line() if command is None else command,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }

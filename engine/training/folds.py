@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +37,12 @@ from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
 from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.files import write_json
-from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
+from luvnet.engine.model.checkpoint import (
+    command_line,
+    default_provenance,
+    file_sha256,
+    load_checkpoint,
+)
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
 from luvnet.engine.model.network import LUVNet, build_model
@@ -70,7 +74,7 @@ def train(settings: TrainSettings, *, command: str | None = None) -> list[Path]:
     device = resolve_device(settings.device or None)
     device = ddp.setup(env, device.type) if env.enabled else device
     try:
-        return _train(settings, env, device, " ".join(sys.argv) if command is None else command)
+        return _train(settings, env, device, command_line() if command is None else command)
     finally:
         ddp.teardown(env)
 
@@ -299,7 +303,7 @@ def _train(
             extra["init_head"] = s.init_head
         if skipped:  # resuming with other videos readable would train on other data
             extra["skipped_videos"] = [item.video for item in skipped]
-        provenance = default_provenance(s.manifest) | {
+        provenance = default_provenance(s.manifest, command) | {
             "split": split_record(plan, fold, s, salt),
             "weights": s.weights,
             "lr": s.lr,

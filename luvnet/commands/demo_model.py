@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", type=Path, required=True, help="phantom set and run folder")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument(
-        "--max-minutes", type=float, default=demo.MAX_MINUTES, help="training budget (minutes)"
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock cap on training (default: none, so that the model does not depend on "
+        "the machine's speed)",
     )
     parser.add_argument("--float32", action="store_true", help="keep float32 weights")
     parser.add_argument("--cache", type=Path, default=None, help="frame cache folder")
@@ -45,7 +49,11 @@ def run_command(module: ModuleType, name: str, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog=f"luvnet {name}")
     module.add_arguments(parser)
     configure_logging(name)
-    code = module.run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if module is train_command:  # the checkpoints record this step, not this process's command
+        code = train_command.run(args, command=" ".join(["luvnet", name, *argv]))
+    else:
+        code = module.run(args)
     if code:
         raise LuvnetError(f"luvnet {name} {' '.join(argv)}: exited with {code}")
 
@@ -54,7 +62,7 @@ def build_demo(
     work: Path,
     out: Path,
     *,
-    max_minutes: float | None = demo.MAX_MINUTES,
+    max_minutes: float | None = None,
     half: bool = True,
     cache: Path | None = None,
 ) -> Path:

@@ -8,7 +8,6 @@ them and says what is wrong with a bad value in one line naming the option.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -195,8 +194,10 @@ def settings_from(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(**(values | {"crop_box": crop_box(args.crop_box)}))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, command: str | None = None) -> int:
+    """Train as ``args`` say; ``command`` is what the run and its checkpoints record as the
+    command line (default: this process's, its program by name)."""
     from luvnet.engine.training.folds import train
 
-    train(settings_from(args), command=" ".join(sys.argv))
+    train(settings_from(args), command=command)
     return 0
