@@ -70,7 +70,7 @@ def test_demo_model_command_keeps_its_options():
     demo_model.add_arguments(parser)
     args = parser.parse_args(["--work", "w", "--out", "o"])
     assert (args.work, args.out, args.max_minutes, args.float32, args.cache) == (
-        Path("w"), Path("o"), 15.0, False, None,
+        Path("w"), Path("o"), None, False, None,
     )  # fmt: skip
     args = parser.parse_args(["--work", "w", "--out", "o", "--max-minutes", "2", "--float32"])
     assert args.max_minutes == 2.0 and args.float32
@@ -83,7 +83,12 @@ def test_the_committed_demo_model_records_its_split_without_patient_ids():
     demo = Path(__file__).resolve().parents[3] / "engine" / "demo_model"
     text = (demo / CONFIG_FILE).read_text()
     assert "phantom-" not in text, "patient ids in the demo model's config.json"
-    record = json.loads(text)["provenance"]["split"]
+    provenance = json.loads(text)["provenance"]
+    # The recipe's train step as typed, with the recipe's options, and no machine's folders.
+    assert provenance["command"].startswith("luvnet train --manifest "), provenance["command"]
+    assert provenance["command"].endswith(" ".join(demo_model.demo.recipe_flags(TRAIN)))
+    assert provenance["demo_recipe"]["train"] == TRAIN
+    record = provenance["split"]
     patients = [
         f"phantom-{PHANTOM['--seed']}-{i // int(PHANTOM['--videos-per-patient']):04d}"
         for i in range(int(PHANTOM["--videos"]))
@@ -101,3 +106,35 @@ def test_the_committed_demo_model_records_its_split_without_patient_ids():
         patients_of = getattr(fold, name)
         assert record["patient_counts"][name] == len(patients_of)
         assert digests[name] == patients_digest(patients_of, digests["salt"], **params), name
+
+
+def test_checkpoints_record_the_command_by_program_name_not_install_path(tmp_path: Path):
+    """`luvnet train` run as the installed console script (``sys.argv[0]`` is then its
+    absolute path) records ``luvnet train ...`` in run.json and the checkpoint: a shared
+    checkpoint must not carry the trainer's folders."""
+    import subprocess
+    import sys
+
+    manifest = make_dataset(tmp_path / "videos", seed=5)
+    script = Path(sys.executable).with_name("luvnet")
+    argv = ["train", "--manifest", str(manifest), "--out", str(tmp_path / "run")]
+    argv += ["--cache", str(tmp_path / "cache"), *TINY]
+    done = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_json = json.loads((tmp_path / "run" / "run.json").read_text())
+    best = json.loads((tmp_path / "run" / "fold_0" / "best" / CONFIG_FILE).read_text())
+    typed = " ".join(["luvnet", *argv])
+    assert run_json["command"] == typed
+    assert best["provenance"]["command"] == typed
+    assert str(script.parent) not in best["provenance"]["command"]
+
+
+def test_the_demo_recipe_records_its_train_step_as_typed(tmp_path: Path):
+    """The demo command's checkpoint records the ``luvnet train`` step it ran, which rebuilds
+    the model, not the outer ``python -m luvnet.commands.demo_model`` process."""
+    manifest = make_dataset(tmp_path / "videos", seed=6)
+    argv = ["--manifest", str(manifest), "--out", str(tmp_path / "run")]
+    argv += ["--cache", str(tmp_path / "cache"), *TINY]
+    demo_model.run_command(demo_model.train_command, "train", argv)
+    best = load_checkpoint(tmp_path / "run" / "fold_0" / "best")
+    assert best.provenance["command"] == " ".join(["luvnet", "train", *argv])
