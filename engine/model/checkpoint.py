@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ def command_line() -> str:
     """
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
-    return " ".join([program, *sys.argv[1:]])
+    return " ".join([program, *map(shlex.quote, sys.argv[1:])])
 
 
 def default_provenance(manifest: Path | None = None, command: str | None = None) -> dict[str, Any]:

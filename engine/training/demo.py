@@ -17,11 +17,11 @@
    window holds).
 
 Seeds are fixed everywhere (phantom, split, initialisation, shuffling, augmentation) and the
-length is counted in epochs, not minutes, so the same command gives the same model however
-fast or loaded the machine is (a wall-clock budget, as the recipe had until 2026-12-01, cut
-training at a step that depended on the load, and the model's transfer to real lung moved
-with it: docs/results.md). ``--max-minutes`` still caps it where time matters more. Why these
-settings: docs/results.md.
+length is counted in epochs, not minutes, so the same command gives the same weights on the
+same machine (CPU and thread count) however loaded it is. A wall-clock budget, as the recipe
+had until 2026-12-01, cut training at a step that depended on the load, and the model's
+transfer to real lung moved with it (docs/results.md). ``--max-minutes`` still caps it where
+time matters more. Why these settings: docs/results.md.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ TRAIN: dict[str, str] = {
     "--fusion-hidden": "256",
     "--classifier-hidden": "128",
     "--lr": "1e-3",  # random init: the paper's 1e-6 is for fine-tuning ImageNet weights
-    "--lr-schedule": "linear",  # to zero over the time budget (--max-minutes)
+    "--lr-schedule": "linear",  # to zero over the epochs
     "--freeze-bn-after": "0.75",  # the last quarter with the statistics the stream uses
     "--batch-size": "8",
     "--bn-recalibrate": "16",
@@ -64,7 +64,7 @@ TRAIN: dict[str, str] = {
     "--test-fraction": "0.25",
     "--seed": "0",
     "--device": "cpu",
-    "--threads": "2",  # on an idle 2-core machine; use 1 on a loaded one (docs/results.md)
+    "--threads": "2",  # part of the recipe: another thread count can change the weights
 }
 # Trained on 8-frame clips, streamed over the paper's window (the config's defaults: 30, step 24).
 STREAM_WINDOW = ModelConfig.clip_length

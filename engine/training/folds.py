@@ -138,7 +138,7 @@ def write_run_json(
         "model": config.variant,
         "backbone": config.backbone,
         "config": config.to_dict(),
-        "manifest": str(settings.manifest.resolve()),
+        "manifest": str(settings.manifest),  # as typed: a resolved path names this machine
         "manifest_sha256": manifest_sha,
         "split_mode": plan.mode,
         "folds": len(plan),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -51,7 +52,7 @@ def run_command(module: ModuleType, name: str, argv: list[str]) -> None:
     configure_logging(name)
     args = parser.parse_args(argv)
     if module is train_command:  # the checkpoints record this step, not this process's command
-        code = train_command.run(args, command=" ".join(["luvnet", name, *argv]))
+        code = train_command.run(args, command=shlex.join(["luvnet", name, *argv]))
     else:
         code = module.run(args)
     if code:
