@@ -37,12 +37,8 @@ from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
 from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.files import write_json
-from luvnet.engine.model.checkpoint import (
-    command_line,
-    default_provenance,
-    file_sha256,
-    load_checkpoint,
-)
+from luvnet.engine.model import checkpoint
+from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
 from luvnet.engine.model.network import LUVNet, build_model
@@ -73,8 +69,9 @@ def train(settings: TrainSettings, *, command: str | None = None) -> list[Path]:
     env = ddp.from_environment()
     device = resolve_device(settings.device or None)
     device = ddp.setup(env, device.type) if env.enabled else device
+    command = checkpoint.command_line() if command is None else command
     try:
-        return _train(settings, env, device, command_line() if command is None else command)
+        return _train(settings, env, device, command)
     finally:
         ddp.teardown(env)
 
