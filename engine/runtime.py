@@ -1,6 +1,11 @@
-"""Where the model runs: the device named by ``--device`` and the CPU thread count."""
+"""This process: where the model runs (the device named by ``--device``, the CPU thread count)
+and the command line it records in what it writes."""
 
 from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import torch
 
@@ -52,3 +57,16 @@ def set_threads(threads: int | None) -> None:
     """
     if threads:
         torch.set_num_threads(threads)
+
+
+def command_line() -> str:
+    """This process's command line with its program by name, not by where it is installed:
+    ``luvnet train --manifest ...``, ``python -m luvnet.commands.demo_model --work ...``.
+
+    A checkpoint travels, and ``sys.argv[0]`` is the program's resolved path (a console script
+    found on ``PATH``, or the module's file under ``python -m``), which names the folders, and
+    often the user, of the machine that trained it. The arguments stay as typed.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
+    return " ".join([program, *map(shlex.quote, sys.argv[1:])])

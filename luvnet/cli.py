@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("luvnet.commands.info", "parameter and compute counts of a model or checkpoint"),
     "phantom": ("luvnet.commands.phantom", "write synthetic labelled lung-ultrasound videos"),
     "train": ("luvnet.commands.train", "train LUV-Net on a manifest of labelled videos"),
+    "pretrain": (
+        "luvnet.commands.pretrain",
+        "contrastive pretraining of a trunk on the unlabelled frames of a fold's training patients",
+    ),
     "evaluate": ("luvnet.commands.evaluate", "score a checkpoint on a manifest split"),
     "compare": ("luvnet.commands.compare", "paired DeLong test between two prediction files"),
     "report": ("luvnet.commands.report", "cross-validation table of a run, as Markdown"),
@@ -62,7 +66,7 @@ stream or the built-in phantom and publishes four pattern scores per frame over 
 # The overview's groups, in order; consumers found only through entry points go under "plugins".
 GROUPS: dict[str, tuple[str, ...]] = {
     "live": ("stream", "serve", "listen", "record", "overlay"),
-    "models": ("train", "evaluate", "compare", "report", "attention", "info", "export"),
+    "models": ("train", "pretrain", "evaluate", "compare", "report", "attention", "info", "export"),
     "data": ("phantom", "covid-blues-manifest", "dicom-manifest"),
     "tools": ("bench", "keys"),
 }

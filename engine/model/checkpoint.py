@@ -18,9 +18,7 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import struct
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_open, atomic_path, read_versioned_json
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.network import LUVNet, build_model
+from luvnet.engine.runtime import command_line
 
 FORMAT = "luvnet-checkpoint"
 FORMAT_VERSION = 1
@@ -63,22 +62,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def command_line() -> str:
-    """This process's command line with its program by name, not by where it is installed:
-    ``luvnet train --manifest ...``, ``python -m luvnet.commands.demo_model --work ...``.
-
-    A checkpoint travels, and ``sys.argv[0]`` is the program's resolved path (a console script
-    found on ``PATH``, or the module's file under ``python -m``), which names the folders, and
-    often the user, of the machine that trained it. The arguments stay as typed.
-    """
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    program = f"python -m {spec.name}" if spec is not None else Path(sys.argv[0]).name
-    return " ".join([program, *map(shlex.quote, sys.argv[1:])])
-
-
 def default_provenance(manifest: Path | None = None, command: str | None = None) -> dict[str, Any]:
     """What a checkpoint records of how it was made; ``command`` defaults to
-    :func:`command_line`."""
+    :func:`~luvnet.engine.runtime.command_line`."""
     return {
         "manifest_sha256": file_sha256(manifest) if manifest else None,
         "command": command_line() if command is None else command,

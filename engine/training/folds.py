@@ -37,13 +37,12 @@ from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
 from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.files import write_json
-from luvnet.engine.model import checkpoint
 from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
 from luvnet.engine.model.network import LUVNet, build_model
 from luvnet.engine.progress import ProgressBar
-from luvnet.engine.runtime import resolve_device, set_threads
+from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
@@ -69,7 +68,7 @@ def train(settings: TrainSettings, *, command: str | None = None) -> list[Path]:
     env = ddp.from_environment()
     device = resolve_device(settings.device or None)
     device = ddp.setup(env, device.type) if env.enabled else device
-    command = checkpoint.command_line() if command is None else command
+    command = command_line() if command is None else command
     try:
         return _train(settings, env, device, command)
     finally:

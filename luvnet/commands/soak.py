@@ -25,6 +25,7 @@ from luvnet.commands.options import checked, device_name, frame_size
 from luvnet.commands.signals import StopOnSignal
 from luvnet.commands.stream import BACKENDS
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.runtime import command_line
 from luvnet.streamer.stages import HEAD_MODES
 
 HELP = "stream for a long time and check memory, sequence gaps and drop accounting"
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         max_growth=args.max_growth,
     )
     with StopOnSignal() as signals:  # an early stop still reports
-        report = run_soak(settings, signals.stop, command=" ".join([PROG, *sys.argv[1:]]))
+        report = run_soak(settings, signals.stop, command=command_line())
     print_report(report)
     if args.json_out:
         write_report(args.json_out, report)
