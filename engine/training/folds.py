@@ -46,7 +46,7 @@ from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
-from luvnet.engine.training.init import init_from_checkpoint
+from luvnet.engine.training.init import check_pretrained_fold, init_from_checkpoint
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 
@@ -220,6 +220,7 @@ def _train(
     root = manifest.path.resolve().parent
     # Bad heads/kernel/weights/--init fail here, early.
     _, init_id = build_fold_model(config, s.weights, s.seed, s)
+    check_pretrained_fold(s, manifest, folds)  # a pretrained trunk has seen some patients
     _, skipped = readable_rows(
         manifest.rows,
         config.preprocess,

@@ -5,15 +5,26 @@ head trained on other data or for another variant is rarely what a comparison be
 variants wants, so it stays randomly initialised unless asked for). A checkpoint whose trunk
 does not fit the run (another backbone, embedding width, input size or normalisation) is
 refused with one line that names the checkpoint, what differs and the fix.
+
+A trunk ``luvnet pretrain`` wrote has seen the frames of one fold's training patients, who
+are every other fold's validation patients: :func:`check_pretrained_fold` lets it train that
+fold of that split only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from luvnet.engine.data.manifest import Manifest
+from luvnet.engine.data.split_record import recorded_patients
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.model.checkpoint import load_checkpoint
+from luvnet.engine.model.checkpoint import load_checkpoint, read_config
 from luvnet.engine.model.network import LUVNet
+
+if TYPE_CHECKING:
+    from luvnet.engine.training.settings import TrainSettings
 
 
 def init_from_checkpoint(model: LUVNet, path: str | Path, *, head: bool = False) -> str:
@@ -70,3 +81,33 @@ def _copy_head(source: LUVNet, model: LUVNet, path: str | Path) -> None:
                 "match them or drop --init-head"
             )
     model.clip_head.load_state_dict(theirs, strict=True)
+
+
+def check_pretrained_fold(
+    settings: TrainSettings, manifest: Manifest, folds: Sequence[int]
+) -> None:
+    """Refuse ``--init`` of a ``luvnet pretrain`` trunk for any fold but the one whose training
+    patients it was pretrained on, or for another split (``--folds``, ``--test-fraction``,
+    ``--seed`` or the manifest's patients). No-op without ``--init`` or for other checkpoints.
+
+    Raises:
+        LuvnetError: one line naming ``--init``, the fold and split it fits, and the fix.
+    """
+    if settings.init is None:
+        return
+    _, document = read_config(settings.init)
+    pretrain = document.get("provenance", {}).get("pretrain")
+    split = pretrain.get("split") if isinstance(pretrain, Mapping) else None
+    if not isinstance(split, Mapping):
+        return
+    fits = (split.get("folds"), split.get("test_fraction"), split.get("seed"))
+    runs = (settings.folds, settings.test_fraction, settings.seed)
+    if list(folds) != [split.get("fold")] or fits != runs:
+        raise LuvnetError(
+            f"--init {settings.init}: its trunk was pretrained on the frames of fold "
+            f"{split.get('fold')}'s training patients (--folds {fits[0]} --test-fraction "
+            f"{fits[1]} --seed {fits[2]}), so any other fold or split would validate or test on "
+            f"patients it has seen; train with --fold {split.get('fold')} and those options, or "
+            "pretrain a trunk for this fold"
+        )
+    recorded_patients(manifest, {"split": split}, "train", settings.init)

@@ -28,18 +28,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from luvnet.engine.data.frame_cache import CachedVideo, FrameCache, default_cache_dir
-from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.data.manifest import ManifestRow, read_manifest
 from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.data.split_record import fold_record, new_salt
-from luvnet.engine.data.splits import rows_for, splits_from_manifest
-from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing, model_frame_rate, video_rate
-from luvnet.engine.data.unreadable import readable_rows
+from luvnet.engine.data.splits import SplitPlan, rows_for, splits_from_manifest
+from luvnet.engine.data.timing import (
+    DEFAULT_DECIMATE_ABOVE,
+    Timing,
+    model_frame_rate,
+    rate_record,
+    video_rate,
+)
+from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import write_json
-from luvnet.engine.model.checkpoint import default_provenance, load_checkpoint, save_checkpoint
-from luvnet.engine.model.config import PreprocessConfig
+from luvnet.engine.model.checkpoint import (
+    WEIGHTS_FILE,
+    default_provenance,
+    load_checkpoint,
+    save_checkpoint,
+)
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
+from luvnet.engine.training.batchnorm import recalibrate_batchnorm
+from luvnet.engine.training.settings import check_positive
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +81,19 @@ class PretrainSettings:
 
     def check(self) -> None:
         """Raises LuvnetError naming the first bad option."""
-        for name in ("steps", "batch_size", "lr", "temperature", "projection", "folds"):
-            value = getattr(self, name)
-            if value <= 0:
-                flag = name.replace("_", "-")
-                raise LuvnetError(f"--{flag}: expected a positive number, got {value}")
+        for name in ("steps", "batch_size", "lr", "temperature", "projection", "max_minutes"):
+            check_positive(name, getattr(self, name))
+        check_positive("max_offset", self.max_offset, zero_ok=True)
         if self.batch_size < 2:
             raise LuvnetError(f"--batch-size: expected at least 2 videos, got {self.batch_size}")
-        if self.max_offset < 0:
-            raise LuvnetError(f"--max-offset: expected frames >= 0, got {self.max_offset}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise LuvnetError(f"--max-minutes: expected > 0, got {self.max_minutes}")
+        if self.folds < 2:
+            raise LuvnetError(f"--folds: expected at least 2, got {self.folds}")
+        if not 0 <= self.fold < self.folds:
+            raise LuvnetError(f"--fold: expected 0..{self.folds - 1}, got {self.fold}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise LuvnetError(
+                f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}"
+            )
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -110,10 +125,21 @@ def augment_views(
     Args:
         frames: uint8 [N, S, S] letterboxed grey frames (the frame cache's).
         generator: CPU generator all draws come from.
+        max_zoom: the largest magnification (>= 1; the view then shows 1 / max_zoom of the
+            canvas's width).
 
     Returns:
-        uint8 [N, S, S] views (black where the zoom/rotation leaves the canvas).
+        uint8 [N, S, S] views. Black where the rotation leaves the canvas; the noise goes only
+        on pixels that are not black, so the letterbox and the fan's corners stay black as in
+        every real frame.
+
+    Raises:
+        LuvnetError: ``frames`` is not uint8 [N, S, S].
     """
+    if frames.dtype != torch.uint8 or frames.ndim != 3:
+        raise LuvnetError(
+            f"frames: expected uint8 [N, S, S], got {frames.dtype} {tuple(frames.shape)}"
+        )
     n = frames.shape[0]
 
     def draw(lo: float, hi: float) -> torch.Tensor:
@@ -139,15 +165,26 @@ def augment_views(
 
 
 class PairSampler:
-    """Positive pairs of frames: ``batch_size`` distinct videos per step, in each a frame and
-    another at most ``max_offset`` frames away. uint8 [N, S, S] twice per :meth:`draw`."""
+    """Positive pairs of frames for contrastive steps.
+
+    Each :meth:`draw` picks ``batch_size`` distinct videos (two videos of one patient can be
+    each other's negatives) and in each a frame and another at most ``max_offset`` frames
+    away, both uniform; ``seed`` makes the draws repeat.
+
+    Args:
+        videos: frame-cache entries, each at least one frame.
+        max_offset: frames >= 0.
+        seed: the draws' generator seed.
+    """
 
     def __init__(self, videos: list[CachedVideo], max_offset: int, seed: int) -> None:
+        self.videos = videos
         self.frames = [video.frames() for video in videos]
         self.max_offset = max_offset
         self.rng = np.random.default_rng(seed)
 
     def draw(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [batch_size, S, S] first frames and their partners; batch_size <= videos."""
         chosen = self.rng.choice(len(self.frames), size=batch_size, replace=False)
         first, second = [], []
         for index in chosen:
@@ -168,15 +205,16 @@ def projection_head(embed_dim: int, out: int) -> nn.Module:
 
 def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     """Pretrain ``settings.init``'s trunk on the frames of fold ``settings.fold``'s training
-    patients; write the whole model (the init's head unchanged) to ``settings.out``.
+    patients; write the whole model (the init's config and head unchanged) to ``settings.out``.
 
     Returns:
-        ``settings.out``: ``model.safetensors``, ``config.json`` and ``history.json`` (loss per
-        logged step).
+        ``settings.out``: ``model.safetensors``, ``config.json`` and ``history.json`` (loss at
+        step 1, every 10th and the last).
 
     Raises:
-        LuvnetError: a bad option, an unreadable init checkpoint or manifest, a fold with fewer
-            than two readable training videos.
+        LuvnetError: a bad option, an unreadable init checkpoint or manifest, an ``--out`` that
+            is a file or already holds a checkpoint, a fold with fewer than two readable
+            training videos, a loss that is not finite (nothing is written then).
     """
     s = settings
     s.check()
@@ -184,17 +222,18 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     device = resolve_device(s.device or None)
     torch.manual_seed(s.seed)
     source = load_checkpoint(s.init)
-    model, config = source.model, source.config
+    config = source.config
     manifest = read_manifest(s.manifest)
     plan = splits_from_manifest(manifest, test_fraction=s.test_fraction, k=s.folds, seed=s.seed)
-    fold = plan.fold(s.fold)
-    rates = [video_rate(row.video) for row in manifest.rows]
+    train_rows = rows_for(manifest.rows, plan.fold(s.fold).train)
+    # The rate from the training videos alone: no validation or test video is opened.
+    rates = [video_rate(row.video) for row in train_rows]
     timing = Timing(model_frame_rate(rates), DEFAULT_DECIMATE_ABOVE)
+    _check_out(s.out)
     cache_dir = s.cache or default_cache_dir()
     rows, skipped = readable_rows(
-        rows_for(manifest.rows, fold.train), config.preprocess, cache_dir, manifest.path,
-        skip=True, timing=timing,
-    )  # fmt: skip
+        train_rows, config.preprocess, cache_dir, manifest.path, skip=True, timing=timing
+    )
     if len(rows) < 2:
         raise LuvnetError(
             f"{s.manifest}: fold {s.fold}'s training set has {len(rows)} readable videos; "
@@ -208,54 +247,100 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
         "%d steps of %d pairs",
         config.backbone, source.model_id, len(rows), s.fold, s.steps, batch,
     )  # fmt: skip
-    trunk = model.encoder.to(device).train()
-    head = projection_head(model.embed_dim, s.projection).to(device).train()
-    params = [*trunk.parameters(), *head.parameters()]
-    optimiser = torch.optim.Adam(params, lr=s.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=s.steps)
-    generator = torch.Generator().manual_seed(s.seed)
-    history: list[dict[str, float]] = []
-    bar = ProgressBar(s.steps, "pretrain")
-    started = time.monotonic()
-    step = 0
-    for step in range(1, s.steps + 1):
-        a, b = sampler.draw(batch)
-        views = torch.cat([augment_views(a, generator), augment_views(b, generator)])
-        x = normalize(views.to(device), config.preprocess)
-        z = head(trunk(x))
-        loss = nt_xent(z[:batch], z[batch:], s.temperature)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        bar.update(1, loss=loss.item())
-        if step % 10 == 0 or step == 1:
-            seconds = time.monotonic() - started
-            history.append({"step": step, "loss": loss.item(), "seconds": seconds})
-        if s.max_minutes is not None and time.monotonic() - started > s.max_minutes * 60:
-            log.info("--max-minutes %g reached after %d steps", s.max_minutes, step)
-            break
-    bar.close()
-    model.encoder.eval()
-    record = _record(s, source.model_id, step, rows, skipped, plan, fold.index, config.preprocess)
+    model = source.model
+    history = _fit(s, model.encoder.to(device), model.embed_dim, sampler, batch, device, config)
+    frames = _recalibrate(model.encoder, sampler, batch, device, config.preprocess)
+    record = _record(s, int(history[-1]["step"]), batch, rows, skipped, plan, config.preprocess)
+    record["frame_rate"] = rate_record(rates, timing, sum(v.decimated for v in sampler.videos))
+    record["batchnorm_frames"] = frames
     provenance = {
         **default_provenance(s.manifest, command or command_line()),
         "init": {"model_id": source.model_id},
         "pretrain": record,
     }
-    save_checkpoint(model.cpu(), s.out, config=config, provenance=provenance)
+    save_checkpoint(model.eval().cpu(), s.out, config=config, provenance=provenance)
     write_json(s.out / "history.json", {"chance_loss": math.log(2 * batch - 1), "steps": history})
     return s.out
 
 
+def _check_out(out: Path) -> None:
+    if out.is_file() or (out / WEIGHTS_FILE).exists():
+        what = "is a file" if out.is_file() else "already holds a checkpoint"
+        raise LuvnetError(f"--out {out}: {what}; expected a new folder: choose another --out")
+
+
+def _fit(
+    s: PretrainSettings,
+    trunk: nn.Module,
+    width: int,
+    sampler: PairSampler,
+    batch: int,
+    device: torch.device,
+    config: ModelConfig,
+) -> list[dict[str, float]]:
+    """The contrastive steps on ``trunk`` ([N, 3, S, S] -> [N, ``width``]); returns the logged
+    ``{"step", "loss", "seconds"}``."""
+    trunk.train()
+    head = projection_head(width, s.projection).to(device).train()
+    optimiser = torch.optim.Adam([*trunk.parameters(), *head.parameters()], lr=s.lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=s.steps)
+    generator = torch.Generator().manual_seed(s.seed)
+    history: list[dict[str, float]] = []
+    bar = ProgressBar(s.steps, "pretrain")
+    started = time.monotonic()
+    for step in range(1, s.steps + 1):
+        a, b = sampler.draw(batch)
+        views = torch.cat([augment_views(a, generator), augment_views(b, generator)])
+        z = head(trunk(normalize(views.to(device), config.preprocess)))
+        loss = nt_xent(z[:batch], z[batch:], s.temperature)
+        if not torch.isfinite(loss):
+            raise LuvnetError(
+                f"pretraining diverged at step {step} (loss {loss.item()}); nothing was written: "
+                "try a lower --lr or a higher --temperature"
+            )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        bar.update(1, loss=loss.item())
+        seconds = time.monotonic() - started
+        over = s.max_minutes is not None and seconds > s.max_minutes * 60
+        if step % 10 == 0 or step in (1, s.steps) or over:
+            history.append({"step": step, "loss": loss.item(), "seconds": seconds})
+        if over:
+            log.info("--max-minutes %g reached after %d steps", s.max_minutes, step)
+            break
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def _recalibrate(
+    trunk: nn.Module,
+    sampler: PairSampler,
+    batch: int,
+    device: torch.device,
+    preprocess: PreprocessConfig,
+    batches: int = 32,
+) -> int:
+    """BatchNorm statistics re-estimated on ``batches`` x ``batch`` unaugmented training
+    frames: the views' gain, gamma and noise shifted them, and ``--freeze-encoder`` embeds
+    plain frames with them. Returns the frame count."""
+    draws = [{"frames": sampler.draw(batch)[0]} for _ in range(batches)]
+    recalibrate_batchnorm(
+        trunk, draws, lambda item: trunk(normalize(item["frames"].to(device), preprocess))
+    )
+    trunk.eval()
+    return batches * batch
+
+
 def _record(
     s: PretrainSettings,
-    init_id: str,
     steps_run: int,
-    rows: list[Any],
-    skipped: list[Any],
-    plan: Any,
-    fold: int,
+    batch: int,
+    rows: list[ManifestRow],
+    skipped: list[SkippedVideo],
+    plan: SplitPlan,
     preprocess: PreprocessConfig,
 ) -> dict[str, Any]:
     """What the checkpoint keeps of the pretraining: settings (no paths), counts, the split's
@@ -266,8 +351,9 @@ def _record(
         "method": "SimCLR NT-Xent, positive pairs from one video (USCL)",
         "options": options,
         "steps_run": steps_run,
+        "pairs_per_step": batch,
         "videos": len(rows),
         "skipped_videos": len(skipped),
         "image_size": preprocess.image_size,
-        "split": fold_record(plan, fold, seed=s.seed, test_fraction=s.test_fraction, salt=salt),
+        "split": fold_record(plan, s.fold, seed=s.seed, test_fraction=s.test_fraction, salt=salt),
     }

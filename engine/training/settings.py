@@ -116,14 +116,14 @@ class TrainSettings:
                 f"--intensity: expected one of {', '.join(INTENSITY_MODES)}, got {self.intensity!r}"
             )
         for name in ("epochs", "batch_size", "accumulate", "folds", "image_size", "clip_length"):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
-            _positive(name, getattr(self, name))
-        _positive("classifier_hidden", self.classifier_hidden)
-        _positive("usvn_heads", self.usvn_heads)
+            check_positive(name, getattr(self, name))
+        check_positive("classifier_hidden", self.classifier_hidden)
+        check_positive("usvn_heads", self.usvn_heads)
         zero_ok = ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads")
         for name in (*zero_ok, "lr_patience"):
-            _positive(name, getattr(self, name), zero_ok=True)
+            check_positive(name, getattr(self, name), zero_ok=True)
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise LuvnetError(
                 f"--kernel-size: expected an odd positive number, got {self.kernel_size}"
@@ -199,7 +199,7 @@ class TrainSettings:
         return document
 
 
-def _positive(name: str, value: float | int | None, *, zero_ok: bool = False) -> None:
+def check_positive(name: str, value: float | int | None, *, zero_ok: bool = False) -> None:
     """``value`` > 0 (>= 0 with ``zero_ok``), or a LuvnetError naming option ``--name``."""
     if value is None:
         return

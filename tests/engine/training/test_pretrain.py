@@ -94,35 +94,49 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return manifest, root / "cache", source
 
 
+def _pretrain_argv(tiny, out: Path) -> list[str]:
+    manifest, cache, source = tiny
+    argv = ["pretrain", "--manifest", str(manifest), "--cache", str(cache), "--init", str(source)]
+    return [*argv, "--out", str(out), "--folds", "2", "--test-fraction", "0.25", "--device", "cpu"]
+
+
 def test_pretrain_changes_only_the_trunk_keeps_no_patient_and_train_init_takes_it(
     tiny, tmp_path: Path
 ):
     manifest, cache, source = tiny
     out = tmp_path / "ssl"
-    common = ["--manifest", str(manifest), "--cache", str(cache)]
-    argv = ["pretrain", *common, "--init", str(source), "--out", str(out), "--folds", "2"]
-    argv += ["--test-fraction", "0.25", "--steps", "3", "--batch-size", "4", "--threads", "1"]
+    argv = [*_pretrain_argv(tiny, out), "--steps", "3", "--batch-size", "4", "--threads", "1"]
     tuned = ["--seed", "0", "--temperature", "0.5", "--max-offset", "2", "--projection", "16"]
-    assert main([*argv, *tuned, "--device", "cpu"]) == 0
+    assert main([*argv, *tuned, "--lr", "1e-3"]) == 0
     src, got = load_checkpoint(source), load_checkpoint(out)
     assert got.config == src.config
-    trunk_src, trunk_got = src.model.encoder.state_dict(), got.model.encoder.state_dict()
-    assert any(not torch.equal(trunk_src[k], trunk_got[k]) for k in trunk_src)
+    trunk_src = dict(src.model.encoder.named_parameters())
+    trunk_got = dict(got.model.encoder.named_parameters())
+    # Weights, not only BatchNorm buffers, moved: the optimiser stepped the whole trunk.
+    assert not torch.equal(
+        trunk_src["body.features.0.0.weight"], trunk_got["body.features.0.0.weight"]
+    )
     head_src, head_got = src.model.clip_head.state_dict(), got.model.clip_head.state_dict()
     assert all(torch.equal(head_src[k], head_got[k]) for k in head_src)
     record = got.provenance["pretrain"]
     train = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
     assert record["steps_run"] == 3 and record["videos"] == 2 * len(train.fold(0).train)
+    assert record["pairs_per_step"] == 4 and record["batchnorm_frames"] == 32 * 4
     assert got.provenance["init"] == {"model_id": src.model_id}
     options = record["options"]
     assert (options["temperature"], options["max_offset"], options["projection"]) == (0.5, 2, 16)
-    text = (out / "config.json").read_text()
-    assert "P0" not in text  # patient ids P00-P07: neither names nor counts per patient
+    document = json.loads((out / "config.json").read_text())
+    document["provenance"].pop("command")  # the command as typed, as luvnet train records it
+    for text in (json.dumps(document), (out / "history.json").read_text()):
+        for private in (str(tmp_path), str(manifest.parent), "P0", "p0", ".mp4"):
+            assert private not in text, private
     history = json.loads((out / "history.json").read_text())
     assert history["chance_loss"] == pytest.approx(math.log(7))
+    assert [step["step"] for step in history["steps"]] == [1, 3]
     assert all(math.isfinite(step["loss"]) for step in history["steps"])
-    run = ["train", *common, "--out", str(tmp_path / "run"), *TINY_TRAIN_ARGS, "--epochs", "1"]
-    assert main([*run, "--init", str(out), "--freeze-encoder", "--no-augment"]) == 0
+    run = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
+    run += ["--epochs", "1", "--init", str(out), "--freeze-encoder", "--no-augment"]
+    assert main([*run, "--out", str(tmp_path / "run")]) == 0
     best = load_checkpoint(tmp_path / "run" / "fold_0" / "best")
     assert best.provenance["init"]["model_id"] == got.model_id
 
@@ -130,14 +144,58 @@ def test_pretrain_changes_only_the_trunk_keeps_no_patient_and_train_init_takes_i
 @pytest.mark.parametrize(
     ("flags", "says"),
     [
-        (["--fold", "7"], "fold"),
+        (["--fold", "1"], "fold 0's training patients"),
+        (["--seed", "1"], "--seed 0"),
+    ],
+)
+def test_train_refuses_a_pretrained_trunk_for_another_fold_or_split(
+    tiny, tmp_path: Path, capsys, flags: list[str], says: str
+):
+    manifest, cache, _ = tiny
+    out = tmp_path / "ssl"
+    assert main([*_pretrain_argv(tiny, out), "--steps", "1", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    run = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
+    run += ["--epochs", "1", "--init", str(out), "--out", str(tmp_path / "run")]
+    assert main([*run, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("luvnet train: error: --init "), err
+    assert says in err and "pretrain a trunk for this fold" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretrain_never_opens_a_validation_or_test_video(tiny, tmp_path: Path):
+    manifest, _, _ = tiny
+    plan = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for video in manifest.parent.glob("*.mp4"):
+        (videos / video.name).write_bytes(video.read_bytes())
+    (videos / "manifest.csv").write_text(manifest.read_text())
+    unseen = sorted(p for p in [*plan.fold(0).val, *plan.test])
+    for patient in unseen:  # their videos no longer decode: opening one would show
+        for video in videos.glob(f"{patient.lower()}_v*.mp4"):
+            video.write_bytes(b"not a video")
+    cache = tmp_path / "cache"
+    argv = _pretrain_argv((videos / "manifest.csv", cache, tiny[2]), tmp_path / "ssl")
+    assert main([*argv, "--steps", "1", "--batch-size", "2"]) == 0
+    record = load_checkpoint(tmp_path / "ssl").provenance["pretrain"]
+    assert record["skipped_videos"] == 0
+    cached = {path.name.split("-")[0] for path in cache.glob("*.npy")}
+    assert cached == {f"{p.lower()}_v{v}" for p in plan.fold(0).train for v in (0, 1)}
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--fold", "7"], "--fold: expected 0..1, got 7"),
+        (["--folds", "1"], "--folds: expected at least 2"),
+        (["--test-fraction", "1.5"], "--test-fraction: expected a number in [0, 1)"),
         (["--init", "no/such/checkpoint"], "no/such/checkpoint"),
     ],
 )
 def test_pretrain_refuses_in_one_line(tiny, tmp_path: Path, capsys, flags, says):
-    manifest, cache, source = tiny
-    argv = ["pretrain", "--manifest", str(manifest), "--cache", str(cache), "--init", str(source)]
-    argv += ["--out", str(tmp_path / "o"), "--folds", "2", "--steps", "1", "--device", "cpu"]
+    argv = [*_pretrain_argv(tiny, tmp_path / "o"), "--steps", "1"]
     assert main([*argv, *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("luvnet pretrain: error:"), err
@@ -145,11 +203,22 @@ def test_pretrain_refuses_in_one_line(tiny, tmp_path: Path, capsys, flags, says)
     assert not (tmp_path / "o").exists()
 
 
+def test_pretrain_refuses_an_out_that_is_a_file_or_a_checkpoint(tiny, tmp_path: Path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    assert main([*_pretrain_argv(tiny, taken), "--steps", "1"]) == 2
+    assert "--out " in capsys.readouterr().err
+    _, _, source = tiny
+    assert main([*_pretrain_argv(tiny, source), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a checkpoint" in err, err
+
+
 def test_max_minutes_stops_pretraining_after_the_step_that_passes_it(tiny, tmp_path: Path):
-    manifest, cache, source = tiny
     out = tmp_path / "ssl"
-    argv = ["pretrain", "--manifest", str(manifest), "--cache", str(cache), "--init", str(source)]
-    argv += ["--out", str(out), "--folds", "2", "--test-fraction", "0.25", "--steps", "50"]
+    argv = [*_pretrain_argv(tiny, out), "--steps", "50", "--batch-size", "2"]
     # 1e-5 minutes (0.6 ms) is over after the first step, whatever the machine.
-    assert main([*argv, "--batch-size", "2", "--max-minutes", "1e-5", "--device", "cpu"]) == 0
+    assert main([*argv, "--max-minutes", "1e-5"]) == 0
     assert load_checkpoint(out).provenance["pretrain"]["steps_run"] == 1
+    steps = json.loads((out / "history.json").read_text())["steps"]
+    assert [step["step"] for step in steps] == [1]
