@@ -73,6 +73,7 @@ class PretrainSettings:
     lr: float = 3e-4
     temperature: float = 0.2
     max_offset: int = 30  # frames between the two views of a video
+    jitter: float = 0.4  # intensity jitter of the views (augment_views)
     projection: int = 128
     max_minutes: float | None = None
     cache: Path | None = None
@@ -84,6 +85,8 @@ class PretrainSettings:
         for name in ("steps", "batch_size", "lr", "temperature", "projection", "max_minutes"):
             check_positive(name, getattr(self, name))
         check_positive("max_offset", self.max_offset, zero_ok=True)
+        if not 0.0 <= self.jitter < 1.0:
+            raise LuvnetError(f"--jitter: expected a number in [0, 1), got {self.jitter}")
         if self.batch_size < 2:
             raise LuvnetError(f"--batch-size: expected at least 2 videos, got {self.batch_size}")
         if self.folds < 2:
@@ -116,17 +119,23 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def augment_views(
-    frames: torch.Tensor, generator: torch.Generator, *, max_zoom: float = 1.5
+    frames: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    max_zoom: float = 1.5,
+    jitter: float = 0.4,
 ) -> torch.Tensor:
     """One random view per frame: zoom in up to ``max_zoom`` x with a random shift, horizontal
-    flip (p 0.5), rotation within ±10 degrees, gain 0.6-1.4, gamma 0.7-1.4 and Gaussian noise
-    of sd 0-8 grey levels, each drawn per frame.
+    flip (p 0.5), rotation within ±10 degrees, then with ``jitter`` j gain 1-j..1+j, gamma
+    1-0.75j..1+j and Gaussian noise of sd 0..20j grey levels (j = 0.4: 0.6-1.4, 0.7-1.4, 0-8),
+    each drawn per frame; the same geometry for any j.
 
     Args:
         frames: uint8 [N, S, S] letterboxed grey frames (the frame cache's).
         generator: CPU generator all draws come from.
         max_zoom: the largest magnification (>= 1; the view then shows 1 / max_zoom of the
             canvas's width).
+        jitter: intensity jitter j in [0, 1); 0 keeps every grey level.
 
     Returns:
         uint8 [N, S, S] views. Black where the rotation leaves the canvas; the noise goes only
@@ -157,9 +166,9 @@ def augment_views(
     grey = frames.to(torch.float32).unsqueeze(1) / 255.0
     grid = F.affine_grid(theta, list(grey.shape), align_corners=False)
     grey = F.grid_sample(grey, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gain, gamma = draw(0.6, 1.4), draw(0.7, 1.4)
+    gain, gamma = draw(1 - jitter, 1 + jitter), draw(1 - 0.75 * jitter, 1 + jitter)
     grey = grey.clamp(0.0, 1.0).pow(gamma.view(n, 1, 1, 1)) * gain.view(n, 1, 1, 1) * 255.0
-    noise = torch.randn(grey.shape, generator=generator) * draw(0.0, 8.0).view(n, 1, 1, 1)
+    noise = torch.randn(grey.shape, generator=generator) * draw(0.0, 20 * jitter).view(n, 1, 1, 1)
     grey = torch.where(grey > 0, grey + noise, grey)  # the letterbox stays black
     return grey.squeeze(1).round().clamp(0, 255).to(torch.uint8)
 
@@ -290,7 +299,7 @@ def _fit(
     started = time.monotonic()
     for step in range(1, s.steps + 1):
         a, b = sampler.draw(batch)
-        views = torch.cat([augment_views(a, generator), augment_views(b, generator)])
+        views = torch.cat([augment_views(v, generator, jitter=s.jitter) for v in (a, b)])
         z = head(trunk(normalize(views.to(device), config.preprocess)))
         loss = nt_xent(z[:batch], z[batch:], s.temperature)
         if not torch.isfinite(loss):

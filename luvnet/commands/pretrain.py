@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30,
         help="most frames between the two views of a video (0: the same frame twice)",
     )
+    opt.add_argument(
+        "--jitter",
+        type=float,
+        default=0.4,
+        help="intensity jitter j of the views: gain 1±j, gamma 1-0.75j..1+j, noise sd 0..20j "
+        "grey levels (0: grey levels kept)",
+    )
     opt.add_argument("--projection", type=options.positive_int, default=128, help="output width")
     run = parser.add_argument_group("running")
     run.add_argument("--max-minutes", type=options.positive_float, default=None)

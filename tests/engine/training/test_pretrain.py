@@ -61,6 +61,15 @@ def test_views_keep_shape_and_dtype_repeat_with_their_generator_and_keep_black_b
     assert int(a[3].max()) == 0  # no noise is added outside the image
 
 
+def test_jitter_zero_keeps_grey_levels_and_the_default_changes_them():
+    flat = torch.full((8, 32, 32), 100, dtype=torch.uint8)
+    kept = augment_views(flat, torch.Generator().manual_seed(0), jitter=0.0)
+    moved = augment_views(flat, torch.Generator().manual_seed(0))
+    # The middle stays inside every view (zoom in, shift within the canvas, 10 degrees).
+    assert torch.all(kept[:, 12:20, 12:20] == 100)
+    assert len(set(moved[:, 16, 16].tolist())) > 1
+
+
 def _video(tmp_path: Path, index: int, n_frames: int) -> CachedVideo:
     # Frame t of video v is filled with 10 v + t, so a pair says where it came from.
     frames = (10 * index + np.arange(n_frames, dtype=np.uint8))[:, None, None]
@@ -107,6 +116,7 @@ def test_pretrain_changes_only_the_trunk_keeps_no_patient_and_train_init_takes_i
     out = tmp_path / "ssl"
     argv = [*_pretrain_argv(tiny, out), "--steps", "3", "--batch-size", "4", "--threads", "1"]
     tuned = ["--seed", "0", "--temperature", "0.5", "--max-offset", "2", "--projection", "16"]
+    tuned += ["--jitter", "0.2"]
     assert main([*argv, *tuned, "--lr", "1e-3"]) == 0
     src, got = load_checkpoint(source), load_checkpoint(out)
     assert got.config == src.config
@@ -125,6 +135,7 @@ def test_pretrain_changes_only_the_trunk_keeps_no_patient_and_train_init_takes_i
     assert got.provenance["init"] == {"model_id": src.model_id}
     options = record["options"]
     assert (options["temperature"], options["max_offset"], options["projection"]) == (0.5, 2, 16)
+    assert options["jitter"] == 0.2
     document = json.loads((out / "config.json").read_text())
     document["provenance"].pop("command")  # the command as typed, as luvnet train records it
     for text in (json.dumps(document), (out / "history.json").read_text()):
@@ -191,6 +202,7 @@ def test_pretrain_never_opens_a_validation_or_test_video(tiny, tmp_path: Path):
         (["--fold", "7"], "--fold: expected 0..1, got 7"),
         (["--folds", "1"], "--folds: expected at least 2"),
         (["--test-fraction", "1.5"], "--test-fraction: expected a number in [0, 1)"),
+        (["--jitter", "1"], "--jitter: expected a number in [0, 1), got 1.0"),
         (["--init", "no/such/checkpoint"], "no/such/checkpoint"),
     ],
 )
