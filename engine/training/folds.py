@@ -220,7 +220,7 @@ def _train(
     root = manifest.path.resolve().parent
     # Bad heads/kernel/weights/--init fail here, early.
     _, init_id = build_fold_model(config, s.weights, s.seed, s)
-    check_pretrained_fold(s, manifest, folds)  # a pretrained trunk has seen some patients
+    seen = check_pretrained_fold(s.init, plan, folds)  # a pretrained trunk has seen patients
     _, skipped = readable_rows(
         manifest.rows,
         config.preprocess,
@@ -308,7 +308,7 @@ def _train(
         }
         provenance["frame_rate"] = rate_record(rates, timing, decimated)
         if init_id is not None:  # the model id, never the checkpoint's path
-            provenance["init"] = {"model_id": init_id, "head": s.init_head}
+            provenance["init"] = {"model_id": init_id, "head": s.init_head} | seen
         if s.freeze_encoder:
             provenance["freeze_encoder"] = True
         model, _ = build_fold_model(config, s.weights, fit.seed, s)

@@ -15,16 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from luvnet.engine.data.manifest import Manifest
-from luvnet.engine.data.split_record import recorded_patients
+from luvnet.engine.data.split_record import SCRYPT, patients_digest
+from luvnet.engine.data.splits import SplitPlan
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import load_checkpoint, read_config
 from luvnet.engine.model.network import LUVNet
-
-if TYPE_CHECKING:
-    from luvnet.engine.training.settings import TrainSettings
 
 
 def init_from_checkpoint(model: LUVNet, path: str | Path, *, head: bool = False) -> str:
@@ -84,30 +81,59 @@ def _copy_head(source: LUVNet, model: LUVNet, path: str | Path) -> None:
 
 
 def check_pretrained_fold(
-    settings: TrainSettings, manifest: Manifest, folds: Sequence[int]
-) -> None:
-    """Refuse ``--init`` of a ``luvnet pretrain`` trunk for any fold but the one whose training
-    patients it was pretrained on, or for another split (``--folds``, ``--test-fraction``,
-    ``--seed`` or the manifest's patients). No-op without ``--init`` or for other checkpoints.
+    init: Path | None, plan: SplitPlan, folds: Sequence[int]
+) -> dict[str, Any]:
+    """Refuse ``--init`` of a trunk that has seen some patients' frames (``luvnet pretrain``'s,
+    or a checkpoint trained from one) for any fold but the one whose training patients those
+    were, or for a split whose sets differ from the recorded ones (another manifest,
+    ``--folds``, ``--test-fraction``, ``--seed`` or ``split`` column).
+
+    Returns:
+        ``{"pretrained_split": record}`` for the checkpoints of this run to carry on, so a run
+        started from one of them is held to the same fold; ``{}`` for any other ``init``.
 
     Raises:
-        LuvnetError: one line naming ``--init``, the fold and split it fits, and the fix.
+        LuvnetError: one line naming ``--init``, the fold it fits and the fix.
     """
-    if settings.init is None:
-        return
-    _, document = read_config(settings.init)
-    pretrain = document.get("provenance", {}).get("pretrain")
-    split = pretrain.get("split") if isinstance(pretrain, Mapping) else None
-    if not isinstance(split, Mapping):
-        return
-    fits = (split.get("folds"), split.get("test_fraction"), split.get("seed"))
-    runs = (settings.folds, settings.test_fraction, settings.seed)
-    if list(folds) != [split.get("fold")] or fits != runs:
+    split = _pretrained_split(init) if init is not None else None
+    if split is None:
+        return {}
+    try:
+        index = int(split["fold"])
+        digests = split["patient_digests"]
+        params = {k: int(digests[k]) for k in SCRYPT}
+        salt = str(digests["salt"])
+        fits = list(folds) == [index] and index < len(plan)
+        if fits:
+            fold = plan.fold(index)
+            sets = {"train": fold.train, "val": fold.val, "test": fold.test}
+            fits = all(patients_digest(sets[k], salt, **params) == digests[k] for k in sets)
+    except (KeyError, TypeError, ValueError) as err:
         raise LuvnetError(
-            f"--init {settings.init}: its trunk was pretrained on the frames of fold "
-            f"{split.get('fold')}'s training patients (--folds {fits[0]} --test-fraction "
-            f"{fits[1]} --seed {fits[2]}), so any other fold or split would validate or test on "
-            f"patients it has seen; train with --fold {split.get('fold')} and those options, or "
-            "pretrain a trunk for this fold"
+            f"--init {init}: its pretraining split record is damaged ({type(err).__name__}: "
+            f"{err}); expected the form luvnet pretrain writes (docs/formats.md)"
+        ) from None
+    if not fits:
+        raise LuvnetError(
+            f"--init {init}: its trunk was pretrained on the frames of fold {index}'s training "
+            f"patients (--folds {split.get('folds')} --test-fraction "
+            f"{split.get('test_fraction')} --seed {split.get('seed')}), so another fold or split "
+            f"would validate or test on patients it has seen; train only --fold {index} with "
+            "the manifest and split options it was pretrained with, or pretrain a trunk for "
+            "this fold"
         )
-    recorded_patients(manifest, {"split": split}, "train", settings.init)
+    return {"pretrained_split": dict(split)}
+
+
+def _pretrained_split(init: Path) -> Mapping[str, Any] | None:
+    """The split record of the patients ``init``'s trunk has seen, if it says."""
+    _, document = read_config(init)
+    provenance = document.get("provenance")
+    if not isinstance(provenance, Mapping):
+        return None
+    pretrain, carried = provenance.get("pretrain"), provenance.get("init")
+    if isinstance(pretrain, Mapping) and isinstance(pretrain.get("split"), Mapping):
+        return pretrain["split"]  # a luvnet pretrain trunk
+    if isinstance(carried, Mapping) and isinstance(carried.get("pretrained_split"), Mapping):
+        return carried["pretrained_split"]  # trained from one
+    return None

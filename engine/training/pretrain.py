@@ -85,6 +85,7 @@ class PretrainSettings:
         for name in ("steps", "batch_size", "lr", "temperature", "projection", "max_minutes"):
             check_positive(name, getattr(self, name))
         check_positive("max_offset", self.max_offset, zero_ok=True)
+        check_positive("seed", self.seed, zero_ok=True)
         if not 0.0 <= self.jitter < 1.0:
             raise LuvnetError(f"--jitter: expected a number in [0, 1), got {self.jitter}")
         if self.batch_size < 2:
@@ -227,6 +228,7 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     """
     s = settings
     s.check()
+    _check_out(s.out)
     set_threads(s.threads)
     device = resolve_device(s.device or None)
     torch.manual_seed(s.seed)
@@ -238,7 +240,6 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     # The rate from the training videos alone: no validation or test video is opened.
     rates = [video_rate(row.video) for row in train_rows]
     timing = Timing(model_frame_rate(rates), DEFAULT_DECIMATE_ABOVE)
-    _check_out(s.out)
     cache_dir = s.cache or default_cache_dir()
     rows, skipped = readable_rows(
         train_rows, config.preprocess, cache_dir, manifest.path, skip=True, timing=timing

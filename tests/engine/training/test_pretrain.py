@@ -17,6 +17,7 @@ from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.data.splits import splits_from_manifest
 from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.network import build_model
+from luvnet.engine.training import pretrain as pretrain_module
 from luvnet.engine.training.pretrain import PairSampler, augment_views, nt_xent
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 from tests.engine.training.test_init_freeze import TINY
@@ -152,48 +153,105 @@ def test_pretrain_changes_only_the_trunk_keeps_no_patient_and_train_init_takes_i
     assert best.provenance["init"]["model_id"] == got.model_id
 
 
+def _split_column(manifest: Path, out: Path) -> Path:
+    """The tiny manifest with a fixed train/val/test ``split`` column (the plan's one fold)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = manifest.read_text().splitlines()
+    roles = {"P00": "test", "P01": "test", "P02": "val", "P03": "val"}
+    rows = [f"{line},{roles.get(line.split(',')[1], 'train')}" for line in lines[1:]]
+    out.write_text("\n".join([lines[0] + ",split", *rows]) + "\n")
+    for video in manifest.parent.glob("*.mp4"):
+        (out.parent / video.name).symlink_to(video)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pretrained") / "ssl"
+    assert main([*_pretrain_argv(tiny, out), "--steps", "1", "--batch-size", "2"]) == 0
+    return out
+
+
+def _train_argv(manifest: Path, cache: Path, init: Path, out: Path) -> list[str]:
+    argv = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
+    return [*argv, "--epochs", "1", "--init", str(init), "--out", str(out)]
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    at = argv.index(option)
+    return argv[:at] + argv[at + 2 :]
+
+
 @pytest.mark.parametrize(
-    ("flags", "says"),
-    [
-        (["--fold", "1"], "fold 0's training patients"),
-        (["--seed", "1"], "--seed 0"),
-    ],
+    "flags",
+    [["--fold", "1"], ["--seed", "1"], ["--folds", "3"], ["--test-fraction", "0.4"], ["--all"]],
 )
 def test_train_refuses_a_pretrained_trunk_for_another_fold_or_split(
-    tiny, tmp_path: Path, capsys, flags: list[str], says: str
+    tiny, pretrained: Path, tmp_path: Path, capsys, flags: list[str]
 ):
     manifest, cache, _ = tiny
-    out = tmp_path / "ssl"
-    assert main([*_pretrain_argv(tiny, out), "--steps", "1", "--batch-size", "2"]) == 0
+    argv = _train_argv(manifest, cache, pretrained, tmp_path / "run")
+    if flags == ["--all"]:  # every fold of the split, not only the pretrained one
+        argv, flags = _without(argv, "--fold"), []
     capsys.readouterr()
-    run = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
-    run += ["--epochs", "1", "--init", str(out), "--out", str(tmp_path / "run")]
-    assert main([*run, *flags]) == 2
+    assert main([*argv, *flags]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("luvnet train: error: --init "), err
-    assert says in err and "pretrain a trunk for this fold" in err, err
+    assert "fold 0's training patients" in err and "pretrain a trunk for this fold" in err, err
     assert not (tmp_path / "run").exists()
 
 
-def test_pretrain_never_opens_a_validation_or_test_video(tiny, tmp_path: Path):
-    manifest, _, _ = tiny
-    plan = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
-    videos = tmp_path / "videos"
-    videos.mkdir()
+def test_the_fold_guard_holds_for_another_manifest_and_for_runs_trained_from_the_trunk(
+    tiny, pretrained: Path, tmp_path: Path, capsys
+):
+    manifest, cache, _ = tiny
+    renamed = tmp_path / "videos" / "manifest.csv"
+    renamed.parent.mkdir()
+    renamed.write_text(manifest.read_text().replace(",P0", ",Q0"))  # other patient ids
     for video in manifest.parent.glob("*.mp4"):
-        (videos / video.name).write_bytes(video.read_bytes())
-    (videos / "manifest.csv").write_text(manifest.read_text())
-    unseen = sorted(p for p in [*plan.fold(0).val, *plan.test])
-    for patient in unseen:  # their videos no longer decode: opening one would show
-        for video in videos.glob(f"{patient.lower()}_v*.mp4"):
-            video.write_bytes(b"not a video")
-    cache = tmp_path / "cache"
-    argv = _pretrain_argv((videos / "manifest.csv", cache, tiny[2]), tmp_path / "ssl")
+        (renamed.parent / video.name).symlink_to(video)
+    capsys.readouterr()
+    assert main(_train_argv(renamed, cache, pretrained, tmp_path / "other")) == 2
+    assert "pretrained on the frames of fold 0" in capsys.readouterr().err
+    # A run from the pretrained trunk carries its split on: its checkpoint is held to fold 0.
+    first = tmp_path / "first"
+    assert main(_train_argv(manifest, cache, pretrained, first)) == 0
+    carried = load_checkpoint(first / "fold_0" / "best").provenance["init"]
+    assert carried["pretrained_split"]["fold"] == 0
+    argv = _train_argv(manifest, cache, first / "fold_0" / "best", tmp_path / "second")
+    capsys.readouterr()
+    assert main([*_without(argv, "--fold"), "--fold", "1"]) == 2
+    assert "pretrained on the frames of fold 0" in capsys.readouterr().err
+
+
+def test_a_trunk_pretrained_on_a_fixed_split_trains_on_that_split(tiny, tmp_path: Path):
+    _, cache, source = tiny
+    manifest = _split_column(tiny[0], tmp_path / "videos" / "manifest.csv")
+    out = tmp_path / "ssl"
+    argv = _pretrain_argv((manifest, cache, source), out)
     assert main([*argv, "--steps", "1", "--batch-size", "2"]) == 0
-    record = load_checkpoint(tmp_path / "ssl").provenance["pretrain"]
-    assert record["skipped_videos"] == 0
-    cached = {path.name.split("-")[0] for path in cache.glob("*.npy")}
-    assert cached == {f"{p.lower()}_v{v}" for p in plan.fold(0).train for v in (0, 1)}
+    assert load_checkpoint(out).provenance["pretrain"]["videos"] == 8  # P04-P07, 2 videos each
+    run = _train_argv(manifest, cache, out, tmp_path / "run")
+    assert main(run) == 0  # a split column makes one fold, whatever --folds says
+
+
+def test_pretrain_never_opens_a_validation_or_test_video(tiny, tmp_path: Path, monkeypatch):
+    manifest, _, source = tiny
+    plan = splits_from_manifest(read_manifest(manifest), test_fraction=0.25, k=2, seed=0)
+    opened: list[str] = []
+    real_rate = pretrain_module.video_rate
+
+    def recording_rate(path, *args, **kwargs):  # the real probe, recording what it opens
+        opened.append(Path(path).name)
+        return real_rate(path, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain_module, "video_rate", recording_rate)
+    cache = tmp_path / "cache"
+    argv = _pretrain_argv((manifest, cache, source), tmp_path / "ssl")
+    assert main([*argv, "--steps", "1", "--batch-size", "2"]) == 0
+    training = {f"{p.lower()}_v{v}" for p in plan.fold(0).train for v in (0, 1)}
+    assert {name.removesuffix(".mp4") for name in opened} == training
+    assert {path.name.split("-")[0] for path in cache.glob("*.npy")} == training
 
 
 @pytest.mark.parametrize(
@@ -203,6 +261,7 @@ def test_pretrain_never_opens_a_validation_or_test_video(tiny, tmp_path: Path):
         (["--folds", "1"], "--folds: expected at least 2"),
         (["--test-fraction", "1.5"], "--test-fraction: expected a number in [0, 1)"),
         (["--jitter", "1"], "--jitter: expected a number in [0, 1), got 1.0"),
+        (["--seed", "-1"], "--seed: expected 0 or more, got -1"),
         (["--init", "no/such/checkpoint"], "no/such/checkpoint"),
     ],
 )
