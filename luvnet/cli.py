@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("luvnet.commands.train", "train LUV-Net on a manifest of labelled videos"),
     "pretrain": (
         "luvnet.commands.pretrain",
-        "contrastive pretraining of a trunk on the unlabelled frames of a fold's training patients",
+        "contrastive pretraining of a trunk on unlabelled frames",
     ),
     "evaluate": ("luvnet.commands.evaluate", "score a checkpoint on a manifest split"),
     "compare": ("luvnet.commands.compare", "paired DeLong test between two prediction files"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from luvnet.commands import options
 from luvnet.engine.training.pretrain import PretrainSettings
 
-HELP = "contrastive pretraining of a trunk on the unlabelled frames of a fold's training patients"
+HELP = "contrastive pretraining of a trunk on unlabelled frames"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
