@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,23 @@ def patients_digest(patients: Iterable[str], salt: str, *, n: int, r: int, p: in
     text = json.dumps(sorted(set(patients)), ensure_ascii=False, separators=(",", ":"))
     key = hashlib.scrypt(text.encode("utf-8"), salt=bytes.fromhex(salt), n=n, r=r, p=p, dklen=32)
     return key.hex()
+
+
+def recorded_digest(digests: Mapping[str, Any]) -> Callable[[Iterable[str]], str]:
+    """:func:`patients_digest` with the salt and scrypt parameters a ``patient_digests``
+    record holds, read and checked once.
+
+    Raises:
+        KeyError, TypeError, ValueError: the salt or a parameter is missing or malformed.
+    """
+    params = {k: int(digests[k]) for k in SCRYPT}
+    salt = str(digests["salt"])
+    bytes.fromhex(salt)  # a malformed salt is a damaged record, found before any hashing
+
+    def digest(patients: Iterable[str]) -> str:
+        return patients_digest(patients, salt, **params)
+
+    return digest
 
 
 def describe_sets(sets: Mapping[str, Iterable[str]], salt: str) -> dict[str, Any]:
@@ -149,9 +166,8 @@ def recorded_patients(
             seed=int(record["seed"]),
         )
         fold = plan.fold(int(record["fold"]))
-        params = {k: int(digests[k]) for k in SCRYPT}
         found = {"train": fold.train, "val": fold.val, "test": fold.test}[split]
-        digest = patients_digest(found, str(digests["salt"]), **params)
+        digest = recorded_digest(digests)(found)
     except LuvnetError as err:
         raise LuvnetError(
             f"{where} cannot be re-derived from {manifest.path} ({err}); {fix}"

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from luvnet.engine.data.split_record import SCRYPT, patients_digest
+from luvnet.engine.data.split_record import recorded_digest
 from luvnet.engine.data.splits import SplitPlan
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import load_checkpoint, read_config
@@ -101,13 +101,12 @@ def check_pretrained_fold(
     try:
         index = int(split["fold"])
         digests = split["patient_digests"]
-        params = {k: int(digests[k]) for k in SCRYPT}
-        salt = str(digests["salt"])
+        digest = recorded_digest(digests)
         fits = list(folds) == [index] and index < len(plan)
         if fits:
             fold = plan.fold(index)
             sets = {"train": fold.train, "val": fold.val, "test": fold.test}
-            fits = all(patients_digest(sets[k], salt, **params) == digests[k] for k in sets)
+            fits = all(digest(sets[k]) == digests[k] for k in sets)
     except (KeyError, TypeError, ValueError) as err:
         raise LuvnetError(
             f"--init {init}: its pretraining split record is damaged ({type(err).__name__}: "

@@ -52,7 +52,7 @@ from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training.batchnorm import recalibrate_batchnorm
-from luvnet.engine.training.settings import check_positive
+from luvnet.engine.training.settings import check_positive, check_split_options
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,7 @@ class PretrainSettings:
             raise LuvnetError(f"--jitter: expected a number in [0, 1), got {self.jitter}")
         if self.batch_size < 2:
             raise LuvnetError(f"--batch-size: expected at least 2 videos, got {self.batch_size}")
-        if self.folds < 2:
-            raise LuvnetError(f"--folds: expected at least 2, got {self.folds}")
-        if not 0 <= self.fold < self.folds:
-            raise LuvnetError(f"--fold: expected 0..{self.folds - 1}, got {self.fold}")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise LuvnetError(
-                f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}"
-            )
+        check_split_options(self.folds, self.fold, self.test_fraction)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -128,17 +128,10 @@ class TrainSettings:
             raise LuvnetError(
                 f"--kernel-size: expected an odd positive number, got {self.kernel_size}"
             )
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise LuvnetError(
-                f"--test-fraction: expected a number in [0, 1), got {self.test_fraction}"
-            )
+        check_split_options(self.folds, self.fold, self.test_fraction)
         self._check_schedule()
         if not 0.0 <= self.dropout < 1.0:
             raise LuvnetError(f"--dropout: expected a number in [0, 1), got {self.dropout}")
-        if self.fold is not None and self.fold < 0:
-            raise LuvnetError(f"--fold: expected 0..{self.folds - 1}, got {self.fold}")
-        if self.folds < 2:
-            raise LuvnetError(f"--folds: expected at least 2, got {self.folds}")
         self._check_init()
 
     def _check_init(self) -> None:
@@ -197,6 +190,25 @@ class TrainSettings:
                 value = ",".join(str(v) for v in value)
             document[field.name] = value
         return document
+
+
+def check_split_options(folds: int, fold: int | None, test_fraction: float) -> None:
+    """The patient split's options, as ``luvnet train`` and ``luvnet pretrain`` share them.
+
+    Args:
+        folds: cross-validation folds K, at least 2.
+        fold: one fold, 0..K-1, or None for every fold.
+        test_fraction: share of patients held out, in [0, 1).
+
+    Raises:
+        LuvnetError: the first bad value, naming its option.
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise LuvnetError(f"--test-fraction: expected a number in [0, 1), got {test_fraction}")
+    if folds < 2:
+        raise LuvnetError(f"--folds: expected at least 2, got {folds}")
+    if fold is not None and not 0 <= fold < folds:
+        raise LuvnetError(f"--fold: expected 0..{folds - 1}, got {fold}")
 
 
 def check_positive(name: str, value: float | int | None, *, zero_ok: bool = False) -> None:

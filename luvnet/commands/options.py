@@ -75,6 +75,22 @@ def add_decimate_argument(parser: argparse._ActionsContainer) -> None:
     )
 
 
+def add_split_arguments(
+    parser: argparse.ArgumentParser, *, title: str, fold_default: int | None, seed_help: str
+) -> None:
+    """``--folds/--fold/--test-fraction/--seed``, the patient split of train and pretrain.
+
+    Plain ints and floats here: :func:`~luvnet.engine.training.settings.check_split_options`
+    refuses a bad value in the same one line for both commands.
+    """
+    split = parser.add_argument_group(title)
+    split.add_argument("--folds", type=int, default=5, help="cross-validation folds K")
+    fold_help = "0-based" if fold_default is not None else "train only this fold (0-based)"
+    split.add_argument("--fold", type=int, default=fold_default, help=fold_help)
+    split.add_argument("--test-fraction", type=float, default=0.1, help="patients held out")
+    split.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
 def crop_box(text: str) -> tuple[int, int, int, int]:
     """A fixed sector box ``X,Y,W,H`` in source pixels: x, y >= 0 and w, h >= 1."""
     try:

@@ -23,11 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--manifest", type=Path, required=True, help="manifest CSV; its labels are not read")
     add("--init", type=Path, required=True, metavar="CHECKPOINT", help="trunk to start from")
     add("--out", type=Path, required=True, help="checkpoint directory to write")
-    split = parser.add_argument_group("split (the same as luvnet train's)")
-    split.add_argument("--folds", type=options.positive_int, default=5)
-    split.add_argument("--fold", type=options.nonnegative_int, default=0, help="0-based")
-    split.add_argument("--test-fraction", type=float, default=0.1, help="patients held out")
-    split.add_argument("--seed", type=int, default=0, help="split, pairs and augmentation")
+    options.add_split_arguments(
+        parser,
+        title="split (the same as luvnet train's)",
+        fold_default=0,
+        seed_help="split, pairs and augmentation",
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--steps", type=options.positive_int, default=600)
     opt.add_argument(

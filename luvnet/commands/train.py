@@ -50,11 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--clip-length", type=int, default=30, help="frames per clip L")
     model.add_argument("--clip-step", type=int, default=24, help="frames between clip starts")
-    split = parser.add_argument_group("split")
-    split.add_argument("--folds", type=int, default=5, help="cross-validation folds K")
-    split.add_argument("--fold", type=int, default=None, help="train only this fold (0-based)")
-    split.add_argument("--test-fraction", type=float, default=0.1, help="patients held out")
-    split.add_argument("--seed", type=int, default=0, help="splits, init, shuffling, augmentation")
+    options.add_split_arguments(
+        parser, title="split", fold_default=None, seed_help="splits, init, shuffling, augmentation"
+    )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=150)
     opt.add_argument("--patience", type=int, default=50, help="epochs without a better val loss")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,23 @@ def test_the_fold_guard_holds_for_another_manifest_and_for_runs_trained_from_the
     capsys.readouterr()
     assert main([*_without(argv, "--fold"), "--fold", "1"]) == 2
     assert "pretrained on the frames of fold 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fold", ["0", "1"])
+def test_a_damaged_pretraining_record_is_named_whatever_the_fold(
+    tiny, pretrained: Path, tmp_path: Path, capsys, fold: str
+):
+    manifest, cache, _ = tiny
+    damaged = tmp_path / "damaged"
+    shutil.copytree(pretrained, damaged)
+    document = json.loads((damaged / "config.json").read_text())
+    document["provenance"]["pretrain"]["split"]["patient_digests"]["salt"] = "not hex"
+    (damaged / "config.json").write_text(json.dumps(document))
+    argv = _train_argv(manifest, cache, damaged, tmp_path / "run")
+    capsys.readouterr()
+    assert main([*_without(argv, "--fold"), "--fold", fold]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pretraining split record is damaged" in err, err
 
 
 def test_a_trunk_pretrained_on_a_fixed_split_trains_on_that_split(tiny, tmp_path: Path):

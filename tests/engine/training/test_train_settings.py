@@ -64,6 +64,7 @@ def test_crop_box_is_parsed_or_refused_in_one_line():
         ({"lr_decay": 0.0}, "--lr-decay: expected a factor in (0, 1], got 0.0"),
         ({"dropout": 1.0}, "--dropout: expected a number in [0, 1), got 1.0"),
         ({"fold": -1}, "--fold: expected 0..4, got -1"),
+        ({"fold": 5}, "--fold: expected 0..4, got 5"),
         ({"folds": 1}, "--folds: expected at least 2, got 1"),
     ],
 )
