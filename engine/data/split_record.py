@@ -61,7 +61,8 @@ def recorded_digest(digests: Mapping[str, Any]) -> Callable[[Iterable[str]], str
     record holds, read and checked once.
 
     Raises:
-        KeyError, TypeError, ValueError: the salt or a parameter is missing or malformed.
+        KeyError, TypeError, ValueError, OverflowError: the salt or a parameter is missing or
+            malformed (``Infinity``, which JSON reads, overflows ``int``).
     """
     params = {k: int(digests[k]) for k in SCRYPT}
     salt = str(digests["salt"])
@@ -172,7 +173,7 @@ def recorded_patients(
         raise LuvnetError(
             f"{where} cannot be re-derived from {manifest.path} ({err}); {fix}"
         ) from None
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise LuvnetError(
             f"{checkpoint}: provenance split record is damaged ({type(err).__name__}: {err}); "
             "expected the form luvnet train writes (docs/formats.md)"

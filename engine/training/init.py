@@ -107,7 +107,7 @@ def check_pretrained_fold(
             fold = plan.fold(index)
             sets = {"train": fold.train, "val": fold.val, "test": fold.test}
             fits = all(digest(sets[k]) == digests[k] for k in sets)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise LuvnetError(
             f"--init {init}: its pretraining split record is damaged ({type(err).__name__}: "
             f"{err}); expected the form luvnet pretrain writes (docs/formats.md)"

@@ -115,7 +115,7 @@ class TrainSettings:
             raise LuvnetError(
                 f"--intensity: expected one of {', '.join(INTENSITY_MODES)}, got {self.intensity!r}"
             )
-        for name in ("epochs", "batch_size", "accumulate", "folds", "image_size", "clip_length"):
+        for name in ("epochs", "batch_size", "accumulate", "image_size", "clip_length"):
             check_positive(name, getattr(self, name))
         for name in ("lr", "max_minutes", "clip_step", "num_heads", "fusion_hidden"):
             check_positive(name, getattr(self, name))

@@ -1,7 +1,9 @@
 """Argument types shared by every subcommand: one parser per kind of value, one message each.
 
 Each is an ``argparse`` ``type=`` callable, so a bad value is a usage error at parse time
-(exit 2, the option named by argparse) and never reaches a library function.
+(exit 2, the option named by argparse) and never reaches a library function. The one exception,
+:func:`add_split_arguments`, leaves the split's ranges to the settings check that train and
+pretrain share.
 """
 
 from __future__ import annotations

@@ -173,6 +173,23 @@ def test_a_manifest_that_does_not_rederive_the_split_is_one_line(run, tmp_path: 
     assert not (tmp_path / "e" / "predictions.csv").exists()
 
 
+@pytest.mark.parametrize(("key", "value"), [("salt", "not hex"), ("n", float("inf"))])
+def test_a_damaged_split_record_is_one_line(run, tmp_path: Path, key: str, value: object):
+    """A hand-edited digest record (a salt that is not hex; ``Infinity``, which JSON reads)
+    is named as damaged, not a traceback."""
+    manifest, cache, out = run
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out / "fold_0" / "best", damaged)
+    document = json.loads((damaged / "config.json").read_text())
+    document["provenance"]["split"]["patient_digests"][key] = value
+    (damaged / "config.json").write_text(json.dumps(document))
+    result = _evaluate(damaged, manifest, tmp_path / "e", cache)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "provenance split record is damaged" in result.stderr
+    assert not (tmp_path / "e" / "predictions.csv").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -226,14 +226,15 @@ def test_the_fold_guard_holds_for_another_manifest_and_for_runs_trained_from_the
 
 
 @pytest.mark.parametrize("fold", ["0", "1"])
+@pytest.mark.parametrize(("key", "value"), [("salt", "not hex"), ("n", float("inf"))])
 def test_a_damaged_pretraining_record_is_named_whatever_the_fold(
-    tiny, pretrained: Path, tmp_path: Path, capsys, fold: str
+    tiny, pretrained: Path, tmp_path: Path, capsys, fold: str, key: str, value: object
 ):
     manifest, cache, _ = tiny
     damaged = tmp_path / "damaged"
     shutil.copytree(pretrained, damaged)
     document = json.loads((damaged / "config.json").read_text())
-    document["provenance"]["pretrain"]["split"]["patient_digests"]["salt"] = "not hex"
+    document["provenance"]["pretrain"]["split"]["patient_digests"][key] = value
     (damaged / "config.json").write_text(json.dumps(document))
     argv = _train_argv(manifest, cache, damaged, tmp_path / "run")
     capsys.readouterr()
