@@ -78,7 +78,12 @@ def add_decimate_argument(parser: argparse._ActionsContainer) -> None:
 
 
 def add_split_arguments(
-    parser: argparse.ArgumentParser, *, title: str, fold_default: int | None, seed_help: str
+    parser: argparse.ArgumentParser,
+    *,
+    title: str,
+    fold_default: int | None,
+    fold_help: str,
+    seed_help: str,
 ) -> None:
     """``--folds/--fold/--test-fraction/--seed``, the patient split of train and pretrain.
 
@@ -87,7 +92,6 @@ def add_split_arguments(
     """
     split = parser.add_argument_group(title)
     split.add_argument("--folds", type=int, default=5, help="cross-validation folds K")
-    fold_help = "0-based" if fold_default is not None else "train only this fold (0-based)"
     split.add_argument("--fold", type=int, default=fold_default, help=fold_help)
     split.add_argument("--test-fraction", type=float, default=0.1, help="patients held out")
     split.add_argument("--seed", type=int, default=0, help=seed_help)

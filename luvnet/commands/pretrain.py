@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         title="split (the same as luvnet train's)",
         fold_default=0,
+        fold_help="0-based",
         seed_help="split, pairs and augmentation",
     )
     opt = parser.add_argument_group("optimisation")

@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--clip-length", type=int, default=30, help="frames per clip L")
     model.add_argument("--clip-step", type=int, default=24, help="frames between clip starts")
     options.add_split_arguments(
-        parser, title="split", fold_default=None, seed_help="splits, init, shuffling, augmentation"
+        parser,
+        title="split",
+        fold_default=None,
+        fold_help="train only this fold (0-based)",
+        seed_help="splits, init, shuffling, augmentation",
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=150)
