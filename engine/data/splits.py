@@ -45,10 +45,10 @@ class SplitPlan:
 
     def fold(self, index: int) -> Fold:
         if not 0 <= index < len(self.folds):
-            if self.mode == "fixed":  # --folds says nothing here; name what decided it
+            if self.mode == "fixed":  # k says nothing here; name what decided it
                 raise LuvnetError(
-                    f"fold: expected 0, got {index}; the manifest's split column names "
-                    "train/val/test, which is one fixed fold (pass --fold 0 or leave it out)"
+                    f"fold: expected 0, got {index}: a split column that assigns "
+                    "train/val/test makes one fixed fold"
                 )
             raise LuvnetError(f"fold: expected 0..{len(self.folds) - 1}, got {index}")
         return self.folds[index]

@@ -118,7 +118,7 @@ def test_fixed_split_is_one_fold() -> None:
     assert plan.mode == "fixed" and len(plan) == 1
     fold = plan.fold(0)
     assert (fold.train, fold.val, fold.test) == ({"a", "b"}, {"c"}, {"d"})
-    with pytest.raises(LuvnetError, match=r"^fold: expected 0, got 1; the manifest's split"):
+    with pytest.raises(LuvnetError, match=r"^fold: expected 0, got 1: a split column that assigns"):
         plan.fold(1)
 
 
