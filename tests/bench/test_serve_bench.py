@@ -41,6 +41,7 @@ def test_each_side_reports_its_median_run():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray cluster at a time (tests/streamer/test_serve.py)
 def test_bench_serve_reports_both_sides(tmp_path):  # the demo model, as the must-show
     require_serve()
     out, plot = tmp_path / "serve.json", tmp_path / "serve.png"

@@ -16,7 +16,8 @@ from tests.reliability.helpers import REPO, Collector, wait_until
 from tests.streamer.conftest import free_port
 from tests.streamer.serve_helpers import ServeProcess, require_serve, serve_config, write_config
 
-pytestmark = pytest.mark.slow
+# One Ray cluster at a time: with pytest-xdist, every test in this group runs on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,8 @@ from tests.reliability.helpers import Collector, group_members
 from tests.streamer.conftest import free_port
 from tests.streamer.serve_helpers import ServeProcess, require_serve, serve_config, write_config
 
-pytestmark = pytest.mark.slow
+# One Ray cluster at a time: with pytest-xdist, every test in this group runs on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
