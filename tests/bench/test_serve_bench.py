@@ -11,7 +11,7 @@ import pytest
 
 from luvnet.cli import main
 from tests.reliability.helpers import REPO
-from tests.streamer.serve_helpers import require_serve
+from tests.streamer.serve_helpers import RAY_CLUSTER, require_serve
 
 
 def test_bad_stream_counts_are_one_line(capsys):
@@ -41,7 +41,7 @@ def test_each_side_reports_its_median_run():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ray")  # one Ray cluster at a time (tests/streamer/test_serve.py)
+@RAY_CLUSTER
 def test_bench_serve_reports_both_sides(tmp_path):  # the demo model, as the must-show
     require_serve()
     out, plot = tmp_path / "serve.json", tmp_path / "serve.png"

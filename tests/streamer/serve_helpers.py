@@ -17,6 +17,10 @@ import pytest
 
 from tests.reliability.helpers import LuvnetProcess
 
+# Every test that starts a Ray cluster: pytest-xdist (pyproject's addopts, --dist loadgroup)
+# runs the whole group on one worker, so two clusters never run at once.
+RAY_CLUSTER = pytest.mark.xdist_group("ray")
+
 
 def require_serve() -> None:
     """Skip (fail in CI) when Ray Serve or PyYAML is missing."""

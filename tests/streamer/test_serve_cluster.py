@@ -24,10 +24,15 @@ import pytest
 
 from tests.reliability.helpers import Collector, group_members
 from tests.streamer.conftest import free_port
-from tests.streamer.serve_helpers import ServeProcess, require_serve, serve_config, write_config
+from tests.streamer.serve_helpers import (
+    RAY_CLUSTER,
+    ServeProcess,
+    require_serve,
+    serve_config,
+    write_config,
+)
 
-# One Ray cluster at a time: with pytest-xdist, every test in this group runs on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+pytestmark = [pytest.mark.slow, RAY_CLUSTER]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
