@@ -4,7 +4,8 @@
   ``clip_step``); the last short clip is padded by repeating its final frame and masked.
 * :class:`ClipDataset`: a torch ``Dataset`` of clips with labels from frame-range overlap, read
   from the :class:`~luvnet.engine.data.frame_cache.FrameCache` (decoded frames on disk).
-* :class:`ClipAugment`: flip and rotation drawn once per clip, applied to all its frames.
+* :class:`ClipAugment`: flip and rotation (and optionally zoom and intensity jitter) drawn once
+  per clip, applied to all its frames.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torchvision.transforms.v2 import functional as tvf
 from luvnet.engine.data.frame_cache import FrameCache, default_cache_dir
 from luvnet.engine.data.manifest import LabelSpec, ManifestRow
 from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing
+from luvnet.engine.data.views import ViewParams, apply_views
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import PATTERNS, ModelConfig
 
@@ -204,10 +206,15 @@ def _check_ranges(row: ManifestRow, n_frames: int) -> None:
 
 class ClipAugment:
     """Horizontal flip (p = ``p_flip``) and rotation by U(-``max_degrees``, +``max_degrees``)
-    (p = ``p_rotate``), drawn once per clip and applied identically to every frame.
+    (p = ``p_rotate``), the paper's, then, when ``max_zoom`` > 1 or ``jitter`` > 0, a zoom by
+    U(1, ``max_zoom``) with a random shift and gain, gamma and noise for ``jitter``
+    (:class:`~luvnet.engine.data.views.ViewParams`, the views of ``luvnet pretrain``), all drawn
+    once per clip and applied identically to every frame.
 
-    Accepts [L, H, W] or [L, C, H, W], uint8 or float; dtype and shape are kept, corners
-    rotated in are black. Randomness: an explicit ``generator`` argument wins; otherwise a
+    Accepts [L, H, W] or [L, C, H, W], uint8 or float, for flip and rotation, and uint8
+    [L, S, S] (the frame cache's) with zoom or jitter; dtype and shape are kept, corners
+    rotated in are black. The defaults draw exactly what they drew before zoom and jitter
+    existed. Randomness: an explicit ``generator`` argument wins; otherwise a
     generator seeded from ``seed`` in the main process, and from ``seed`` plus the worker's
     seed inside a DataLoader worker (so workers and epochs differ, yet runs repeat when
     the global torch seed is fixed).
@@ -219,10 +226,15 @@ class ClipAugment:
         p_rotate: float = 0.5,
         max_degrees: float = 10.0,
         seed: int = 0,
+        *,
+        max_zoom: float = 1.0,
+        jitter: float = 0.0,
     ) -> None:
         self.p_flip = p_flip
         self.p_rotate = p_rotate
         self.max_degrees = max_degrees
+        self.max_zoom = max_zoom
+        self.jitter = jitter
         self.seed = seed
         self._generator: torch.Generator | None = None
         self._worker: int | None = None
@@ -239,6 +251,17 @@ class ClipAugment:
         if draws[1] < self.p_rotate:
             angle = (2.0 * draws[2] - 1.0) * self.max_degrees
             clip = tvf.rotate(clip, angle, interpolation=InterpolationMode.BILINEAR, fill=0.0)
+        if self.max_zoom > 1.0 or self.jitter > 0.0:
+            if clip.dtype != torch.uint8 or clip.ndim != 3:
+                raise LuvnetError(
+                    f"clip: zoom and jitter expect uint8 [L, S, S] frames, got {clip.dtype} "
+                    f"{tuple(clip.shape)}"
+                )
+            # flip and rotation are drawn above, so the view adds only zoom, shift and jitter
+            view = ViewParams.draw(
+                1, gen, max_zoom=self.max_zoom, jitter=self.jitter, max_degrees=0.0, flip=False
+            )
+            clip = apply_views(clip, view.repeat(clip.shape[0]), gen)
         return clip
 
     def _own_generator(self) -> torch.Generator:

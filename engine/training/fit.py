@@ -122,7 +122,11 @@ class FoldTrainer:
             if settings.pos_weight is None
             else torch.tensor(settings.pos_weight, dtype=torch.float32, device=device)
         )
-        augment = ClipAugment() if settings.augment and isinstance(train, ClipDataset) else None
+        augment = (
+            ClipAugment(max_zoom=settings.augment_zoom, jitter=settings.augment_jitter)
+            if settings.augment and isinstance(train, ClipDataset)
+            else None
+        )
         self.train_set = AugmentedClips(train, augment, settings.seed)
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
         self.schedule = Schedule(

@@ -281,6 +281,8 @@ def _train(
             pos_weight=pos_weights(pos_spec, train_set),
             bn_recalibrate=s.bn_recalibrate,
             augment=s.augment,
+            augment_zoom=s.augment_zoom,
+            augment_jitter=s.augment_jitter,
             lr_decay=s.lr_decay,
             lr_patience=s.lr_patience,
             lr_schedule=s.lr_schedule,
@@ -295,6 +297,8 @@ def _train(
         }
         if s.freeze_encoder:  # only when used: older runs' states still resume
             extra["freeze_encoder"] = True
+        if s.augment and (s.augment_zoom > 1.0 or s.augment_jitter > 0.0):
+            extra["augment_zoom"], extra["augment_jitter"] = s.augment_zoom, s.augment_jitter
         if init_id is not None:
             extra["init_model_id"] = init_id
             extra["init_head"] = s.init_head

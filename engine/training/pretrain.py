@@ -40,6 +40,7 @@ from luvnet.engine.data.timing import (
     video_rate,
 )
 from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
+from luvnet.engine.data.views import ViewParams, apply_views
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import write_json
 from luvnet.engine.model.checkpoint import (
@@ -119,10 +120,11 @@ def augment_views(
     max_zoom: float = 1.5,
     jitter: float = 0.4,
 ) -> torch.Tensor:
-    """One random view per frame: zoom in up to ``max_zoom`` x with a random shift, horizontal
-    flip (p 0.5), rotation within ±10 degrees, then with ``jitter`` j gain 1-j..1+j, gamma
-    1-0.75j..1+j and Gaussian noise of sd 0..20j grey levels (j = 0.4: 0.6-1.4, 0.7-1.4, 0-8),
-    each drawn per frame; the same geometry for any j.
+    """One random view per frame (:mod:`luvnet.engine.data.views`): zoom in up to
+    ``max_zoom`` x with a random shift, horizontal flip (p 0.5), rotation within ±10 degrees,
+    then with ``jitter`` j gain 1-j..1+j, gamma 1-0.75j..1+j and Gaussian noise of sd 0..20j
+    grey levels (j = 0.4: 0.6-1.4, 0.7-1.4, 0-8), each drawn per frame; the same geometry for
+    any j.
 
     Args:
         frames: uint8 [N, S, S] letterboxed grey frames (the frame cache's).
@@ -143,28 +145,8 @@ def augment_views(
         raise LuvnetError(
             f"frames: expected uint8 [N, S, S], got {frames.dtype} {tuple(frames.shape)}"
         )
-    n = frames.shape[0]
-
-    def draw(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=generator)
-
-    zoom = 1.0 / draw(1.0, max_zoom)
-    angle = draw(-10.0, 10.0) * math.pi / 180.0
-    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    shift_x, shift_y = draw(-1.0, 1.0) * (1 - zoom), draw(-1.0, 1.0) * (1 - zoom)
-    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)],
-        1,
-    )
-    grey = frames.to(torch.float32).unsqueeze(1) / 255.0
-    grid = F.affine_grid(theta, list(grey.shape), align_corners=False)
-    grey = F.grid_sample(grey, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    gain, gamma = draw(1 - jitter, 1 + jitter), draw(1 - 0.75 * jitter, 1 + jitter)
-    grey = grey.clamp(0.0, 1.0).pow(gamma.view(n, 1, 1, 1)) * gain.view(n, 1, 1, 1) * 255.0
-    noise = torch.randn(grey.shape, generator=generator) * draw(0.0, 20 * jitter).view(n, 1, 1, 1)
-    grey = torch.where(grey > 0, grey + noise, grey)  # the letterbox stays black
-    return grey.squeeze(1).round().clamp(0, 255).to(torch.uint8)
+    views = ViewParams.draw(frames.shape[0], generator, max_zoom=max_zoom, jitter=jitter)
+    return apply_views(frames, views, generator)
 
 
 class PairSampler:

@@ -38,6 +38,8 @@ class FitSettings:
     tensorboard: bool = True
     bn_recalibrate: int = 0  # training batches to re-estimate BatchNorm statistics before val
     augment: bool = True  # flip/rotation on training clips (docs/model.md, "Training")
+    augment_zoom: float = 1.0  # with augment: zoom U(1, this) and shift per clip (1 = off)
+    augment_jitter: float = 0.0  # with augment: gain, gamma, noise per clip (0 = off)
     lr_decay: float = 1.0  # multiply the lr by this ...
     lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
     lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
@@ -85,6 +87,8 @@ class TrainSettings:
     max_minutes: float | None = None  # wall-clock budget for all folds
     save_every: int = 200
     augment: bool = True
+    augment_zoom: float = 1.0  # beyond the paper's flip/rotation (engine/data/views.py)
+    augment_jitter: float = 0.0
     lr_decay: float = 1.0
     lr_patience: int = 0
     lr_schedule: str = "plateau"  # one of LR_SCHEDULES
@@ -132,7 +136,22 @@ class TrainSettings:
         self._check_schedule()
         if not 0.0 <= self.dropout < 1.0:
             raise LuvnetError(f"--dropout: expected a number in [0, 1), got {self.dropout}")
+        self._check_augment()
         self._check_init()
+
+    def _check_augment(self) -> None:
+        if self.augment_zoom < 1.0:
+            raise LuvnetError(
+                f"--augment-zoom: expected a magnification >= 1 (1 = off), got {self.augment_zoom}"
+            )
+        if not 0.0 <= self.augment_jitter < 1.0:
+            raise LuvnetError(
+                "--augment-jitter: expected a number in [0, 1) (0 = off), "
+                f"got {self.augment_jitter}"
+            )
+        if not self.augment and (self.augment_zoom > 1.0 or self.augment_jitter > 0.0):
+            name = "--augment-zoom" if self.augment_zoom > 1.0 else "--augment-jitter"
+            raise LuvnetError(f"{name}: augments training clips; drop --no-augment (or {name})")
 
     def _check_init(self) -> None:
         if self.init is not None and self.weights is not None:

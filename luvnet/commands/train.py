@@ -89,6 +89,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="no flip/rotation of training clips (default: on, as in the paper)",
     )
     opt.add_argument(
+        "--augment-zoom",
+        type=float,
+        default=1.0,
+        metavar="Z",
+        help="also zoom each training clip by U(1, Z) with a random shift (1 = off, the paper's)",
+    )
+    opt.add_argument(
+        "--augment-jitter",
+        type=float,
+        default=0.0,
+        metavar="J",
+        help="also draw each training clip's gain 1±J, gamma 1-0.75J..1+J and noise sd up to "
+        "20J grey levels (0 = off, the paper's)",
+    )
+    opt.add_argument(
         "--lr-decay",
         type=float,
         default=1.0,
