@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from torchvision.transforms.v2 import functional as tvf
 from luvnet.engine.data.frame_cache import FrameCache, default_cache_dir
 from luvnet.engine.data.manifest import LabelSpec, ManifestRow
 from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE, Timing
-from luvnet.engine.data.views import ViewParams, apply_views
+from luvnet.engine.data.views import ViewParams, apply_views, check_view_range
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import PATTERNS, ModelConfig
 
@@ -212,12 +212,15 @@ class ClipAugment:
     once per clip and applied identically to every frame.
 
     Accepts [L, H, W] or [L, C, H, W], uint8 or float, for flip and rotation, and uint8
-    [L, S, S] (the frame cache's) with zoom or jitter; dtype and shape are kept, corners
-    rotated in are black. The defaults draw exactly what they drew before zoom and jitter
-    existed. Randomness: an explicit ``generator`` argument wins; otherwise a
-    generator seeded from ``seed`` in the main process, and from ``seed`` plus the worker's
-    seed inside a DataLoader worker (so workers and epochs differ, yet runs repeat when
-    the global torch seed is fixed).
+    [L, S, S] (the frame cache's) with zoom or jitter, which warp flip, rotation and zoom in one
+    resampling; dtype and shape are kept, corners rotated in are black. Gain, gamma and the
+    noise's sd are the clip's; the noise itself is fresh in every frame. The defaults draw
+    exactly what they drew before zoom and jitter existed. Raises LuvnetError for a clip of
+    another shape, zoom or jitter on frames that are not uint8 [L, S, S], or ``max_zoom`` /
+    ``jitter`` outside [1, inf) / [0, 1) (at construction). Randomness: an explicit
+    ``generator`` argument wins; otherwise a generator seeded from ``seed`` in the main
+    process, and from ``seed`` plus the worker's seed inside a DataLoader worker (so workers
+    and epochs differ, yet runs repeat when the global torch seed is fixed).
     """
 
     def __init__(
@@ -233,6 +236,7 @@ class ClipAugment:
         self.p_flip = p_flip
         self.p_rotate = p_rotate
         self.max_degrees = max_degrees
+        check_view_range(max_zoom, jitter, ("max_zoom", "jitter"))
         self.max_zoom = max_zoom
         self.jitter = jitter
         self.seed = seed
@@ -246,23 +250,31 @@ class ClipAugment:
             raise LuvnetError(f"clip: expected [L, H, W] or [L, C, H, W], got {tuple(clip.shape)}")
         gen = generator or self._own_generator()
         draws = torch.rand(3, generator=gen).tolist()
-        if draws[0] < self.p_flip:
-            clip = torch.flip(clip, dims=(-1,))
-        if draws[1] < self.p_rotate:
-            angle = (2.0 * draws[2] - 1.0) * self.max_degrees
-            clip = tvf.rotate(clip, angle, interpolation=InterpolationMode.BILINEAR, fill=0.0)
+        flip, rotate = draws[0] < self.p_flip, draws[1] < self.p_rotate
+        angle = (2.0 * draws[2] - 1.0) * self.max_degrees if rotate else 0.0
         if self.max_zoom > 1.0 or self.jitter > 0.0:
-            if clip.dtype != torch.uint8 or clip.ndim != 3:
-                raise LuvnetError(
-                    f"clip: zoom and jitter expect uint8 [L, S, S] frames, got {clip.dtype} "
-                    f"{tuple(clip.shape)}"
-                )
-            # flip and rotation are drawn above, so the view adds only zoom, shift and jitter
-            view = ViewParams.draw(
-                1, gen, max_zoom=self.max_zoom, jitter=self.jitter, max_degrees=0.0, flip=False
-            )
-            clip = apply_views(clip, view.repeat(clip.shape[0]), gen)
+            return self._view(clip, flip, angle, gen)
+        if flip:
+            clip = torch.flip(clip, dims=(-1,))
+        if rotate:
+            clip = tvf.rotate(clip, angle, interpolation=InterpolationMode.BILINEAR, fill=0.0)
         return clip
+
+    def _view(
+        self, clip: torch.Tensor, flip: bool, degrees: float, gen: torch.Generator
+    ) -> torch.Tensor:
+        """Flip, rotation, zoom, shift and jitter as one warp (one resampling), the same for
+        every frame."""
+        if clip.dtype != torch.uint8 or clip.ndim != 3:
+            raise LuvnetError(
+                f"clip: zoom and jitter expect uint8 [L, S, S] frames, got {clip.dtype} "
+                f"{tuple(clip.shape)}"
+            )
+        view = ViewParams.draw(1, gen, max_zoom=self.max_zoom, jitter=self.jitter)
+        # the flip and angle drawn in __call__ replace the view's own draws of them
+        mirror, radians = torch.tensor([-1.0 if flip else 1.0]), torch.tensor([degrees])
+        view = replace(view, flip=mirror, angle=torch.deg2rad(radians))
+        return apply_views(clip, view.repeat(clip.shape[0]), gen)
 
     def _own_generator(self) -> torch.Generator:
         info = torch.utils.data.get_worker_info()

@@ -16,6 +16,21 @@ import torch.nn.functional as F
 from luvnet.engine.errors import LuvnetError
 
 
+def check_view_range(max_zoom: float, jitter: float, names: tuple[str, str]) -> None:
+    """The views' two settings, as ``luvnet train`` and :class:`ViewParams` take them.
+
+    Raises:
+        LuvnetError: ``max_zoom`` is not a finite number >= 1 or ``jitter`` not in [0, 1),
+            naming it by ``names`` (zoom's, jitter's).
+    """
+    if not (math.isfinite(max_zoom) and max_zoom >= 1.0):
+        raise LuvnetError(
+            f"{names[0]}: expected a finite magnification >= 1 (1 = none), got {max_zoom}"
+        )
+    if not 0.0 <= jitter < 1.0:
+        raise LuvnetError(f"{names[1]}: expected a number in [0, 1) (0 = none), got {jitter}")
+
+
 @dataclass(frozen=True)
 class ViewParams:
     """One view per row, the tensors float32 [N]: ``zoom`` <= 1 (the share of the canvas's
@@ -52,12 +67,9 @@ class ViewParams:
         generator gives the same geometry for any ``jitter``.
 
         Raises:
-            LuvnetError: ``max_zoom`` < 1 or ``jitter`` outside [0, 1).
+            LuvnetError: ``max_zoom`` is not a finite number >= 1 or ``jitter`` not in [0, 1).
         """
-        if max_zoom < 1.0:
-            raise LuvnetError(f"max_zoom: expected a magnification >= 1, got {max_zoom}")
-        if not 0.0 <= jitter < 1.0:
-            raise LuvnetError(f"jitter: expected a number in [0, 1), got {jitter}")
+        check_view_range(max_zoom, jitter, ("max_zoom", "jitter"))
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(n, generator=generator)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from luvnet.engine.data.clips import ClipAugment, ClipDataset
+from luvnet.engine.data.clips import ClipDataset
 from luvnet.engine.data.unreadable import SkippedVideo
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, HeadOnEmbeddings
@@ -122,12 +122,7 @@ class FoldTrainer:
             if settings.pos_weight is None
             else torch.tensor(settings.pos_weight, dtype=torch.float32, device=device)
         )
-        augment = (
-            ClipAugment(max_zoom=settings.augment_zoom, jitter=settings.augment_jitter)
-            if settings.augment and isinstance(train, ClipDataset)
-            else None
-        )
-        self.train_set = AugmentedClips(train, augment, settings.seed)
+        self.train_set = AugmentedClips.for_training(train, settings)
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
         self.schedule = Schedule(
             lr=settings.lr,

@@ -8,9 +8,8 @@ docs/training.md); rerunning the same settings resumes where it stopped.
 Every video of the manifest is decoded (into the frame cache) before any fold is trained:
 unreadable ones end the run with one error naming them all, or with ``skip_unreadable`` are
 left out and recorded in run.json, each checkpoint's provenance and the metrics files
-(``"skipped_videos"``, :mod:`luvnet.engine.data.unreadable`).
-
-Multi-GPU: launch the same command under ``torchrun`` (see :mod:`.distributed`).
+(``"skipped_videos"``, :mod:`luvnet.engine.data.unreadable`). Multi-GPU: launch the same
+command under ``torchrun`` (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -297,8 +296,7 @@ def _train(
         }
         if s.freeze_encoder:  # only when used: older runs' states still resume
             extra["freeze_encoder"] = True
-        if s.augment and (s.augment_zoom > 1.0 or s.augment_jitter > 0.0):
-            extra["augment_zoom"], extra["augment_jitter"] = s.augment_zoom, s.augment_jitter
+        extra |= s.augment_fingerprint()  # empty when off: older runs' states still resume
         if init_id is not None:
             extra["init_model_id"] = init_id
             extra["init_head"] = s.init_head

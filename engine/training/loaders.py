@@ -5,14 +5,14 @@ mid-epoch and resumed sees exactly the batches and augmentations it would have s
 
 * :class:`ResumableSampler` shuffles with ``DistributedSampler`` (seed + epoch; one shard per
   rank under torchrun, the whole set otherwise) and can start at any batch of the epoch;
-* :class:`AugmentedClips` draws each clip's flip/rotation from a generator seeded by
+* :class:`AugmentedClips` draws each clip's augmentation from a generator seeded by
   (seed, epoch, clip index), whichever DataLoader worker loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -21,11 +21,12 @@ from luvnet.engine.data.clips import ClipAugment, ClipDataset
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips
 from luvnet.engine.training.distributed import DistEnv
+from luvnet.engine.training.settings import FitSettings
 
 
 class AugmentedClips(Dataset):
-    """``base[i]`` with a clip-consistent flip/rotation seeded by (seed, epoch, i); no change
-    when ``augment`` is None."""
+    """``base[i]`` with a clip-consistent augmentation (flip/rotation, optionally zoom and
+    jitter) seeded by (seed, epoch, i); no change when ``augment`` is None."""
 
     def __init__(
         self, base: ClipDataset | EmbeddedClips, augment: ClipAugment | None, seed: int
@@ -34,6 +35,15 @@ class AugmentedClips(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0  # set before each epoch's DataLoader iterator is created
+
+    @classmethod
+    def for_training(cls, train: ClipDataset | EmbeddedClips, settings: FitSettings) -> Self:
+        """``train`` with the settings' augmentation: flip/rotation, with zoom and jitter when
+        set; none with ``--no-augment`` or for cached embeddings (their frames are fixed)."""
+        augment = None
+        if settings.augment and isinstance(train, ClipDataset):
+            augment = ClipAugment(max_zoom=settings.augment_zoom, jitter=settings.augment_jitter)
+        return cls(train, augment, settings.seed)
 
     def __len__(self) -> int:
         return len(self.base)

@@ -139,12 +139,9 @@ def augment_views(
         every real frame.
 
     Raises:
-        LuvnetError: ``frames`` is not uint8 [N, S, S].
+        LuvnetError: ``frames`` is not uint8 [N, S, S], ``max_zoom`` is not a finite number
+            >= 1 or ``jitter`` not in [0, 1).
     """
-    if frames.dtype != torch.uint8 or frames.ndim != 3:
-        raise LuvnetError(
-            f"frames: expected uint8 [N, S, S], got {frames.dtype} {tuple(frames.shape)}"
-        )
     views = ViewParams.draw(frames.shape[0], generator, max_zoom=max_zoom, jitter=jitter)
     return apply_views(frames, views, generator)
 

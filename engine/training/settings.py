@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from luvnet.engine.data.timing import DEFAULT_DECIMATE_ABOVE
+from luvnet.engine.data.views import check_view_range
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import INTENSITY_MODES, MODEL_VARIANTS
 
 LR_SCHEDULES = ("plateau", "linear")  # what each does: schedule.py
+AUGMENT_OPTIONS = ("--augment-zoom", "--augment-jitter")  # beyond the paper's flip/rotation
 
 
 @dataclass(frozen=True)
@@ -140,18 +142,18 @@ class TrainSettings:
         self._check_init()
 
     def _check_augment(self) -> None:
-        if self.augment_zoom < 1.0:
-            raise LuvnetError(
-                f"--augment-zoom: expected a magnification >= 1 (1 = off), got {self.augment_zoom}"
-            )
-        if not 0.0 <= self.augment_jitter < 1.0:
-            raise LuvnetError(
-                "--augment-jitter: expected a number in [0, 1) (0 = off), "
-                f"got {self.augment_jitter}"
-            )
-        if not self.augment and (self.augment_zoom > 1.0 or self.augment_jitter > 0.0):
-            name = "--augment-zoom" if self.augment_zoom > 1.0 else "--augment-jitter"
-            raise LuvnetError(f"{name}: augments training clips; drop --no-augment (or {name})")
+        check_view_range(self.augment_zoom, self.augment_jitter, AUGMENT_OPTIONS)
+        on = (self.augment_zoom > 1.0, self.augment_jitter > 0.0)
+        used = " and ".join(name for name, used in zip(AUGMENT_OPTIONS, on, strict=True) if used)
+        if not self.augment and used:
+            raise LuvnetError(f"{used}: augment training clips; drop --no-augment (or {used})")
+
+    def augment_fingerprint(self) -> dict[str, float]:
+        """Zoom and jitter as a resumed run must repeat them; empty when off, so that runs
+        from before the options existed still resume."""
+        if self.augment and (self.augment_zoom > 1.0 or self.augment_jitter > 0.0):
+            return {"augment_zoom": self.augment_zoom, "augment_jitter": self.augment_jitter}
+        return {}
 
     def _check_init(self) -> None:
         if self.init is not None and self.weights is not None:

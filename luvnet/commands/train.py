@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-augment",
         dest="augment",
         action="store_false",
-        help="no flip/rotation of training clips (default: on, as in the paper)",
+        help="no flip/rotation of training clips (default: on, as in the paper); refuses "
+        "--augment-zoom and --augment-jitter",
     )
     opt.add_argument(
         "--augment-zoom",

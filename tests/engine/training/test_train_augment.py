@@ -50,16 +50,24 @@ def test_zoom_and_jitter_reach_training_are_recorded_and_held_on_resume(
     assert main([*_argv(data, strong), "--epochs", "2"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("luvnet train: error: ") and "saved with augment_jitter=0.3" in last
+    assert main([*_argv(data, strong), *AUGMENT, "--epochs", "2"]) == 0  # the same: resumes
+    assert load_state(strong / "fold_0" / "last").progress.epoch == 2
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--augment-zoom", "0.5"], "--augment-zoom: expected a magnification >= 1 (1 = off)"),
-        (["--augment-jitter", "1"], "--augment-jitter: expected a number in [0, 1) (0 = off)"),
+        (["--augment-zoom", "0.5"], "--augment-zoom: expected a finite magnification >= 1"),
+        (["--augment-zoom", "inf"], "--augment-zoom: expected a finite magnification >= 1"),
+        (["--augment-zoom", "nan"], "--augment-zoom: expected a finite magnification >= 1"),
+        (["--augment-jitter", "1"], "--augment-jitter: expected a number in [0, 1) (0 = none)"),
         (
             ["--augment-jitter", "0.2", "--no-augment"],
-            "--augment-jitter: augments training clips; drop --no-augment (or --augment-jitter)",
+            "--augment-jitter: augment training clips; drop --no-augment (or --augment-jitter)",
+        ),
+        (
+            [*AUGMENT, "--no-augment"],
+            "--augment-zoom and --augment-jitter: augment training clips; drop --no-augment",
         ),
     ],
 )
