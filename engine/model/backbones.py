@@ -76,3 +76,46 @@ def create_trunk(name: str, weights: str | Path | None = None) -> Trunk:
     if hasattr(model, "aux_logits"):
         model.aux_logits = False
     return Trunk(name, model, embed_dim)
+
+
+def trunk_blocks(trunk: Trunk) -> list[nn.Module]:
+    """The trunk's blocks in forward order: the body's top-level children, a plain
+    ``nn.Sequential`` (torchvision's ``features``, ResNet's ``layer1``-``layer4``) opened one
+    level, those without parameters left out. mobilenet_v3_small has 13 (its stem, 11
+    inverted residuals, the last 1x1 conv), resnet18 10, densenet121 and densenet161 10.
+
+    Torchvision registers modules in forward order for these classifiers; its detection
+    backbones count ``trainable_backbone_layers`` the same way, from the output end.
+    """
+    blocks: list[nn.Module] = []
+    for child in trunk.body.children():
+        parts = list(child.children()) if type(child) is nn.Sequential else [child]
+        blocks += [part for part in parts if any(True for _ in part.parameters())]
+    return blocks
+
+
+def freeze_trunk(trunk: Trunk, trainable_blocks: int | None) -> list[nn.Module]:
+    """Fix all but the trunk's last ``trainable_blocks`` blocks (:func:`trunk_blocks`): no
+    gradient. Returns the fixed modules, which training keeps in eval mode so that their
+    BatchNorm statistics stay as initialised too. ``None``: nothing fixed; 0: the whole
+    trunk (``--freeze-encoder``).
+
+    Raises:
+        LuvnetError: ``trainable_blocks`` above the trunk's block count (``--trainable-blocks``).
+    """
+    if trainable_blocks is None:
+        return []
+    blocks = trunk_blocks(trunk)
+    if trainable_blocks > len(blocks):
+        raise LuvnetError(
+            f"--trainable-blocks: {trunk.name} has {len(blocks)} blocks; expected "
+            f"1..{len(blocks)}, got {trainable_blocks}"
+        )
+    if trainable_blocks == 0:
+        return [trunk.eval().requires_grad_(False)]
+    frozen = blocks[: len(blocks) - trainable_blocks]
+    for block in frozen:
+        block.eval().requires_grad_(False)
+    for parameter in trunk.body.parameters(recurse=False):  # at the input end (ViT's token)
+        parameter.requires_grad_(False)
+    return frozen

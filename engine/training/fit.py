@@ -33,6 +33,7 @@ from luvnet.engine.data.unreadable import SkippedVideo
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, HeadOnEmbeddings
 from luvnet.engine.evaluation.inference import RealFrameModel, autocast, channels_last, model_input
+from luvnet.engine.model.backbones import freeze_trunk
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.loss import masked_bce
 from luvnet.engine.model.network import LUVNet
@@ -110,8 +111,9 @@ class FoldTrainer:
         self.device = device
         self.root = manifest_root
         self.label = label
-        if settings.freeze_encoder:  # the trunk stays as initialised: eval mode, no gradient
-            self.model.encoder.eval().requires_grad_(False)
+        # The fixed trunk blocks stay as initialised: eval mode, no gradient.
+        blocks = 0 if settings.freeze_encoder else settings.trainable_blocks
+        self.frozen = freeze_trunk(self.model.encoder, blocks)
         trainable = [q for q in self.model.parameters() if q.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=settings.lr)
         # Loss scaling is for fp16 on CUDA; CPU autocast uses bfloat16, which needs none.
@@ -246,10 +248,10 @@ class FoldTrainer:
         return out_of_time
 
     def train_mode(self) -> None:
-        """Train mode, but BatchNorm once frozen, and the whole trunk when it is frozen."""
+        """Train mode, but BatchNorm once frozen, and the trunk's fixed blocks."""
         train_mode(self.model, self.progress.bn_frozen)
-        if self.s.freeze_encoder:
-            self.model.encoder.eval()
+        for module in self.frozen:
+            module.eval()
 
     def train_batch(self, batch: dict[str, Any], group: int, *, sync: bool) -> float:
         if "emb" in batch:  # frozen trunk: its cached embeddings go to the head

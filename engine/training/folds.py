@@ -39,13 +39,15 @@ from luvnet.engine.files import write_json
 from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
-from luvnet.engine.model.network import LUVNet, build_model
 from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
-from luvnet.engine.training.init import check_pretrained_fold, init_from_checkpoint
+from luvnet.engine.training.init import (
+    build_fold_model,
+    check_pretrained_fold,
+)
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 
@@ -91,21 +93,6 @@ def model_config(settings: TrainSettings) -> ModelConfig:
             intensity=settings.intensity,
         ),
     )
-
-
-def build_fold_model(
-    config: ModelConfig, weights: str | None, seed: int, settings: TrainSettings | None = None
-) -> tuple[LUVNet, str | None]:
-    """The fold's model, seeded; with ``settings.init`` started from that checkpoint.
-    Returns the model and the init checkpoint's model id (None without ``--init``)."""
-    torch.manual_seed(seed)
-    try:
-        model = build_model(config, weights)
-    except ValueError as err:  # e.g. --num-heads not dividing the embedding width
-        raise LuvnetError(f"model {config.backbone}/{config.variant}: {err}") from None
-    if settings is None or settings.init is None:
-        return model, None
-    return model, init_from_checkpoint(model, settings.init, head=settings.init_head)
 
 
 def plan_splits(manifest: Manifest, settings: TrainSettings) -> tuple[SplitPlan, list[int]]:
@@ -287,6 +274,7 @@ def _train(
             lr_schedule=s.lr_schedule,
             freeze_bn_after=s.freeze_bn_after,
             freeze_encoder=s.freeze_encoder,
+            trainable_blocks=s.trainable_blocks,
         )
         extra: dict[str, Any] = {
             "manifest_sha256": manifest_sha,
@@ -294,9 +282,7 @@ def _train(
             "fold": index,
             "world_size": env.world_size,
         }
-        if s.freeze_encoder:  # only when used: older runs' states still resume
-            extra["freeze_encoder"] = True
-        extra |= s.augment_fingerprint()  # empty when off: older runs' states still resume
+        extra |= s.trunk_fingerprint() | s.augment_fingerprint()  # empty when off: old runs resume
         if init_id is not None:
             extra["init_model_id"] = init_id
             extra["init_head"] = s.init_head
@@ -311,8 +297,7 @@ def _train(
         provenance["frame_rate"] = rate_record(rates, timing, decimated)
         if init_id is not None:  # the model id, never the checkpoint's path
             provenance["init"] = {"model_id": init_id, "head": s.init_head} | seen
-        if s.freeze_encoder:
-            provenance["freeze_encoder"] = True
+        provenance |= s.trunk_fingerprint()
         model, _ = build_fold_model(config, s.weights, fit.seed, s)
         train_data: ClipDataset | EmbeddedClips = train_set
         val_data: ClipDataset | EmbeddedClips = val_set

@@ -8,7 +8,7 @@ refused with one line that names the checkpoint, what differs and the fix.
 
 A trunk ``luvnet pretrain`` wrote has seen the frames of one fold's training patients, who
 are every other fold's validation patients: :func:`check_pretrained_fold` lets it train that
-fold of that split only.
+fold of that split only. :func:`build_fold_model` builds a fold's model with all of that.
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from luvnet.engine.data.split_record import recorded_digest
 from luvnet.engine.data.splits import SplitPlan
 from luvnet.engine.errors import LuvnetError
+from luvnet.engine.model.backbones import freeze_trunk
 from luvnet.engine.model.checkpoint import load_checkpoint, read_config
-from luvnet.engine.model.network import LUVNet
+from luvnet.engine.model.config import ModelConfig
+from luvnet.engine.model.network import LUVNet, build_model
+from luvnet.engine.training.settings import TrainSettings
 
 
 def init_from_checkpoint(model: LUVNet, path: str | Path, *, head: bool = False) -> str:
@@ -136,3 +141,29 @@ def _pretrained_split(init: Path) -> Mapping[str, Any] | None:
     if isinstance(carried, Mapping) and isinstance(carried.get("pretrained_split"), Mapping):
         return carried["pretrained_split"]  # trained from one
     return None
+
+
+def build_fold_model(
+    config: ModelConfig, weights: str | None, seed: int, settings: TrainSettings | None = None
+) -> tuple[LUVNet, str | None]:
+    """The fold's model, seeded: ``weights`` (None, ``"imagenet"`` or a file) or, with
+    ``settings.init``, that checkpoint's trunk; the trunk's first blocks fixed as
+    ``settings.trainable_blocks`` asks (:func:`~luvnet.engine.model.backbones.freeze_trunk`).
+
+    Returns:
+        The model and the init checkpoint's model id (None without ``--init``).
+
+    Raises:
+        LuvnetError: a model that cannot be built, an incompatible ``--init``, or more
+            trainable blocks than the trunk has.
+    """
+    torch.manual_seed(seed)
+    try:
+        model = build_model(config, weights)
+    except ValueError as err:  # e.g. --num-heads not dividing the embedding width
+        raise LuvnetError(f"model {config.backbone}/{config.variant}: {err}") from None
+    if settings is not None:
+        freeze_trunk(model.encoder, settings.trainable_blocks)  # more than it has: refused
+    if settings is None or settings.init is None:
+        return model, None
+    return model, init_from_checkpoint(model, settings.init, head=settings.init_head)

@@ -47,6 +47,7 @@ class FitSettings:
     lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
     freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
     freeze_encoder: bool = False  # trunk fixed; the head trains on cached embeddings
+    trainable_blocks: int | None = None  # only the trunk's last N blocks train; None: all
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class TrainSettings:
     init: Path | None = None
     init_head: bool = False
     freeze_encoder: bool = False  # trunk frozen, head trained on cached per-frame embeddings
+    trainable_blocks: int | None = None  # fine-tune only the trunk's last N blocks
     usvn_heads: int = 32  # attention heads of --model usvn (its authors' runs used 32)
 
     def check(self) -> None:
@@ -162,6 +164,8 @@ class TrainSettings:
             )
         if self.init_head and self.init is None:
             raise LuvnetError("--init-head: needs --init CHECKPOINT (the head to start from)")
+        if self.trainable_blocks is not None:
+            self._check_trainable_blocks()
         if not self.freeze_encoder:
             return
         if self.augment:
@@ -174,6 +178,36 @@ class TrainSettings:
                 "--freeze-encoder: the trunk's BatchNorm statistics stay as initialised; drop "
                 "--bn-recalibrate and --freeze-bn-after"
             )
+
+    def _check_trainable_blocks(self) -> None:
+        if self.trainable_blocks is not None and self.trainable_blocks < 1:
+            raise LuvnetError(
+                f"--trainable-blocks: expected 1 or more, got {self.trainable_blocks} "
+                "(--freeze-encoder fixes the whole trunk)"
+            )
+        if self.init is None and self.weights is None:
+            raise LuvnetError(
+                "--trainable-blocks: needs --init CHECKPOINT or --weights (the trunk whose "
+                "first blocks stay fixed)"
+            )
+        if self.freeze_encoder:
+            raise LuvnetError(
+                "--trainable-blocks: --freeze-encoder fixes the whole trunk; drop one of them"
+            )
+        if self.bn_recalibrate or self.freeze_bn_after is not None:
+            raise LuvnetError(
+                "--trainable-blocks: the frozen blocks' BatchNorm statistics stay as "
+                "initialised; drop --bn-recalibrate and --freeze-bn-after"
+            )
+
+    def trunk_fingerprint(self) -> dict[str, Any]:
+        """What of the trunk is fixed, as a resumed run and the provenance record it; empty
+        when the whole trunk trains, so that runs from before the options still resume."""
+        if self.freeze_encoder:
+            return {"freeze_encoder": True}
+        if self.trainable_blocks is not None:
+            return {"trainable_blocks": self.trainable_blocks}
+        return {}
 
     def _check_schedule(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:

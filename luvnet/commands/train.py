@@ -170,6 +170,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "per-frame embeddings computed once per video and cached beside the frame cache; "
         "needs --no-augment",
     )
+    opt.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fine-tune only the trunk's last N blocks (mobilenet_v3_small has 13); the "
+        "earlier ones keep their --init or --weights values and BatchNorm statistics "
+        "(default: the whole trunk trains)",
+    )
     model.add_argument(
         "--usvn-heads",
         type=int,
