@@ -82,10 +82,11 @@ def trunk_blocks(trunk: Trunk) -> list[nn.Module]:
     """The trunk's blocks in forward order: the body's top-level children, a plain
     ``nn.Sequential`` (torchvision's ``features``, ResNet's ``layer1``-``layer4``) opened one
     level, those without parameters left out. mobilenet_v3_small has 13 (its stem, 11
-    inverted residuals, the last 1x1 conv), resnet18 10, densenet121 and densenet161 10.
+    inverted residuals, the last 1x1 conv), resnet18 10, densenet121 and densenet161 10,
+    vit_b_16 2 (its encoder is one block).
 
-    Torchvision registers modules in forward order for these classifiers; its detection
-    backbones count ``trainable_backbone_layers`` the same way, from the output end.
+    Torchvision registers modules in forward order for these classifiers. Like its detection
+    backbones' ``trainable_backbone_layers``, counted from the output end, but per block.
     """
     blocks: list[nn.Module] = []
     for child in trunk.body.children():
@@ -116,6 +117,7 @@ def freeze_trunk(trunk: Trunk, trainable_blocks: int | None) -> list[nn.Module]:
     frozen = blocks[: len(blocks) - trainable_blocks]
     for block in frozen:
         block.eval().requires_grad_(False)
-    for parameter in trunk.body.parameters(recurse=False):  # at the input end (ViT's token)
-        parameter.requires_grad_(False)
+    if frozen:  # what the body holds itself (ViT's class token) goes with the first block
+        for parameter in trunk.body.parameters(recurse=False):
+            parameter.requires_grad_(False)
     return frozen

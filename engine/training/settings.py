@@ -180,7 +180,15 @@ class TrainSettings:
             )
 
     def _check_trainable_blocks(self) -> None:
-        if self.trainable_blocks is not None and self.trainable_blocks < 1:
+        """``--trainable-blocks`` against the options it needs or excludes (the count against
+        the trunk's: :func:`~luvnet.engine.model.backbones.freeze_trunk`).
+
+        Raises:
+            LuvnetError: a count below 1, no trunk to start from, ``--freeze-encoder``,
+                ``--bn-recalibrate`` or ``--freeze-bn-after``.
+        """
+        assert self.trainable_blocks is not None
+        if self.trainable_blocks < 1:
             raise LuvnetError(
                 f"--trainable-blocks: expected 1 or more, got {self.trainable_blocks} "
                 "(--freeze-encoder fixes the whole trunk)"
