@@ -44,10 +44,7 @@ from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
-from luvnet.engine.training.init import (
-    build_fold_model,
-    check_pretrained_fold,
-)
+from luvnet.engine.training.init import build_fold_model, check_pretrained_fold
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 

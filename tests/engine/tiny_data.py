@@ -2,7 +2,9 @@
 
 Each video is grey noise plus the cue of its patterns, drawn with OpenCV so a small CNN can
 learn them in a few steps: bright horizontal bands (a_lines), bright vertical streaks
-(b_lines), a bright blob (consolidation), a dark wedge (pleural_effusion).
+(b_lines), a bright blob (consolidation), a dark wedge (pleural_effusion). :data:`TINY` is
+the model those tests train on them, :func:`save_tiny_checkpoint` a checkpoint of it for the
+``--init`` tests.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+
+from luvnet.engine.model.checkpoint import save_checkpoint
+from luvnet.engine.model.config import ModelConfig, PreprocessConfig
+from luvnet.engine.model.network import build_model
 
 PATTERN_COLUMNS = ("a_lines", "b_lines", "consolidation", "pleural_effusion")
 # `luvnet train` flags for a run of a few seconds on the 2-core CPU: tiny trunk input, short
@@ -22,6 +29,28 @@ TINY_TRAIN_ARGS = [
     "--classifier-hidden", "16", "--folds", "2", "--fold", "0", "--test-fraction", "0.25",
     "--lr", "1e-3", "--device", "cpu", "--threads", "1",
 ]  # fmt: skip
+
+# The architecture TINY_TRAIN_ARGS train.
+TINY = ModelConfig(
+    backbone="mobilenet_v3_small",
+    kernel_size=3,
+    fusion_hidden=32,
+    classifier_hidden=16,
+    clip_length=8,
+    clip_step=6,
+    preprocess=PreprocessConfig(image_size=32),
+)
+
+
+def save_tiny_checkpoint(out: Path, seed: int) -> Path:
+    """A checkpoint of the :data:`TINY` architecture at ``out`` whose trunk BatchNorm
+    statistics are not the defaults (so a copy that skipped buffers would show)."""
+    torch.manual_seed(seed)
+    model = build_model(TINY)
+    model.train()
+    with torch.no_grad():
+        model.embed(torch.randn(6, 3, 32, 32))
+    return save_checkpoint(model.eval(), out)
 
 
 def draw_frame(rng: np.random.Generator, labels: tuple[int, ...], size: int) -> np.ndarray:

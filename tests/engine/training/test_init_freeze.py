@@ -17,23 +17,11 @@ from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache, HeadOnEmbeddings
 from luvnet.engine.evaluation.inference import RealFrameModel, channels_last, model_input
-from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
-from luvnet.engine.model.config import ModelConfig, PreprocessConfig
+from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.model.loss import masked_bce
 from luvnet.engine.model.network import LUVNet, build_model
 from luvnet.engine.training.init import init_from_checkpoint
-from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
-
-# The architecture TINY_TRAIN_ARGS train.
-TINY = ModelConfig(
-    backbone="mobilenet_v3_small",
-    kernel_size=3,
-    fusion_hidden=32,
-    classifier_hidden=16,
-    clip_length=8,
-    clip_step=6,
-    preprocess=PreprocessConfig(image_size=32),
-)
+from tests.engine.tiny_data import TINY, TINY_TRAIN_ARGS, make_dataset, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +32,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of the tiny architecture whose trunk BatchNorm statistics are not the
-    defaults (so a copy that skipped buffers would show)."""
-    torch.manual_seed(123)
-    model = build_model(TINY)
-    model.train()
-    with torch.no_grad():
-        model.embed(torch.randn(6, 3, 32, 32))
-    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("src") / "ckpt")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("src") / "ckpt", seed=123)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

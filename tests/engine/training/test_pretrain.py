@@ -20,8 +20,7 @@ from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.network import build_model
 from luvnet.engine.training import pretrain as pretrain_module
 from luvnet.engine.training.pretrain import PairSampler, augment_views, nt_xent
-from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
-from tests.engine.training.test_init_freeze import TINY
+from tests.engine.tiny_data import TINY, TINY_TRAIN_ARGS, make_dataset
 
 
 def _nt_xent_by_the_formula(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:

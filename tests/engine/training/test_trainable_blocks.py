@@ -13,11 +13,10 @@ import torchvision.models as tvm
 from luvnet.cli import main
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.backbones import create_trunk, freeze_trunk, trunk_blocks
-from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
+from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.model.network import build_model
 from luvnet.engine.training.state import load_state
-from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
-from tests.engine.training.test_init_freeze import TINY
+from tests.engine.tiny_data import TINY, TINY_TRAIN_ARGS, make_dataset, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny checkpoint whose trunk BatchNorm statistics are not the defaults."""
-    torch.manual_seed(321)
-    model = build_model(TINY)
-    model.train()
-    with torch.no_grad():
-        model.embed(torch.randn(6, 3, 32, 32))
-    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("src") / "ckpt")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("src") / "ckpt", seed=321)
 
 
 @pytest.mark.parametrize(
