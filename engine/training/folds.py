@@ -94,7 +94,10 @@ def model_config(settings: TrainSettings) -> ModelConfig:
 
 def plan_splits(manifest: Manifest, settings: TrainSettings) -> tuple[SplitPlan, list[int]]:
     plan = splits_from_manifest(
-        manifest, test_fraction=settings.test_fraction, k=settings.folds, seed=settings.seed
+        manifest,
+        test_fraction=settings.test_fraction,
+        k=settings.folds,
+        seed=settings.patient_split_seed,
     )
     if settings.fold is None:
         return plan, list(range(len(plan)))
@@ -123,7 +126,7 @@ def write_run_json(
         "folds": len(plan),
         "split": {
             "mode": plan.mode,
-            "seed": settings.seed,
+            "seed": settings.patient_split_seed,
             "test_fraction": settings.test_fraction,
             "folds": len(plan),
         }
@@ -142,7 +145,11 @@ def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings, salt: str
     """What evaluate needs to find this fold's patients again (checkpoint provenance): the
     settings that re-derive the split, and per set a patient count and digest (no ids)."""
     return fold_record(
-        plan, fold.index, seed=settings.seed, test_fraction=settings.test_fraction, salt=salt
+        plan,
+        fold.index,
+        seed=settings.patient_split_seed,
+        test_fraction=settings.test_fraction,
+        salt=salt,
     )
 
 
@@ -279,7 +286,9 @@ def _train(
             "fold": index,
             "world_size": env.world_size,
         }
-        extra |= s.trunk_fingerprint() | s.augment_fingerprint()  # empty when off: old runs resume
+        extra |= (
+            s.trunk_fingerprint() | s.augment_fingerprint() | s.split_fingerprint()
+        )  # empty when off: old runs resume
         if init_id is not None:
             extra["init_model_id"] = init_id
             extra["init_head"] = s.init_head

@@ -75,6 +75,7 @@ class TrainSettings:
     fold: int | None = None  # train only this fold (0-based); None: every fold in turn
     test_fraction: float = 0.1
     seed: int = 0
+    split_seed: int | None = None  # the patient split's seed; None: seed
     # optimisation
     epochs: int = 150
     patience: int = 50
@@ -129,7 +130,10 @@ class TrainSettings:
             check_positive(name, getattr(self, name))
         check_positive("classifier_hidden", self.classifier_hidden)
         check_positive("usvn_heads", self.usvn_heads)
-        zero_ok = ("patience", "save_every", "num_workers", "seed", "bn_recalibrate", "threads")
+        zero_ok = (
+            "patience", "save_every", "num_workers", "seed", "split_seed", "bn_recalibrate",
+            "threads",
+        )  # fmt: skip
         for name in (*zero_ok, "lr_patience"):
             check_positive(name, getattr(self, name), zero_ok=True)
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -207,6 +211,18 @@ class TrainSettings:
                 "--trainable-blocks: the frozen blocks' BatchNorm statistics stay as "
                 "initialised; drop --bn-recalibrate and --freeze-bn-after"
             )
+
+    @property
+    def patient_split_seed(self) -> int:
+        """The seed the patient split is drawn with: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    def split_fingerprint(self) -> dict[str, Any]:
+        """The split's own seed where it is not ``seed``, as a resumed run must share it; empty
+        otherwise, so that runs from before ``--split-seed`` still resume."""
+        if self.patient_split_seed == self.seed:
+            return {}
+        return {"split_seed": self.patient_split_seed}
 
     def trunk_fingerprint(self) -> dict[str, Any]:
         """What of the trunk is fixed, as a resumed run and the provenance record it; empty

@@ -84,8 +84,9 @@ def add_split_arguments(
     fold_default: int | None,
     fold_help: str,
     seed_help: str,
-) -> None:
-    """``--folds/--fold/--test-fraction/--seed``, the patient split of train and pretrain.
+) -> argparse._ArgumentGroup:
+    """``--folds/--fold/--test-fraction/--seed``, the patient split of train and pretrain;
+    returns the group, for a command's own split options.
 
     Plain ints and floats here: :func:`~luvnet.engine.training.settings.check_split_options`
     refuses a bad value in the same one line for both commands.
@@ -95,6 +96,7 @@ def add_split_arguments(
     split.add_argument("--fold", type=int, default=fold_default, help=fold_help)
     split.add_argument("--test-fraction", type=float, default=0.1, help="patients held out")
     split.add_argument("--seed", type=int, default=0, help=seed_help)
+    return split
 
 
 def crop_box(text: str) -> tuple[int, int, int, int]:

@@ -50,12 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--clip-length", type=int, default=30, help="frames per clip L")
     model.add_argument("--clip-step", type=int, default=24, help="frames between clip starts")
-    options.add_split_arguments(
+    split = options.add_split_arguments(
         parser,
         title="split",
         fold_default=None,
         fold_help="train only this fold (0-based)",
-        seed_help="splits, init, shuffling, augmentation",
+        seed_help="splits (unless --split-seed), init, shuffling, augmentation",
+    )
+    split.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="the patient split's own seed, so that runs of other --seed (a seed ensemble) "
+        "keep the same folds (default: --seed)",
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=150)
