@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate": ("luvnet.commands.evaluate", "score a checkpoint on a manifest split"),
     "compare": ("luvnet.commands.compare", "paired DeLong test between two prediction files"),
+    "ensemble": (
+        "luvnet.commands.ensemble",
+        "average several models' predictions on the same clips",
+    ),
     "report": ("luvnet.commands.report", "cross-validation table of a run, as Markdown"),
     "attention": ("luvnet.commands.attention", "per-pattern attention curves for one video"),
     "covid-blues-manifest": (
@@ -66,7 +70,17 @@ stream or the built-in phantom and publishes four pattern scores per frame over 
 # The overview's groups, in order; consumers found only through entry points go under "plugins".
 GROUPS: dict[str, tuple[str, ...]] = {
     "live": ("stream", "serve", "listen", "record", "overlay"),
-    "models": ("train", "pretrain", "evaluate", "compare", "report", "attention", "info", "export"),
+    "models": (
+        "train",
+        "pretrain",
+        "evaluate",
+        "compare",
+        "ensemble",
+        "report",
+        "attention",
+        "info",
+        "export",
+    ),  # fmt: skip
     "data": ("phantom", "covid-blues-manifest", "dicom-manifest"),
     "tools": ("bench", "keys"),
 }

@@ -55,6 +55,7 @@ def test_crop_box_is_parsed_or_refused_in_one_line():
         ({"max_minutes": -1.0}, "--max-minutes: expected a positive number, got -1.0"),
         ({"threads": -1}, "--threads: expected 0 or more, got -1"),
         ({"lr_patience": -2}, "--lr-patience: expected 0 or more, got -2"),
+        ({"split_seed": -1}, "--split-seed: expected 0 or more, got -1"),
         ({"kernel_size": 4}, "--kernel-size: expected an odd positive number, got 4"),
         ({"test_fraction": 1.0}, "--test-fraction: expected a number in [0, 1), got 1.0"),
         ({"lr_schedule": "cosine"}, "--lr-schedule: expected one of plateau, linear"),
