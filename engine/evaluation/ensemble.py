@@ -17,7 +17,6 @@ ensemble's on the validation set (``"given"``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ import numpy as np
 
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.compare import align
-from luvnet.engine.evaluation.metrics import compute_metrics, read_metrics, write_metrics
-from luvnet.engine.evaluation.predictions import Predictions, write_predictions
+from luvnet.engine.evaluation.evaluate import write_results
+from luvnet.engine.evaluation.inference import Scored
+from luvnet.engine.evaluation.metrics import read_metrics
+from luvnet.engine.evaluation.predictions import Predictions
 from luvnet.engine.evaluation.roc import delong_auc
 
 METHOD = "mean_probability"
@@ -37,7 +38,8 @@ def average(members: Sequence[Predictions], paths: Sequence[Path]) -> Prediction
     """The members' mean probability per clip and pattern, in the first member's clip order.
 
     Args:
-        members: two or more predictions of the same clips; ``paths`` name them in errors.
+        members: two or more predictions of the same N clips and P patterns, probs ``[N, P]``.
+        paths: one per member, naming it in errors.
 
     Returns:
         Predictions with the first member's clips and labels, probs ``[N, P]`` float64.
@@ -45,6 +47,7 @@ def average(members: Sequence[Predictions], paths: Sequence[Path]) -> Prediction
     Raises:
         LuvnetError: fewer than two members, or a member whose clips, patterns or labels
             differ from the first's (naming both files).
+        ValueError: ``paths`` and ``members`` of different lengths.
     """
     if len(members) < 2:
         raise LuvnetError(
@@ -63,7 +66,7 @@ def stored_thresholds(path: Path, pattern_names: Sequence[str]) -> list[float | 
 
     Raises:
         LuvnetError: an unreadable file, a pattern it lacks, or a threshold that is not a
-            finite number or null, naming the file and the field.
+            number in [0, 1] or null, naming the file and the field.
     """
     patterns = read_metrics(path)["patterns"]
     missing = [name for name in pattern_names if name not in patterns]
@@ -76,16 +79,18 @@ def stored_thresholds(path: Path, pattern_names: Sequence[str]) -> list[float | 
     for name in pattern_names:
         value = patterns[name]["threshold"]
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is not None and not (number and math.isfinite(value)):
+        if value is not None and not (number and 0.0 <= value <= 1.0):
             raise LuvnetError(
-                f"{path}: patterns.{name}.threshold: expected a number or null, got {value!r}"
+                f"{path}: patterns.{name}.threshold: expected a probability in [0, 1] or "
+                f"null, got {value!r}"
             )
         values.append(None if value is None else float(value))
     return values
 
 
 def member_aucs(members: Sequence[Predictions]) -> list[list[float | None]]:
-    """AUC ``[member][pattern]`` of each member on its known labels (None: undefined)."""
+    """AUC ``[member][pattern]`` of each member on its known labels (labels ``[N, P]``, NaN
+    unknown); None where undefined (one class only)."""
     return [
         [delong_auc(m.labels[:, k], m.probs[:, k]).auc for k in range(len(m.pattern_names))]
         for m in members
@@ -98,20 +103,53 @@ def write_ensemble(
     paths: Sequence[Path],
     thresholds: Sequence[float | None] | None,
 ) -> dict[str, Any]:
-    """``OUT/predictions.csv`` and ``OUT/metrics.json`` of ``ensemble``; returns the metrics.
+    """``OUT/predictions.csv`` and ``OUT/metrics.json`` of ``ensemble``, as ``luvnet evaluate``
+    writes them (:func:`~.evaluate.write_results`; ``loss`` null: an average of probabilities
+    has no loss of its own), plus the ``"ensemble"`` record; returns the metrics.
 
     Args:
+        paths: the members' files, recorded as given.
         thresholds: per pattern, or None to fit Youden's on these clips.
+
+    Raises:
+        OSError: ``out`` or a file in it cannot be written.
     """
     out.mkdir(parents=True, exist_ok=True)
-    names = ensemble.pattern_names
-    write_predictions(
-        out / "predictions.csv", ensemble.clips, ensemble.labels, ensemble.probs, names
+    known = int((~np.isnan(ensemble.labels)).sum())
+    scored = Scored(list(ensemble.clips), ensemble.labels, ensemble.probs, None, known)
+    record = {"ensemble": {"method": METHOD, "members": [str(p) for p in paths]}}
+    return write_results(
+        scored,
+        out / "metrics.json",
+        out / "predictions.csv",
+        thresholds,
+        ensemble.pattern_names,
+        extra=record,
     )
-    metrics = compute_metrics(ensemble.labels, ensemble.probs, thresholds, names)
-    metrics["ensemble"] = {"method": METHOD, "members": [str(p) for p in paths]}
-    write_metrics(out / "metrics.json", metrics)
-    return metrics
+
+
+def check_paths(paths: Sequence[Path], thresholds: Path | None, out: Path) -> None:
+    """Refuse a member given twice, and an ``out`` whose files would overwrite an input.
+
+    Raises:
+        LuvnetError: one line naming the file and the fix.
+    """
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        key = path.resolve()
+        if key in seen:
+            raise LuvnetError(
+                f"predictions: {path} is the same file as {seen[key]}; expected each member once"
+            )
+        seen[key] = path
+    inputs = {**seen, **({thresholds.resolve(): thresholds} if thresholds else {})}
+    for name in ("predictions.csv", "metrics.json"):
+        target = (out / name).resolve()
+        if target in inputs:
+            raise LuvnetError(
+                f"--out {out}: writing {name} there would overwrite the input {inputs[target]}; "
+                "expected a folder that holds none of the inputs"
+            )
 
 
 def format_table(metrics: dict[str, Any], aucs: list[list[float | None]]) -> str:

@@ -52,13 +52,19 @@ def write_results(
     pattern_names: Sequence[str],
     skipped: Sequence[SkippedVideo] | None = None,
     decimated: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """predictions CSV + metrics.json of one scored split; thresholds None = fit Youden.
 
     ``skipped``: the split's unreadable videos left out (``--skip-unreadable``), recorded as
     ``"skipped_videos"``: [{"video", "reason"}]; None (not skipping) leaves the key out.
     ``decimated``: how many of the split's videos were decimated to the model's frame rate
-    (``"decimated_videos"``; None leaves the key out).
+    (``"decimated_videos"``; None leaves the key out). ``extra``: more keys for metrics.json
+    (``luvnet ensemble``'s ``"ensemble"`` record).
+
+    Raises:
+        LuvnetError: a figure that is not a finite number or null (``write_metrics``).
+        OSError: a file that cannot be written.
     """
     write_predictions(predictions_path, scored.clips, scored.labels, scored.probs, pattern_names)
     metrics = compute_metrics(scored.labels, scored.probs, thresholds, pattern_names)
@@ -67,6 +73,7 @@ def write_results(
         metrics["skipped_videos"] = [item.to_dict() for item in skipped]
     if decimated is not None:
         metrics["decimated_videos"] = decimated
+    metrics |= extra or {}
     write_metrics(metrics_path, metrics)
     return metrics
 

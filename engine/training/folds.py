@@ -14,7 +14,6 @@ command under ``torchrun`` (see :mod:`.distributed`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 from pathlib import Path
@@ -27,7 +26,7 @@ from luvnet.engine.data.clips import ClipDataset, clip_labels
 from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
-from luvnet.engine.data.split_record import describe_sets, fold_record, new_salt
+from luvnet.engine.data.split_record import fold_record, new_salt
 from luvnet.engine.data.splits import Fold, SplitPlan, rows_for, splits_from_manifest
 from luvnet.engine.data.timing import Timing, model_frame_rate, rate_record, video_rate
 from luvnet.engine.data.unreadable import SkippedVideo, readable_rows
@@ -35,7 +34,6 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache
 from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
-from luvnet.engine.files import write_json
 from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
@@ -46,6 +44,7 @@ from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
 from luvnet.engine.training.init import build_fold_model, check_pretrained_fold
 from luvnet.engine.training.loaders import require_clips
+from luvnet.engine.training.run_record import write_run_json
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -105,42 +104,6 @@ def plan_splits(manifest: Manifest, settings: TrainSettings) -> tuple[SplitPlan,
     return plan, [settings.fold]
 
 
-def write_run_json(
-    settings: TrainSettings,
-    config: ModelConfig,
-    plan: SplitPlan,
-    manifest_sha: str,
-    command: str,
-    salt: str,
-    skipped: list[SkippedVideo] | None = None,
-) -> None:
-    """``RUN/run.json``; the test patients as a count and a digest, never their ids."""
-    test = describe_sets({"test": plan.test}, salt)
-    document = {
-        "model": config.variant,
-        "backbone": config.backbone,
-        "config": config.to_dict(),
-        "manifest": str(settings.manifest),  # as typed: a resolved path names this machine
-        "manifest_sha256": manifest_sha,
-        "split_mode": plan.mode,
-        "folds": len(plan),
-        "split": {
-            "mode": plan.mode,
-            "seed": settings.patient_split_seed,
-            "test_fraction": settings.test_fraction,
-            "folds": len(plan),
-        }
-        | test,
-        "args": settings.record(),
-        "command": command,
-        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
-    }
-    if skipped is not None:
-        document["skipped_videos"] = [item.to_dict() for item in skipped]
-    write_json(settings.out / "run.json", document, indent=2)
-
-
 def split_record(plan: SplitPlan, fold: Fold, settings: TrainSettings, salt: str) -> dict[str, Any]:
     """What evaluate needs to find this fold's patients again (checkpoint provenance): the
     settings that re-derive the split, and per set a patient count and digest (no ids)."""
@@ -165,7 +128,7 @@ def usable_rows(
     if rows and not kept:
         raise LuvnetError(
             f"{what}: all {len(rows)} of its videos are unreadable (skipped above); expected at "
-            "least one that decodes: fix or replace them, or use other --seed/--folds"
+            "least one that decodes: fix or replace them, or use other --split-seed/--seed/--folds"
         )
     return kept, [bad[row.video] for row in rows if row.video in bad]
 

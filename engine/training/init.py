@@ -91,7 +91,7 @@ def check_pretrained_fold(
     """Refuse ``--init`` of a trunk that has seen some patients' frames (``luvnet pretrain``'s,
     or a checkpoint trained from one) for any fold but the one whose training patients those
     were, or for a split whose sets differ from the recorded ones (another manifest,
-    ``--folds``, ``--test-fraction``, ``--seed`` or ``split`` column).
+    ``--folds``, ``--test-fraction``, split seed or ``split`` column).
 
     Returns:
         ``{"pretrained_split": record}`` for the checkpoints of this run to carry on, so a run
@@ -121,8 +121,8 @@ def check_pretrained_fold(
         raise LuvnetError(
             f"--init {init}: its trunk was pretrained on the frames of fold {index}'s training "
             f"patients (--folds {split.get('folds')} --test-fraction "
-            f"{split.get('test_fraction')} --seed {split.get('seed')}), so another fold or split "
-            f"would validate or test on patients it has seen; train only --fold {index} with "
+            f"{split.get('test_fraction')} --split-seed {split.get('seed')}), so another fold or "
+            f"split would validate or test on patients it has seen; train only --fold {index} with "
             "the manifest and split options it was pretrained with, or pretrain a trunk for "
             "this fold"
         )

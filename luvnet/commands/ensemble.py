@@ -7,8 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.ensemble import (
     average,
+    check_paths,
     format_table,
     member_aucs,
     stored_thresholds,
@@ -38,11 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     paths: list[Path] = args.predictions
+    check_paths(paths, args.thresholds, args.out)
     members = [read_predictions(path) for path in paths]
     ensemble = average(members, paths)
     thresholds = None
     if args.thresholds is not None:
         thresholds = stored_thresholds(args.thresholds, ensemble.pattern_names)
-    metrics = write_ensemble(args.out, ensemble, paths, thresholds)
+    try:
+        metrics = write_ensemble(args.out, ensemble, paths, thresholds)
+    except OSError as err:
+        raise LuvnetError(f"--out {args.out}: cannot write ({err.strerror})") from None
     print(format_table(metrics, member_aucs(members)))
     return 0

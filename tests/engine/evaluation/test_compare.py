@@ -8,36 +8,16 @@ import numpy as np
 import pytest
 
 from luvnet.cli import main
-from luvnet.engine.evaluation.predictions import ClipRef, write_predictions
+from luvnet.engine.evaluation.predictions import write_predictions
 from luvnet.engine.evaluation.roc import delong_test
-
-N = 24
-
-
-def _data(seed: int = 0) -> tuple[list[ClipRef], np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    clips = [ClipRef(f"c{i:02d}", f"v{i // 3}.mp4", f"p{i // 6}", 24 * (i % 3), 24 * (i % 3) + 30)
-             for i in range(N)]  # fmt: skip
-    labels = np.tile([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]], (N // 2, 1))
-    labels[:6, 2] = np.nan  # consolidation partly unknown
-    labels[:, 3] = np.nan  # effusion never labelled
-    probs_a = np.clip(0.3 * np.nan_to_num(labels) + 0.7 * rng.random((N, 4)), 0, 1)
-    probs_b = rng.random((N, 4))
-    return clips, labels, probs_a, probs_b
-
-
-def _write(tmp_path, name, clips, labels, probs, order=None):
-    order = np.arange(len(clips)) if order is None else order
-    path = tmp_path / name
-    write_predictions(path, [clips[i] for i in order], labels[order], probs[order])
-    return path
+from tests.engine.evaluation.prediction_files import N, prediction_data, write_file
 
 
 def test_compare_matches_delong_on_shuffled_rows(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
     # B lists the same clips in another order: rows must be matched by clip_id.
-    b = _write(tmp_path, "b.csv", clips, labels, pb, np.random.default_rng(1).permutation(N))
+    b = write_file(tmp_path, "b.csv", clips, labels, pb, np.random.default_rng(1).permutation(N))
     out = tmp_path / "cmp.json"
     assert main(["compare", str(a), str(b), "--json", str(out)]) == 0
     stdout = capsys.readouterr().out
@@ -65,9 +45,9 @@ def test_compare_matches_delong_on_shuffled_rows(tmp_path, capsys):
 
 
 def test_compare_is_symmetric_and_identical_files_give_p_one(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
-    b = _write(tmp_path, "b.csv", clips, labels, pb)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
+    b = write_file(tmp_path, "b.csv", clips, labels, pb)
     results = {}
     for name, pair in {"ab": (a, b), "ba": (b, a), "aa": (a, a)}.items():
         out = tmp_path / f"{name}.json"
@@ -90,36 +70,36 @@ def _assert_one_line_error(capsys, code, *fragments):
 
 
 def test_refuses_different_clip_sets(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
-    b = _write(tmp_path, "b.csv", clips, labels, pb, np.arange(N - 1))
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
+    b = write_file(tmp_path, "b.csv", clips, labels, pb, np.arange(N - 1))
     code = main(["compare", str(a), str(b)])
     _assert_one_line_error(capsys, code, "b.csv: clip set differs", "1 clip(s) only in A ['c23']")
 
 
 def test_refuses_different_labels(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
     other = labels.copy()
     other[5, 1] = 1 - other[5, 1]
-    b = _write(tmp_path, "b.csv", clips, other, pb)
+    b = write_file(tmp_path, "b.csv", clips, other, pb)
     code = main(["compare", str(a), str(b)])
     _assert_one_line_error(capsys, code, "clip 'c05', label_b_lines = 0 but 1 in", "identical")
 
 
 def test_refuses_unknown_versus_known_label(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
     other = labels.copy()
     other[0, 2] = 1.0  # unknown in A
-    b = _write(tmp_path, "b.csv", clips, other, pb)
+    b = write_file(tmp_path, "b.csv", clips, other, pb)
     code = main(["compare", str(a), str(b)])
     _assert_one_line_error(capsys, code, "label_consolidation = 1 but unknown in")
 
 
 def test_refuses_different_patterns(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
     b = tmp_path / "b.csv"
     write_predictions(b, clips, labels[:, :2], pb[:, :2], ["a_lines", "b_lines"])
     code = main(["compare", str(a), str(b)])
@@ -127,9 +107,9 @@ def test_refuses_different_patterns(tmp_path, capsys):
 
 
 def test_bad_file_exit_code_and_one_line(tmp_path, capsys):
-    clips, labels, pa, pb = _data()
-    a = _write(tmp_path, "a.csv", clips, labels, pa)
-    b = _write(tmp_path, "b.csv", clips, labels, pb)
+    clips, labels, pa, pb = prediction_data()
+    a = write_file(tmp_path, "a.csv", clips, labels, pa)
+    b = write_file(tmp_path, "b.csv", clips, labels, pb)
     lines = b.read_text().splitlines()
     fields = lines[3].split(",")
     fields[8] = "0.5x"  # prob_b_lines

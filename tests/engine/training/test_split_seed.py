@@ -11,6 +11,7 @@ import torch
 
 from luvnet.cli import main
 from luvnet.engine.evaluation.predictions import read_predictions
+from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.training.state import load_state
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
@@ -52,9 +53,23 @@ def test_split_seed_keeps_the_folds_while_seed_changes_the_training(
     document = json.loads((member / "run.json").read_text())
     assert document["split"]["seed"] == 0 and document["args"]["seed"] == 1
     assert document["args"]["split_seed"] == 0
+    best = member / "fold_0" / "best"
+    assert load_checkpoint(best).provenance["split"]["seed"] == 0
+    manifest, cache = data
+    for split in ("val", "test"):  # evaluate finds the member's patients from its record
+        out = tmp_path / f"eval_{split}"
+        argv = ["evaluate", "--checkpoint", str(best), "--manifest", str(manifest)]
+        argv += ["--split", split, "--out", str(out), "--cache", str(cache), "--device", "cpu"]
+        assert main(argv) == 0
+        clips = sorted(c.clip_id for c in read_predictions(out / "predictions.csv").clips)
+        assert clips == _clips(base, split)
     capsys.readouterr()
-    # resuming with the split drawn from --seed would validate on other patients
+    # resuming with the split drawn from --seed would validate on other patients: refused
+    # before run.json is rewritten
+    record = (member / "run.json").read_bytes()
     assert main(_train(data, member, "--seed", "1", "--epochs", "2")) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("luvnet train: error: ") and "split_seed=0" in last, last
+    assert last.startswith(f"luvnet train: error: {member}: trained on the patient split ("), last
+    assert "--split-seed 0 keeps the folds" in last, last
+    assert (member / "run.json").read_bytes() == record
     assert main(_train(data, member, "--seed", "1", "--split-seed", "0", "--epochs", "2")) == 0

@@ -1,0 +1,94 @@
+"""``RUN/run.json``, the record of a training run (docs/formats.md, "Training run directory").
+
+Written before any fold trains, and again on each resume; a resume that would draw another
+patient split than the run's is refused before the record is touched, so run.json never
+describes folds its checkpoints were not trained on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from luvnet.engine.data.split_record import describe_sets
+from luvnet.engine.data.splits import SplitPlan
+from luvnet.engine.data.unreadable import SkippedVideo
+from luvnet.engine.errors import LuvnetError
+from luvnet.engine.files import write_json
+from luvnet.engine.model.config import ModelConfig
+from luvnet.engine.training.settings import TrainSettings
+
+SPLIT_KEYS = ("mode", "seed", "test_fraction", "folds")  # what draws the patient split
+
+
+def write_run_json(
+    settings: TrainSettings,
+    config: ModelConfig,
+    plan: SplitPlan,
+    manifest_sha: str,
+    command: str,
+    salt: str,
+    skipped: list[SkippedVideo] | None = None,
+) -> None:
+    """``RUN/run.json``; the test patients as a count and a digest, never their ids.
+
+    Raises:
+        LuvnetError: ``RUN/run.json`` exists and records another split (:func:`check_split`).
+    """
+    test = describe_sets({"test": plan.test}, salt)
+    document = {
+        "model": config.variant,
+        "backbone": config.backbone,
+        "config": config.to_dict(),
+        "manifest": str(settings.manifest),  # as typed: a resolved path names this machine
+        "manifest_sha256": manifest_sha,
+        "split_mode": plan.mode,
+        "folds": len(plan),
+        "split": {
+            "mode": plan.mode,
+            "seed": settings.patient_split_seed,
+            "test_fraction": settings.test_fraction,
+            "folds": len(plan),
+        }
+        | test,
+        "args": settings.record(),
+        "command": command,
+        "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+    }
+    if skipped is not None:
+        document["skipped_videos"] = [item.to_dict() for item in skipped]
+    check_split(settings.out / "run.json", document["split"])
+    write_json(settings.out / "run.json", document, indent=2)
+
+
+def check_split(path: Path, split: dict[str, Any]) -> None:
+    """Refuse to resume the run recorded at ``path`` with another patient split: its folds'
+    checkpoints would go on training, and be scored, on other patients.
+
+    A missing or unreadable record passes (the folds' own fingerprints still guard them).
+
+    Raises:
+        LuvnetError: one line with the recorded and the new split and the fix.
+    """
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))["split"]
+        keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS  # no seed in a fixed split
+        old = {key: recorded[key] for key in keys}
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    new = {key: split[key] for key in keys}
+    if old != new:
+        raise LuvnetError(
+            f"{path.parent}: trained on the patient split {_describe(old)}, this command draws "
+            f"{_describe(new)}; resume with the split options it was trained with (--split-seed "
+            f"{old.get('seed')} keeps the folds whatever --seed), or train into a new --out"
+        )
+
+
+def _describe(split: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{key} {value}" for key, value in split.items()) + ")"
