@@ -195,7 +195,8 @@ def test_help_is_an_overview_by_group(capsys):
             sections[current].append(line.split()[0])
     assert sections["live"] == ["stream", "serve", "listen", "record", "overlay"], sections
     assert sections["models"] == [
-        *("train", "pretrain", "evaluate", "compare", "report", "attention", "info", "export")
+        *("train", "pretrain", "evaluate", "compare", "ensemble", "report", "attention", "info"),
+        "export",
     ]
     assert sections["data"] == ["phantom", "covid-blues-manifest", "dicom-manifest"]
     assert sections["tools"] == ["bench", "keys"]
