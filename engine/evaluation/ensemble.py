@@ -160,7 +160,7 @@ def format_table(metrics: dict[str, Any], aucs: list[list[float | None]]) -> str
         "95% CI",
     ]
     for k, (name, m) in enumerate(metrics["patterns"].items()):
-        own = [row[k] for row in aucs if row[k] is not None]
+        own = [value for row in aucs if (value := row[k]) is not None]
         spread = f"{min(own):.3f}-{max(own):.3f}" if own else "n/a"
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
         ci = m["auc_ci95"]

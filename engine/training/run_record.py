@@ -39,7 +39,13 @@ def write_run_json(
     Raises:
         LuvnetError: ``RUN/run.json`` exists and records another split (:func:`check_split`).
     """
-    test = describe_sets({"test": plan.test}, salt)
+    split: dict[str, Any] = {
+        "mode": plan.mode,
+        "seed": settings.patient_split_seed,
+        "test_fraction": settings.test_fraction,
+        "folds": len(plan),
+    }
+    check_split(settings.out / "run.json", split)
     document = {
         "model": config.variant,
         "backbone": config.backbone,
@@ -48,13 +54,7 @@ def write_run_json(
         "manifest_sha256": manifest_sha,
         "split_mode": plan.mode,
         "folds": len(plan),
-        "split": {
-            "mode": plan.mode,
-            "seed": settings.patient_split_seed,
-            "test_fraction": settings.test_fraction,
-            "folds": len(plan),
-        }
-        | test,
+        "split": split | describe_sets({"test": plan.test}, salt),
         "args": settings.record(),
         "command": command,
         "updated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -62,7 +62,6 @@ def write_run_json(
     }
     if skipped is not None:
         document["skipped_videos"] = [item.to_dict() for item in skipped]
-    check_split(settings.out / "run.json", document["split"])
     write_json(settings.out / "run.json", document, indent=2)
 
 
