@@ -42,7 +42,8 @@ from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
-from luvnet.engine.training.init import build_fold_model, check_pretrained_fold
+from luvnet.engine.training.fold_init import fold_starts
+from luvnet.engine.training.init import build_fold_model
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.run_record import write_run_json
 from luvnet.engine.training.settings import FitSettings, TrainSettings
@@ -171,9 +172,9 @@ def _train(
         num_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
     cache = s.cache or default_cache_dir()
     root = manifest.path.resolve().parent
-    # Bad heads/kernel/weights/--init fail here, early.
-    _, init_id = build_fold_model(config, s.weights, s.seed, s)
-    seen = check_pretrained_fold(s.init, plan, folds)  # a pretrained trunk has seen patients
+    # Bad heads/kernel/weights/--init fail here, early; so does an --init that has seen
+    # patients a fold holds out.
+    inits, init_ids, seen = fold_starts(s, config, manifest, plan, folds)
     _, skipped = readable_rows(
         manifest.rows,
         config.preprocess,
@@ -198,9 +199,9 @@ def _train(
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
         write_run_json(s, config, plan, manifest_sha, command, salt, recorded)
-        if init_id is not None:
-            log.info("trunk from checkpoint %s (model id %s)", s.init, init_id)
-        elif s.weights is None:
+        for index in (k for k in folds if init_ids[k] is not None):
+            log.info("fold %d: from %s (model id %s)", index, inits[index], init_ids[index])
+        if s.init is None and s.weights is None:
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
     test_set = clip_dataset(test_rows, config, cache, s.decimate_above) if test_rows else None
@@ -252,6 +253,7 @@ def _train(
         extra |= (
             s.trunk_fingerprint() | s.augment_fingerprint() | s.split_fingerprint()
         )  # empty when off: old runs resume
+        init_id = init_ids[index]
         if init_id is not None:
             extra["init_model_id"] = init_id
             extra["init_head"] = s.init_head
@@ -265,9 +267,9 @@ def _train(
         }
         provenance["frame_rate"] = rate_record(rates, timing, decimated)
         if init_id is not None:  # the model id, never the checkpoint's path
-            provenance["init"] = {"model_id": init_id, "head": s.init_head} | seen
+            provenance["init"] = {"model_id": init_id, "head": s.init_head} | seen[index]
         provenance |= s.trunk_fingerprint()
-        model, _ = build_fold_model(config, s.weights, fit.seed, s)
+        model, _ = build_fold_model(config, s.weights, fit.seed, s, inits[index])
         train_data: ClipDataset | EmbeddedClips = train_set
         val_data: ClipDataset | EmbeddedClips = val_set
         if s.freeze_encoder:

@@ -144,11 +144,16 @@ def _pretrained_split(init: Path) -> Mapping[str, Any] | None:
 
 
 def build_fold_model(
-    config: ModelConfig, weights: str | None, seed: int, settings: TrainSettings | None = None
+    config: ModelConfig,
+    weights: str | None,
+    seed: int,
+    settings: TrainSettings | None = None,
+    init: Path | None = None,
 ) -> tuple[LUVNet, str | None]:
-    """The fold's model, seeded: ``weights`` (None, ``"imagenet"`` or a file) or, with
-    ``settings.init``, that checkpoint's trunk; the trunk's first blocks fixed as
-    ``settings.trainable_blocks`` asks (:func:`~luvnet.engine.model.backbones.freeze_trunk`).
+    """The fold's model, seeded: ``weights`` (None, ``"imagenet"`` or a file) or the trunk of
+    checkpoint ``init`` (the fold's ``--init``: :func:`~.fold_init.fold_inits`), and its head
+    with ``settings.init_head``; the trunk's first blocks fixed as ``settings.trainable_blocks``
+    asks (:func:`~luvnet.engine.model.backbones.freeze_trunk`).
 
     Returns:
         The model and the init checkpoint's model id (None without ``--init``).
@@ -164,6 +169,7 @@ def build_fold_model(
         raise LuvnetError(f"model {config.backbone}/{config.variant}: {err}") from None
     if settings is not None:
         freeze_trunk(model.encoder, settings.trainable_blocks)  # more than it has: refused
-    if settings is None or settings.init is None:
+    if init is None:
         return model, None
-    return model, init_from_checkpoint(model, settings.init, head=settings.init_head)
+    head = settings is not None and settings.init_head
+    return model, init_from_checkpoint(model, init, head=head)

@@ -163,7 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CHECKPOINT",
         help="start from this checkpoint's trunk (same --backbone and --image-size; the "
-        "head stays random unless --init-head); its model id is recorded",
+        "head stays random unless --init-head), or from a training run's: each fold from its "
+        "fold_<k>/best; its model id is recorded; one trained on patients a fold holds out "
+        "is refused",
     )
     model.add_argument(
         "--init-head",
