@@ -267,6 +267,14 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
+def run_order(repeats: int) -> list[str]:
+    """The sides in the order they run for one stream count: alternated from repeat to repeat
+    (serve first, then independent first, ...), so a machine that drifts (load, clocks, a
+    shared host) favours neither side."""
+    pair = ["serve", "independent"]
+    return [side for repeat in range(repeats) for side in (pair if repeat % 2 == 0 else pair[::-1])]
+
+
 def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     """Both sides for each stream count of ``settings``; see the module docstring."""
     device = resolve_device(settings.device)
@@ -276,11 +284,8 @@ def run_serve_bench(settings: ServeBenchSettings) -> BenchResult:
     series: dict[str, list[float]] = {}
     for n in settings.streams:
         runs: dict[str, list[dict[str, Any]]] = {"serve": [], "independent": []}
-        for repeat in range(settings.repeats):
-            # Alternated: a machine that drifts (load, clocks, a shared host) favours neither side.
-            order = ("serve", "independent") if repeat % 2 == 0 else ("independent", "serve")
-            for label in order:
-                runs[label].append(_side(label, settings, n, frames, str(device)))
+        for label in run_order(settings.repeats):
+            runs[label].append(_side(label, settings, n, frames, str(device)))
         row: dict[str, Any] = {}
         for label, figures in runs.items():
             row[label] = median_run(figures)
