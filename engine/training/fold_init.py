@@ -4,31 +4,36 @@ that fold's held-out patients.
 ``--init`` takes a checkpoint (every fold starts from it) or a training run directory
 (``run.json`` beside ``fold_<k>/``): fold k then starts from that run's ``fold_<k>/best``, which
 is what fine-tuning after a frozen-trunk head needs (docs/training.md, "A small labelled set on a
-CPU"): one command for all folds instead of one per fold.
+CPU"): one command for all folds instead of one per fold. The run must have drawn the same
+patient split as this one, or its fold k would not be this fold k.
 
 A checkpoint that ``luvnet train`` wrote on this manifest has learnt from the labels of its
-fold's training patients, and its validation patients picked its epoch. Starting another fold
-(or another split) from it would validate or test on patients whose labels it has already used:
-optimistic figures that nothing on screen shows. :func:`check_init_patients` re-derives the
-checkpoint's patients from its split record (salted digests, never ids:
-:mod:`luvnet.engine.data.split_record`) and refuses that overlap. A checkpoint trained on other
-data (the phantom-trained demo model) has a record this manifest does not re-derive, and passes.
+fold's training patients, and its validation patients picked its epoch. Starting a fold from it
+that validates on those training patients, or tests on either, would give optimistic figures
+that nothing on screen shows. :func:`seen_patients` re-derives the checkpoint's patients from
+its split record (salted digests, never ids: :mod:`luvnet.engine.data.split_record`) and
+:func:`check_init_fold` refuses the overlap. Only a manifest with the same patient ids and
+``split`` column re-derives them: a checkpoint trained on another manifest (the phantom-trained
+demo model, or a patient list since changed) cannot be checked, which is logged as a warning.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from luvnet.engine.data.manifest import Manifest
-from luvnet.engine.data.split_record import recorded_patients
+from luvnet.engine.data.split_record import recorded_digest, recorded_patients
 from luvnet.engine.data.splits import SplitPlan
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.model.checkpoint import CONFIG_FILE, read_config
+from luvnet.engine.model.checkpoint import CONFIG_FILE, file_sha256, read_config
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.training.init import build_fold_model, check_pretrained_fold
+from luvnet.engine.training.run_record import SPLIT_KEYS, run_split
 from luvnet.engine.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -36,16 +41,40 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"  # what makes a directory a training run (engine/training/run_record.py)
 
 
-def fold_inits(init: Path | None, folds: Sequence[int]) -> dict[int, Path | None]:
+@dataclass(frozen=True)
+class SeenPatients:
+    """This manifest's patients an ``--init`` checkpoint has used: ``train`` (their labels
+    trained it) and ``val`` (they chose its epoch); ``record`` is its split record and
+    ``frozen_from`` the model id its trunk is unchanged from (trained with ``--freeze-encoder``)."""
+
+    train: frozenset[str]
+    val: frozenset[str]
+    record: Mapping[str, Any]
+    frozen_from: str | None
+
+
+def fold_inits(
+    init: Path | None, folds: Sequence[int], plan: SplitPlan, split: Mapping[str, Any]
+) -> dict[int, Path | None]:
     """Each fold's ``--init`` checkpoint: ``init`` itself, or for a training run directory its
-    ``fold_<k>/best``.
+    ``fold_<k>/best``; ``split`` is this run's split settings (``run_split``).
 
     Raises:
-        LuvnetError: ``init`` is a run without a best checkpoint for one of ``folds``; one line
-            naming the folds it has.
+        LuvnetError: ``init`` is a run's fold directory, a run drawn with another patient split
+            than ``plan``, or a run without a best checkpoint for one of ``folds``; one line
+            each, with the fix.
     """
-    if init is None or (init / CONFIG_FILE).is_file() or not (init / RUN_FILE).is_file():
-        return {k: init for k in folds}  # a checkpoint (or not one: load_checkpoint says so)
+    if init is None or (init / CONFIG_FILE).is_file():
+        return {k: init for k in folds}
+    if (init / "best").is_dir() and not (init / RUN_FILE).is_file():
+        raise LuvnetError(
+            f"--init {init}: a fold directory of a training run, not a checkpoint; pass "
+            f"{init / 'best'} for its best checkpoint, or {init.parent} to start each fold from "
+            "its own"
+        )
+    if not (init / RUN_FILE).is_file():
+        return {k: init for k in folds}  # not a checkpoint either: load_checkpoint says so
+    _check_run_split(init, plan, split)
     inits = {k: init / f"fold_{k}" / "best" for k in folds}
     missing = [k for k, path in inits.items() if not path.is_dir()]
     if missing:
@@ -62,46 +91,144 @@ def fold_inits(init: Path | None, folds: Sequence[int]) -> dict[int, Path | None
     return dict(inits)
 
 
-def check_init_patients(init: Path | None, manifest: Manifest, plan: SplitPlan, fold: int) -> None:
-    """Refuse ``init`` for ``fold`` when it was trained on this manifest's patients and some of
-    them are this fold's validation or test patients: its training patients must not be held
-    out here, nor its validation patients (they chose its epoch) be tested on.
+def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> None:
+    """Refuse ``--init RUN`` whose run.json records another split than this run's."""
+    try:
+        recorded = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))["split"]
+        keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS  # no seed in a fixed split
+        theirs = {key: recorded[key] for key in keys}
+        digests = recorded["patient_digests"]
+        same_test = recorded_digest(digests)(plan.test) == digests["test"]
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as err:
+        raise LuvnetError(
+            f"--init {run / RUN_FILE}: unreadable split record ({type(err).__name__}: {err}); "
+            "expected the form luvnet train writes (docs/formats.md), or --init one checkpoint"
+        ) from None
+    same_settings = theirs == {key: split[key] for key in keys}
+    if same_settings and same_test:
+        return
+    why = (
+        "the same split settings but another test set (another patient list or split column)"
+        if same_settings
+        else f"another patient split ({_describe(theirs)}; this run: "
+        f"{_describe({key: split[key] for key in keys})})"
+    )
+    raise LuvnetError(
+        f"--init {run}: its folds were drawn with {why}, so its fold_<k> is not this run's "
+        "fold k; train with the manifest and split options it was trained with, or --init one "
+        "checkpoint"
+    )
 
-    A checkpoint without a split record, or one whose record ``manifest`` does not re-derive
-    (other data, another patient list), cannot be checked and passes, with a log line.
+
+def seen_patients(init: Path, manifest: Manifest, *, quiet: bool = False) -> SeenPatients | None:
+    """The patients of ``manifest`` that checkpoint ``init`` has used, from its split record;
+    None when it has no record or its record does not re-derive from ``manifest`` (trained on
+    other data; then a warning says it was not checked).
+
+    Raises:
+        LuvnetError: a damaged split record, or one that no longer re-derives from the very
+            manifest it was trained on.
+    """
+    _, document = read_config(init)
+    provenance = document.get("provenance")
+    if not isinstance(provenance, Mapping) or not isinstance(provenance.get("split"), Mapping):
+        if not quiet and not (isinstance(provenance, Mapping) and "pretrain" in provenance):
+            log.warning("--init %s: no split record, so not checked against this run's folds", init)
+        return None  # a luvnet pretrain trunk: check_pretrained_fold holds it to its fold
+    record = provenance["split"]
+    _check_record(init, record)
+    try:
+        train = recorded_patients(manifest, provenance, "train", init)
+        val = recorded_patients(manifest, provenance, "val", init)
+    except LuvnetError:
+        if provenance.get("manifest_sha256") == file_sha256(manifest.path):
+            raise  # the same manifest file: the record itself is wrong
+        if quiet:
+            return None
+        log.warning(
+            "--init %s: its split record does not re-derive from %s (other data, or a patient "
+            "list or split column changed since), so it is not checked against this run's "
+            "folds; fine for other data such as the phantom, a leak if the two share patients",
+            init,
+            manifest.path,
+        )
+        return None
+    init_record = provenance.get("init")
+    frozen_from = (
+        str(init_record.get("model_id"))
+        if provenance.get("freeze_encoder") is True and isinstance(init_record, Mapping)
+        else None
+    )
+    return SeenPatients(train or frozenset(), val or frozenset(), record, frozen_from)
+
+
+def _check_record(init: Path, record: Mapping[str, Any]) -> None:
+    """A split record with the settings and digests (or older clear lists) it needs."""
+    try:
+        for key in ("test_fraction", "folds", "fold", "seed"):
+            float(record[key])
+        if not isinstance(record.get("patients"), Mapping):  # digests, not clear ids
+            recorded_digest(record["patient_digests"])
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        raise LuvnetError(
+            f"--init {init}: its provenance split record is damaged ({type(err).__name__}: "
+            f"{err}); expected the form luvnet train writes (docs/formats.md), or --init "
+            "another checkpoint"
+        ) from None
+
+
+def check_init_fold(
+    init: Path,
+    seen: SeenPatients,
+    plan: SplitPlan,
+    fold: int,
+    split: Mapping[str, Any],
+    *,
+    head: bool,
+) -> None:
+    """Refuse ``init`` for ``fold`` when its training patients are this fold's validation or
+    test patients, or its validation patients (they chose its epoch) are tested on here.
 
     Raises:
         LuvnetError: one line naming the checkpoint, the fold, how many patients overlap which
-            set, and the fix.
+            set, and the fix for the case (another split, or another fold of this one).
     """
-    if init is None:
-        return
-    _, document = read_config(init)
-    provenance = document.get("provenance")
-    if not isinstance(provenance, dict) or not isinstance(provenance.get("split"), dict):
-        return
-    try:
-        seen = {k: recorded_patients(manifest, provenance, k, init) for k in ("train", "val")}
-    except LuvnetError:  # trained on other data: no patient of this manifest to overlap
-        log.info("--init %s: trained on other patients than %s (not checked)", init, manifest.path)
-        return
     held = plan.fold(fold)
-    trained, chose = seen["train"] or frozenset(), seen["val"] or frozenset()
     overlaps = [
-        (len(trained & held.val), "training", "validation"),
-        (len(trained & held.test), "training", "test"),
-        (len(chose & held.test), "validation", "test"),
+        (len(seen.train & held.val), "training", "validation"),
+        (len(seen.train & held.test), "training", "test"),
+        (len(seen.val & held.test), "validation", "test"),
     ]
-    for count, theirs, ours in overlaps:
-        if count:
-            raise LuvnetError(
-                f"--init {init}: {count} of its {theirs} patients are fold {fold}'s {ours} "
-                f"patients here (it was trained on fold {provenance['split'].get('fold')} of "
-                f"split seed {provenance['split'].get('seed')}), so fold {fold}'s figures would "
-                "be optimistic; start each fold from the same fold's checkpoint of the same "
-                "split (--init RUN_DIR does that for every fold), or train fold "
-                f"{provenance['split'].get('fold')} only"
-            )
+    count, theirs, ours = next((o for o in overlaps if o[0]), (0, "", ""))
+    if not count:
+        return
+    record = seen.record
+    keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS
+    drawn = {key: record.get(key) for key in keys}
+    if drawn != {key: split[key] for key in keys}:
+        fix = (
+            f"it was trained on fold {record.get('fold')} of another patient split "
+            f"({_describe(drawn)}); pass those split options and --fold {record.get('fold')} to "
+            "start from it, or --init a checkpoint trained on this split"
+        )
+    else:
+        fix = (
+            f"it was trained on fold {record.get('fold')} of this split; start fold {fold} from "
+            f"fold {fold}'s checkpoint (RUN/fold_{fold}/best, or --init RUN for every fold)"
+        )
+    if seen.frozen_from is not None and not head:
+        fix += (
+            f"; for its trunk alone, --init the checkpoint it was trained from (model id "
+            f"{seen.frozen_from}): --freeze-encoder left the trunk as that one's"
+        )
+    raise LuvnetError(
+        f"--init {init}: {count} of its {theirs} patients are fold {fold}'s {ours} patients "
+        f"here, so fold {fold}'s figures would be optimistic; {fix}"
+    )
+
+
+def _describe(split: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in split.items())
 
 
 def fold_starts(
@@ -110,22 +237,28 @@ def fold_starts(
     manifest: Manifest,
     plan: SplitPlan,
     folds: list[int],
+    *,
+    quiet: bool = False,
 ) -> tuple[dict[int, Path | None], dict[int, str | None], dict[int, dict[str, Any]]]:
-    """Per fold: the ``--init`` checkpoint (engine/training/fold_init.py), its model id, and the
-    pretraining split record its checkpoints carry on; every fold's model built once here.
+    """Per fold: the ``--init`` checkpoint (:func:`fold_inits`), its model id, and the
+    pretraining split record its checkpoints carry on; each distinct checkpoint is built
+    into the model and checked against its folds (:func:`check_init_fold`) once.
 
     Raises:
         LuvnetError: a model that cannot be built, an incompatible or missing ``--init``, or
-            one that has seen patients a fold holds out.
+            one that has seen patients a fold holds out. ``quiet``: no warnings (other ranks).
     """
     s = settings
-    inits = fold_inits(s.init, folds)
-    ids, seen = {}, {}
-    for path in dict.fromkeys(inits.values()):  # each distinct checkpoint once
+    split = run_split(s, plan)
+    inits = fold_inits(s.init, folds, plan, split)
+    ids, carried = {}, {}
+    for path in dict.fromkeys(inits.values()):
         using = [k for k in folds if inits[k] == path]
         _, model_id = build_fold_model(config, s.weights, s.seed, s, path)
         record = check_pretrained_fold(path, plan, using)  # a pretrained trunk has seen patients
+        seen = seen_patients(path, manifest, quiet=quiet) if path is not None else None
         for k in using:
-            check_init_patients(path, manifest, plan, k)
-            ids[k], seen[k] = model_id, record
-    return inits, ids, seen
+            if seen is not None and path is not None:
+                check_init_fold(path, seen, plan, k, split, head=s.init_head)
+            ids[k], carried[k] = model_id, record
+    return inits, ids, carried

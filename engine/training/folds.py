@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
-from luvnet.engine.data.clips import ClipDataset, clip_labels
+from luvnet.engine.data.clips import ClipDataset
 from luvnet.engine.data.datasets import clip_dataset, eval_loader
 from luvnet.engine.data.frame_cache import default_cache_dir
 from luvnet.engine.data.manifest import Manifest, ManifestRow, read_manifest
@@ -36,17 +35,19 @@ from luvnet.engine.evaluation.evaluate import decimation_line, write_results
 from luvnet.engine.evaluation.inference import channels_last, predict
 from luvnet.engine.model.checkpoint import default_provenance, file_sha256, load_checkpoint
 from luvnet.engine.model.config import ModelConfig, PreprocessConfig
-from luvnet.engine.model.loss import auto_pos_weight, parse_pos_weight
+from luvnet.engine.model.loss import parse_pos_weight
 from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
 from luvnet.engine.training.fold_init import fold_starts
+from luvnet.engine.training.fold_settings import fold_extra, fold_fit_settings, pos_weights
 from luvnet.engine.training.init import build_fold_model
 from luvnet.engine.training.loaders import require_clips
-from luvnet.engine.training.run_record import write_run_json
-from luvnet.engine.training.settings import FitSettings, TrainSettings
+from luvnet.engine.training.run_record import check_run_split, write_run_json
+from luvnet.engine.training.settings import TrainSettings
+from luvnet.engine.training.state import check_saved_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +135,6 @@ def usable_rows(
     return kept, [bad[row.video] for row in rows if row.video in bad]
 
 
-def pos_weights(
-    spec: Literal["auto"] | list[float] | None, train: ClipDataset
-) -> tuple[float, ...] | None:
-    """``--pos-weight``: None, the given numbers, or negatives/positives of the training clips."""
-    if spec is None:
-        return None
-    if spec == "auto":
-        return tuple(auto_pos_weight(dataset_labels(train)))
-    return tuple(spec)
-
-
-def dataset_labels(dataset: ClipDataset) -> np.ndarray:
-    """float [N, P] clip labels (NaN = unknown) without loading any frame."""
-    rows = [
-        clip_labels(dataset.rows[c.row].labels, c.start, c.end, dataset.patterns)[0]
-        for c in dataset.clips
-    ]
-    return np.array(rows, dtype=float).reshape(len(rows), len(dataset.patterns))
-
-
 def _train(
     settings: TrainSettings, env: ddp.DistEnv, device: torch.device, command: str
 ) -> list[Path]:
@@ -166,6 +147,7 @@ def _train(
     pos_spec = parse_pos_weight(s.pos_weight, config.pattern_names)
     manifest_sha = file_sha256(s.manifest)
     plan, folds = plan_splits(manifest, s)
+    check_run_split(s, plan)  # a resume that would draw another split: the clearest refusal
     salt = new_salt()  # one per run: the digests of a set differ between runs
     num_workers = s.num_workers
     if num_workers is None:
@@ -174,7 +156,7 @@ def _train(
     root = manifest.path.resolve().parent
     # Bad heads/kernel/weights/--init fail here, early; so does an --init that has seen
     # patients a fold holds out.
-    inits, init_ids, seen = fold_starts(s, config, manifest, plan, folds)
+    inits, init_ids, seen = fold_starts(s, config, manifest, plan, folds, quiet=not env.is_main)
     _, skipped = readable_rows(
         manifest.rows,
         config.preprocess,
@@ -196,6 +178,21 @@ def _train(
             usable_rows(rows_for(manifest.rows, fold.val), bad, f"fold {index} validation set"),
         )
     recorded = skipped if s.skip_unreadable else None
+    budget = None if s.max_minutes is None else s.max_minutes * 60.0 / len(folds)
+    # Every fold's clips and settings before anything is written: a fold without clips, or a
+    # resume with other settings (any fold's saved fingerprint), leaves run.json as it was.
+    setups = {}
+    for index in folds:
+        (train_rows, _), (val_rows, _) = fold_rows[index]
+        train_set = clip_dataset(train_rows, config, cache, s.decimate_above)
+        val_set = clip_dataset(val_rows, config, cache, s.decimate_above)
+        require_clips(train_set, f"fold {index} training set")
+        require_clips(val_set, f"fold {index} validation set")
+        fit = fold_fit_settings(s, index, budget, num_workers, pos_weights(pos_spec, train_set))
+        extra = fold_extra(s, index, env.world_size, manifest_sha, init_ids[index], skipped)
+        fingerprint = settings_fingerprint(config, fit, extra)
+        check_saved_fingerprint(FoldPaths(s.out / f"fold_{index}").last, fingerprint)
+        setups[index] = (train_set, val_set, fit, fingerprint)
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
         write_run_json(s, config, plan, manifest_sha, command, salt, recorded)
@@ -205,13 +202,11 @@ def _train(
             log.info("trunk randomly initialised (the paper used ImageNet: --weights imagenet)")
     ddp.barrier(env)
     test_set = clip_dataset(test_rows, config, cache, s.decimate_above) if test_rows else None
-    budget = None if s.max_minutes is None else s.max_minutes * 60.0 / len(folds)
     trained = []
     for index in folds:
         fold = plan.fold(index)
-        (train_rows, _), (val_rows, val_skipped) = fold_rows[index]
-        train_set = clip_dataset(train_rows, config, cache, s.decimate_above)
-        val_set = clip_dataset(val_rows, config, cache, s.decimate_above)
+        val_skipped = fold_rows[index][1][1]
+        train_set, val_set, fit, fingerprint = setups[index]
         decimated = train_set.decimated_videos + val_set.decimated_videos
         if env.is_main:
             log.info(
@@ -219,46 +214,7 @@ def _train(
                 index,
                 decimation_line(timing, decimated, len(train_set.videos) + len(val_set.videos)),
             )
-        require_clips(train_set, f"fold {index} training set")
-        require_clips(val_set, f"fold {index} validation set")
-        fit = FitSettings(
-            epochs=s.epochs,
-            patience=s.patience,
-            lr=s.lr,
-            batch_size=s.batch_size,
-            accumulate=s.accumulate,
-            amp=s.amp,
-            seed=s.seed * 1000 + index,
-            save_every=s.save_every,
-            budget_s=budget,
-            num_workers=num_workers,
-            pos_weight=pos_weights(pos_spec, train_set),
-            bn_recalibrate=s.bn_recalibrate,
-            augment=s.augment,
-            augment_zoom=s.augment_zoom,
-            augment_jitter=s.augment_jitter,
-            lr_decay=s.lr_decay,
-            lr_patience=s.lr_patience,
-            lr_schedule=s.lr_schedule,
-            freeze_bn_after=s.freeze_bn_after,
-            freeze_encoder=s.freeze_encoder,
-            trainable_blocks=s.trainable_blocks,
-        )
-        extra: dict[str, Any] = {
-            "manifest_sha256": manifest_sha,
-            "weights": s.weights,
-            "fold": index,
-            "world_size": env.world_size,
-        }
-        extra |= (
-            s.trunk_fingerprint() | s.augment_fingerprint() | s.split_fingerprint()
-        )  # empty when off: old runs resume
         init_id = init_ids[index]
-        if init_id is not None:
-            extra["init_model_id"] = init_id
-            extra["init_head"] = s.init_head
-        if skipped:  # resuming with other videos readable would train on other data
-            extra["skipped_videos"] = [item.video for item in skipped]
         provenance = default_provenance(s.manifest, command) | {
             "split": split_record(plan, fold, s, salt),
             "weights": s.weights,
@@ -288,7 +244,7 @@ def _train(
             settings=fit,
             env=env,
             device=device,
-            fingerprint=settings_fingerprint(config, fit, extra),
+            fingerprint=fingerprint,
             provenance=provenance,
             manifest_root=root,
             label=f"fold {index}",

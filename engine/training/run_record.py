@@ -1,8 +1,9 @@
 """``RUN/run.json``, the record of a training run (docs/formats.md, "Training run directory").
 
 Written before any fold trains, and again on each resume; a resume that would draw another
-patient split than the run's is refused before the record is touched, so run.json never
-describes folds its checkpoints were not trained on.
+patient split than the run's (:func:`check_run_split`), or that any fold's saved state refuses,
+is refused before the record is touched, so run.json never describes folds its checkpoints were
+not trained on.
 """
 
 from __future__ import annotations
@@ -34,18 +35,9 @@ def write_run_json(
     salt: str,
     skipped: list[SkippedVideo] | None = None,
 ) -> None:
-    """``RUN/run.json``; the test patients as a count and a digest, never their ids.
-
-    Raises:
-        LuvnetError: ``RUN/run.json`` exists and records another split (:func:`check_split`).
-    """
-    split: dict[str, Any] = {
-        "mode": plan.mode,
-        "seed": settings.patient_split_seed,
-        "test_fraction": settings.test_fraction,
-        "folds": len(plan),
-    }
-    check_split(settings.out / "run.json", split)
+    """``RUN/run.json``; the test patients as a count and a digest, never their ids. Call
+    :func:`check_run_split` (and check the folds' saved settings) first."""
+    split = run_split(settings, plan)
     document = {
         "model": config.variant,
         "backbone": config.backbone,
@@ -63,6 +55,25 @@ def write_run_json(
     if skipped is not None:
         document["skipped_videos"] = [item.to_dict() for item in skipped]
     write_json(settings.out / "run.json", document, indent=2)
+
+
+def run_split(settings: TrainSettings, plan: SplitPlan) -> dict[str, Any]:
+    """The settings that draw the run's patient split, as run.json records them."""
+    return {
+        "mode": plan.mode,
+        "seed": settings.patient_split_seed,
+        "test_fraction": settings.test_fraction,
+        "folds": len(plan),
+    }
+
+
+def check_run_split(settings: TrainSettings, plan: SplitPlan) -> None:
+    """:func:`check_split` of ``RUN/run.json`` against the split this command draws.
+
+    Raises:
+        LuvnetError: ``RUN/run.json`` exists and records another split.
+    """
+    check_split(settings.out / "run.json", run_split(settings, plan))
 
 
 def check_split(path: Path, split: dict[str, Any]) -> None:

@@ -204,6 +204,32 @@ def load_state(directory: str | Path) -> TrainState | None:
     )
 
 
+def check_saved_fingerprint(directory: Path, current: dict[str, Any]) -> None:
+    """:func:`check_fingerprint` against the state saved in ``directory``, reading only its
+    JSON (so every fold of a run can be checked before any is loaded); no state passes.
+
+    Raises:
+        LuvnetError: a damaged state, or one saved with other settings.
+    """
+    json_path = directory / STATE_JSON
+    if not json_path.is_file():
+        return
+    document = read_versioned_json(
+        json_path,
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        expected="luvnet training state",
+        hint=f"delete {directory} to restart",
+    )
+    saved = document.get("fingerprint")
+    if not isinstance(saved, dict):
+        raise LuvnetError(
+            f"{json_path}: no settings fingerprint (a damaged training state); expected the "
+            f"form luvnet train writes: delete {directory} to restart"
+        )
+    check_fingerprint(directory, saved, current)
+
+
 def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume with settings that would make the saved state meaningless."""
     for key in sorted(set(saved) | set(current)):

@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init",
         type=Path,
         default=None,
-        metavar="CHECKPOINT",
+        metavar="CHECKPOINT|RUN",
         help="start from this checkpoint's trunk (same --backbone and --image-size; the "
         "head stays random unless --init-head), or from a training run's: each fold from its "
         "fold_<k>/best; its model id is recorded; one trained on patients a fold holds out "

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from luvnet.cli import main
+from luvnet.engine.data.manifest import read_manifest
+from luvnet.engine.data.splits import Fold, SplitPlan
+from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import load_checkpoint
+from luvnet.engine.training.fold_init import check_init_fold, seen_patients
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 # TINY_TRAIN_ARGS without its "--fold 0": both folds train unless a test asks for one.
@@ -62,7 +66,8 @@ def test_init_checkpoint_of_another_fold_is_refused_in_one_line(
     assert main(_train(data, out, "--init", str(source), "--fold", "1")) == 2
     err = _error(capsys)
     assert str(source) in err and "training patients are fold 1's validation patients" in err
-    assert "--init RUN_DIR" in err, err
+    assert "it was trained on fold 0 of this split; start fold 1 from fold 1's checkpoint" in err
+    assert "(RUN/fold_1/best, or --init RUN for every fold)" in err, err
     assert not out.exists()  # refused before anything was written
     # one checkpoint for every fold: fold 1 is refused the same way
     assert main(_train(data, out, "--init", str(source))) == 2
@@ -78,7 +83,8 @@ def test_init_checkpoint_of_another_split_seed_is_refused(
     argv = _train(data, tmp_path / "r", "--init", str(source), "--fold", "0", "--split-seed", "3")
     assert main(argv) == 2
     err = _error(capsys)
-    assert "patients here (it was trained on fold 0 of split seed 0)" in err, err
+    assert "it was trained on fold 0 of another patient split (mode auto, seed 0," in err, err
+    assert "pass those split options and --fold 0" in err, err
 
 
 def test_init_run_dir_without_the_fold_is_refused_in_one_line(
@@ -94,16 +100,61 @@ def test_init_run_dir_without_the_fold_is_refused_in_one_line(
     assert not out.exists()
 
 
-def test_init_trained_on_other_patients_is_not_refused(
+def test_init_trained_on_other_patients_is_said_and_not_refused(
     data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
     other = make_dataset(tmp_path / "other", patients=6, videos_per_patient=1, seed=5)
+    text = other.read_text().replace(",P0", ",Q0")  # other people: no id in common
+    assert text.count(",Q0") == 6
+    other.write_text(text)
     source = tmp_path / "other_run"
     argv = ["train", "--manifest", str(other), "--out", str(source), "--cache", str(data[1])]
     assert main([*argv, *TINY_TRAIN_ARGS, "--epochs", "1"]) == 0
     out = tmp_path / "r"
+    capsys.readouterr()
     assert main(_train(data, out, "--init", str(source / "fold_0" / "best"))) == 0
-    best = load_checkpoint(out / "fold_1" / "best")
-    assert (
-        best.provenance["init"]["model_id"] == load_checkpoint(source / "fold_0" / "best").model_id
-    )
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1, warned  # once, not once per fold
+    assert warned[0].startswith(f"luvnet train: warning: --init {source / 'fold_0' / 'best'}: ")
+    assert "so it is not checked against this run's folds" in warned[0], warned
+    started = load_checkpoint(out / "fold_1" / "best").provenance["init"]["model_id"]
+    assert started == load_checkpoint(source / "fold_0" / "best").model_id
+
+
+def test_init_run_dir_with_one_fold_and_its_mistakes(
+    data, heads: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "one"
+    assert main(_train(data, out, "--init", str(heads), "--fold", "1")) == 0
+    source = load_checkpoint(heads / "fold_1" / "best").model_id
+    assert load_checkpoint(out / "fold_1" / "best").provenance["init"]["model_id"] == source
+    assert not (out / "fold_0").exists()
+    capsys.readouterr()
+    # a fold directory given for a checkpoint
+    assert main(_train(data, tmp_path / "r", "--init", str(heads / "fold_1"))) == 2
+    err = _error(capsys)
+    assert "a fold directory of a training run, not a checkpoint; pass" in err, err
+    assert f"{heads / 'fold_1' / 'best'} for its best checkpoint, or {heads} to start" in err
+    # a run whose folds were drawn with another split seed: its fold 1 is not this fold 1
+    argv = _train(data, tmp_path / "r", "--init", str(heads), "--split-seed", "3")
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "its folds were drawn with another patient split (mode auto, seed 0" in err, err
+    assert "this run: mode auto, seed 3" in err and not (tmp_path / "r").exists()
+
+
+def test_test_patients_it_trained_or_validated_on_are_refused(data, heads: Path):
+    """The two test-set rules, on a split built by hand around the checkpoint's patients."""
+    manifest, _ = data
+    init = heads / "fold_0" / "best"
+    seen = seen_patients(init, read_manifest(manifest))
+    assert seen is not None and seen.train and seen.val
+    split = {"mode": "auto", "seed": 0, "test_fraction": 0.25, "folds": 2}
+    every = seen.train | seen.val
+    for theirs, moved in (("training", min(seen.train)), ("validation", min(seen.val))):
+        fold = Fold(0, train=every - {moved}, val=frozenset(), test=frozenset({moved}))
+        plan = SplitPlan(test=fold.test, folds=(fold,), mode="auto")
+        with pytest.raises(LuvnetError, match=f"1 of its {theirs} patients are fold 0's test"):
+            check_init_fold(init, seen, plan, 0, split, head=True)
+    fold = Fold(0, train=seen.train, val=seen.val, test=frozenset())
+    check_init_fold(init, seen, SplitPlan(frozenset(), (fold,), "auto"), 0, split, head=True)

@@ -73,3 +73,16 @@ def test_split_seed_keeps_the_folds_while_seed_changes_the_training(
     assert "--split-seed 0 keeps the folds" in last, last
     assert (member / "run.json").read_bytes() == record
     assert main(_train(data, member, "--seed", "1", "--split-seed", "0", "--epochs", "2")) == 0
+
+
+def test_a_resume_refused_for_other_settings_leaves_run_json_as_it_was(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    run = tmp_path / "run"
+    assert main(_train(data, run)) == 0
+    record = (run / "run.json").read_bytes()
+    capsys.readouterr()
+    assert main(_train(data, run, "--epochs", "2", "--lr", "3e-3")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "saved with lr=0.001, this command has lr=0.003" in err[0], err
+    assert (run / "run.json").read_bytes() == record  # not rewritten with the refused lr
