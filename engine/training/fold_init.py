@@ -73,7 +73,14 @@ def fold_inits(
             "its own"
         )
     if not (init / RUN_FILE).is_file():
-        return {k: init for k in folds}  # not a checkpoint either: load_checkpoint says so
+        if not init.is_dir():
+            return {k: init for k in folds}  # a file or nothing: load_checkpoint says which
+        runs = sorted(str(d.parent) for d in init.glob(f"*/{RUN_FILE}"))[:3]
+        raise LuvnetError(
+            f"--init {init}: neither a checkpoint ({CONFIG_FILE} and its weights) nor a "
+            f"training run ({RUN_FILE}); pass a checkpoint or a run directory"
+            + (f" (runs in it: {', '.join(runs)})" if runs else "")
+        )
     _check_run_split(init, plan, split)
     inits = {k: init / f"fold_{k}" / "best" for k in folds}
     missing = [k for k, path in inits.items() if not path.is_dir()]
@@ -84,9 +91,9 @@ def fold_inits(
             if d.name.removeprefix("fold_").isdigit() and (d / "best").is_dir()
         )
         raise LuvnetError(
-            f"--init {init}: a training run with no fold_{missing[0]}/best (best checkpoints "
-            f"for folds {', '.join(map(str, have)) or 'none'}); train fold {missing[0]} there "
-            "first, or pass --fold with one of those folds"
+            f"--init {init}: a training run with no fold_{missing[0]}/best (best checkpoints: "
+            f"{', '.join(f'fold {k}' for k in have) or 'none'}); train fold {missing[0]} there "
+            "first, or pass --fold with a fold it has"
         )
     return dict(inits)
 
@@ -108,15 +115,25 @@ def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> No
     if same_settings and same_test:
         return
     why = (
-        "the same split settings but another test set (another patient list or split column)"
+        "the same split options but another test set (another patient list or split column)"
         if same_settings
-        else f"another patient split ({_describe(theirs)}; this run: "
-        f"{_describe({key: split[key] for key in keys})})"
+        else f"{_options(recorded)} (this run: {_options(split)})"
     )
     raise LuvnetError(
         f"--init {run}: its folds were drawn with {why}, so its fold_<k> is not this run's "
-        "fold k; train with the manifest and split options it was trained with, or --init one "
-        "checkpoint"
+        "fold k; train with the manifest and split options it was trained with (--split-seed "
+        "keeps its split whatever --seed)"
+    )
+
+
+def _options(split: Mapping[str, Any]) -> str:
+    """A split record's settings as the options that draw it."""
+    if split.get("mode") == "fixed":
+        return "the manifest's split column (train/val/test)"
+    return (
+        f"--folds {split.get('folds')} --test-fraction {split.get('test_fraction')} "
+        f"--split-seed {split.get('seed')}"
+        + (" (the manifest's fold column)" if split.get("mode") == "folds" else "")
     )
 
 
@@ -204,18 +221,19 @@ def check_init_fold(
         return
     record = seen.record
     keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS
-    drawn = {key: record.get(key) for key in keys}
-    if drawn != {key: split[key] for key in keys}:
+    source = record.get("fold")
+    if {key: record.get(key) for key in keys} != {key: split[key] for key in keys}:
         fix = (
-            f"it was trained on fold {record.get('fold')} of another patient split "
-            f"({_describe(drawn)}); pass those split options and --fold {record.get('fold')} to "
-            "start from it, or --init a checkpoint trained on this split"
+            f"it was trained on fold {source} of the split {_options(record)} (this run: "
+            f"{_options(split)}); pass those options and --fold {source} to start from it"
         )
     else:
-        fix = (
-            f"it was trained on fold {record.get('fold')} of this split; start fold {fold} from "
-            f"fold {fold}'s checkpoint (RUN/fold_{fold}/best, or --init RUN for every fold)"
-        )
+        run = init.parent.parent  # RUN/fold_<k>/best, as luvnet train writes them
+        if init.name == "best" and (run / RUN_FILE).is_file():
+            own = f"{run / f'fold_{fold}' / 'best'}, or --init {run} for every fold"
+        else:
+            own = f"that run's fold_{fold}/best, or --init RUN for every fold"
+        fix = f"it was trained on fold {source} of this split; start fold {fold} from {own}"
     if seen.frozen_from is not None and not head:
         fix += (
             f"; for its trunk alone, --init the checkpoint it was trained from (model id "
@@ -225,10 +243,6 @@ def check_init_fold(
         f"--init {init}: {count} of its {theirs} patients are fold {fold}'s {ours} patients "
         f"here, so fold {fold}'s figures would be optimistic; {fix}"
     )
-
-
-def _describe(split: Mapping[str, Any]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in split.items())
 
 
 def fold_starts(

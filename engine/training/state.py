@@ -232,6 +232,17 @@ def check_saved_fingerprint(directory: Path, current: dict[str, Any]) -> None:
 
 def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume with settings that would make the saved state meaningless."""
+    key = "init_model_id"  # first: it explains init_head's difference too
+    if saved.get(key) != current.get(key):
+        was, now = (
+            f"--init model id {v}" if v is not None else "no --init"
+            for v in (saved.get(key), current.get(key))
+        )
+        raise LuvnetError(
+            f"{directory}: trained from {was}, this command has {now}; resume with the "
+            "--init it was trained from (`luvnet info --checkpoint DIR` prints a "
+            "checkpoint's model id), or train into a new --out"
+        )
     for key in sorted(set(saved) | set(current)):
         if saved.get(key) != current.get(key):
             raise LuvnetError(

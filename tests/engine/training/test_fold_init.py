@@ -66,8 +66,8 @@ def test_init_checkpoint_of_another_fold_is_refused_in_one_line(
     assert main(_train(data, out, "--init", str(source), "--fold", "1")) == 2
     err = _error(capsys)
     assert str(source) in err and "training patients are fold 1's validation patients" in err
-    assert "it was trained on fold 0 of this split; start fold 1 from fold 1's checkpoint" in err
-    assert "(RUN/fold_1/best, or --init RUN for every fold)" in err, err
+    assert "it was trained on fold 0 of this split; start fold 1 from " in err, err
+    assert f"{heads / 'fold_1' / 'best'}, or --init {heads} for every fold" in err, err
     assert not out.exists()  # refused before anything was written
     # one checkpoint for every fold: fold 1 is refused the same way
     assert main(_train(data, out, "--init", str(source))) == 2
@@ -83,8 +83,8 @@ def test_init_checkpoint_of_another_split_seed_is_refused(
     argv = _train(data, tmp_path / "r", "--init", str(source), "--fold", "0", "--split-seed", "3")
     assert main(argv) == 2
     err = _error(capsys)
-    assert "it was trained on fold 0 of another patient split (mode auto, seed 0," in err, err
-    assert "pass those split options and --fold 0" in err, err
+    assert "trained on fold 0 of the split --folds 2 --test-fraction 0.25 --split-seed 0 " in err
+    assert "(this run: --folds 2 --test-fraction 0.25 --split-seed 3); pass those options" in err
 
 
 def test_init_run_dir_without_the_fold_is_refused_in_one_line(
@@ -96,7 +96,7 @@ def test_init_run_dir_without_the_fold_is_refused_in_one_line(
     out = tmp_path / "r"
     assert main(_train(data, out, "--init", str(partial))) == 2
     err = _error(capsys)
-    assert "a training run with no fold_1/best (best checkpoints for folds 0)" in err, err
+    assert "a training run with no fold_1/best (best checkpoints: fold 0)" in err, err
     assert not out.exists()
 
 
@@ -139,8 +139,19 @@ def test_init_run_dir_with_one_fold_and_its_mistakes(
     argv = _train(data, tmp_path / "r", "--init", str(heads), "--split-seed", "3")
     assert main(argv) == 2
     err = _error(capsys)
-    assert "its folds were drawn with another patient split (mode auto, seed 0" in err, err
-    assert "this run: mode auto, seed 3" in err and not (tmp_path / "r").exists()
+    assert "its folds were drawn with --folds 2 --test-fraction 0.25 --split-seed 0 " in err
+    assert "(this run: --folds 2 --test-fraction 0.25 --split-seed 3)" in err, err
+    assert not (tmp_path / "r").exists()
+    # a folder holding runs, given for one
+    assert main(_train(data, tmp_path / "r", "--init", str(heads.parent))) == 2
+    err = _error(capsys)
+    assert "neither a checkpoint (config.json and its weights) nor a training run" in err, err
+    assert f"(runs in it: {heads})" in err, err
+    # resuming a run with another --init (here none): said with both model ids
+    assert main(_train(data, out, "--fold", "1", "--epochs", "2")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"trained from --init model id {source}, this" in err, err
+    assert "this command has no --init; resume with the --init it was trained from" in err
 
 
 def test_test_patients_it_trained_or_validated_on_are_refused(data, heads: Path):
