@@ -100,16 +100,23 @@ def fold_inits(
 
 def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> None:
     """Refuse ``--init RUN`` whose run.json records another split than this run's."""
+    one_by_one = f"pass --init {run}/fold_<k>/best --fold k, one fold at a time"
     try:
-        recorded = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))["split"]
-        keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS  # no seed in a fixed split
+        document = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))
+        if isinstance(document, dict) and "split" not in document:
+            raise LuvnetError(
+                f"--init {run}: an older run whose {RUN_FILE} records no split, so its folds "
+                f"cannot be matched to this run's; {one_by_one}"
+            )
+        recorded = document["split"]
+        keys = _split_keys(split)
         theirs = {key: recorded[key] for key in keys}
         digests = recorded["patient_digests"]
         same_test = recorded_digest(digests)(plan.test) == digests["test"]
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as err:
         raise LuvnetError(
             f"--init {run / RUN_FILE}: unreadable split record ({type(err).__name__}: {err}); "
-            "expected the form luvnet train writes (docs/formats.md), or --init one checkpoint"
+            f"expected the form luvnet train writes (docs/formats.md), or {one_by_one}"
         ) from None
     same_settings = theirs == {key: split[key] for key in keys}
     if same_settings and same_test:
@@ -126,14 +133,28 @@ def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> No
     )
 
 
+def _split_keys(split: Mapping[str, Any]) -> tuple[str, ...]:
+    """The settings that draw a split of this mode: none but the mode for a fixed ``split``
+    column, no test fraction for a numbered one (the column holds the test patients)."""
+    if split["mode"] == "fixed":
+        return ("mode",)
+    if split["mode"] == "folds":
+        return ("mode", "seed", "folds")
+    return SPLIT_KEYS
+
+
 def _options(split: Mapping[str, Any]) -> str:
     """A split record's settings as the options that draw it."""
     if split.get("mode") == "fixed":
         return "the manifest's split column (train/val/test)"
+    if split.get("mode") == "folds":
+        return (
+            f"--folds {split.get('folds')} --split-seed {split.get('seed')} on the manifest's "
+            "numbered split column"
+        )
     return (
         f"--folds {split.get('folds')} --test-fraction {split.get('test_fraction')} "
         f"--split-seed {split.get('seed')}"
-        + (" (the manifest's fold column)" if split.get("mode") == "folds" else "")
     )
 
 
@@ -159,7 +180,11 @@ def seen_patients(init: Path, manifest: Manifest, *, quiet: bool = False) -> See
         val = recorded_patients(manifest, provenance, "val", init)
     except LuvnetError:
         if provenance.get("manifest_sha256") == file_sha256(manifest.path):
-            raise  # the same manifest file: the record itself is wrong
+            raise LuvnetError(  # the very file it was trained on: the record is wrong
+                f"--init {init}: its split record does not re-derive from {manifest.path}, the "
+                "manifest it was trained on (a damaged record); --init another checkpoint, or "
+                "retrain this one"
+            ) from None
         if quiet:
             return None
         log.warning(
@@ -185,7 +210,10 @@ def _check_record(init: Path, record: Mapping[str, Any]) -> None:
         for key in ("test_fraction", "folds", "fold", "seed"):
             float(record[key])
         if not isinstance(record.get("patients"), Mapping):  # digests, not clear ids
-            recorded_digest(record["patient_digests"])
+            digests = record["patient_digests"]
+            recorded_digest(digests)
+            for name in ("train", "val"):
+                bytes.fromhex(digests[name])
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise LuvnetError(
             f"--init {init}: its provenance split record is damaged ({type(err).__name__}: "
@@ -220,7 +248,7 @@ def check_init_fold(
     if not count:
         return
     record = seen.record
-    keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS
+    keys = _split_keys(split)
     source = record.get("fold")
     if {key: record.get(key) for key in keys} != {key: split[key] for key in keys}:
         fix = (

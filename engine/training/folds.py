@@ -181,18 +181,19 @@ def _train(
     budget = None if s.max_minutes is None else s.max_minutes * 60.0 / len(folds)
     # Every fold's clips and settings before anything is written: a fold without clips, or a
     # resume with other settings (any fold's saved fingerprint), leaves run.json as it was.
+    # Only the settings are kept: a fold's datasets are built again when it trains, so one
+    # fold's at a time hold their memory-mapped frame files open.
     setups = {}
     for index in folds:
-        (train_rows, _), (val_rows, _) = fold_rows[index]
-        train_set = clip_dataset(train_rows, config, cache, s.decimate_above)
-        val_set = clip_dataset(val_rows, config, cache, s.decimate_above)
+        train_set, val_set = _fold_sets(fold_rows[index], config, cache, s.decimate_above)
         require_clips(train_set, f"fold {index} training set")
         require_clips(val_set, f"fold {index} validation set")
         fit = fold_fit_settings(s, index, budget, num_workers, pos_weights(pos_spec, train_set))
         extra = fold_extra(s, index, env.world_size, manifest_sha, init_ids[index], skipped)
         fingerprint = settings_fingerprint(config, fit, extra)
         check_saved_fingerprint(FoldPaths(s.out / f"fold_{index}").last, fingerprint)
-        setups[index] = (train_set, val_set, fit, fingerprint)
+        setups[index] = (fit, fingerprint)
+    del train_set, val_set
     if env.is_main:
         s.out.mkdir(parents=True, exist_ok=True)
         write_run_json(s, config, plan, manifest_sha, command, salt, recorded)
@@ -206,7 +207,8 @@ def _train(
     for index in folds:
         fold = plan.fold(index)
         val_skipped = fold_rows[index][1][1]
-        train_set, val_set, fit, fingerprint = setups[index]
+        fit, fingerprint = setups[index]
+        train_set, val_set = _fold_sets(fold_rows[index], config, cache, s.decimate_above)
         decimated = train_set.decimated_videos + val_set.decimated_videos
         if env.is_main:
             log.info(
@@ -269,6 +271,20 @@ def _train(
         ddp.barrier(env)
         trained.append(paths.root)
     return trained
+
+
+def _fold_sets(
+    rows: tuple[tuple[list[ManifestRow], list[SkippedVideo]], ...],
+    config: ModelConfig,
+    cache: Path,
+    decimate_above: float,
+) -> tuple[ClipDataset, ClipDataset]:
+    """A fold's training and validation clips (no frame is read until one is asked for)."""
+    (train_rows, _), (val_rows, _) = rows
+    return (
+        clip_dataset(train_rows, config, cache, decimate_above),
+        clip_dataset(val_rows, config, cache, decimate_above),
+    )
 
 
 def evaluate_best(

@@ -3,6 +3,8 @@ an earlier run; and an ``--init`` checkpoint trained on patients a fold holds ou
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,13 @@ def test_init_run_dir_starts_each_fold_from_its_own_fold(data, heads: Path, tmp_
         assert started == {"model_id": source.model_id, "head": True}
     ids = {load_checkpoint(heads / f"fold_{k}" / "best").model_id for k in (0, 1)}
     assert len(ids) == 2  # two different starts, so the test above can tell them apart
+    # and the weights are those of the one-fold command from that fold's checkpoint
+    alone = tmp_path / "alone"
+    argv = _train(data, alone, "--init", str(heads / "fold_1" / "best"), "--init-head")
+    assert main([*argv, "--fold", "1"]) == 0
+    assert (alone / "fold_1" / "best" / "model.safetensors").read_bytes() == (
+        out / "fold_1" / "best" / "model.safetensors"
+    ).read_bytes()
 
 
 def test_init_checkpoint_of_another_fold_is_refused_in_one_line(
@@ -169,3 +178,17 @@ def test_test_patients_it_trained_or_validated_on_are_refused(data, heads: Path)
             check_init_fold(init, seen, plan, 0, split, head=True)
     fold = Fold(0, train=seen.train, val=seen.val, test=frozenset())
     check_init_fold(init, seen, SplitPlan(frozenset(), (fold,), "auto"), 0, split, head=True)
+
+
+def test_a_damaged_split_record_is_refused_in_one_line(
+    data, heads: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    source = tmp_path / "damaged"
+    shutil.copytree(heads / "fold_0" / "best", source)
+    config = json.loads((source / "config.json").read_text())
+    del config["provenance"]["split"]["patient_digests"]["train"]
+    (source / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(_train(data, tmp_path / "r", "--init", str(source), "--fold", "0")) == 2
+    err = _error(capsys)
+    assert "its provenance split record is damaged (KeyError: 'train')" in err, err

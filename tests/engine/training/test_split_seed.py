@@ -86,3 +86,22 @@ def test_a_resume_refused_for_other_settings_leaves_run_json_as_it_was(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "saved with lr=0.001, this command has lr=0.003" in err[0], err
     assert (run / "run.json").read_bytes() == record  # not rewritten with the refused lr
+
+
+def test_every_fold_is_checked_before_run_json_is_rewritten(
+    data, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Fold 1 trained with one lr; all folds with another: refused for fold 1 before fold 0
+    trains or run.json changes."""
+    run = tmp_path / "run"
+    argv = _train(data, run)
+    at = argv.index("--fold")
+    assert main([*argv[:at], "--fold", "1", *argv[at + 2 :]]) == 0
+    record = (run / "run.json").read_bytes()
+    capsys.readouterr()
+    every_fold = [*argv[:at], *argv[at + 2 :], "--lr", "3e-3"]
+    assert main(every_fold) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run / 'fold_1' / 'last'}: saved with lr=0.001" in err[0], err
+    assert not (run / "fold_0").exists()
+    assert (run / "run.json").read_bytes() == record
