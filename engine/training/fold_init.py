@@ -230,9 +230,12 @@ def check_init_fold(
     split: Mapping[str, Any],
     *,
     head: bool,
+    runs: bool = True,
 ) -> None:
     """Refuse ``init`` for ``fold`` when its training patients are this fold's validation or
     test patients, or its validation patients (they chose its epoch) are tested on here.
+
+    ``runs``: the command takes ``--init RUN`` (``luvnet train``; ``luvnet pretrain`` does not).
 
     Raises:
         LuvnetError: one line naming the checkpoint, the fold, how many patients overlap which
@@ -258,9 +261,11 @@ def check_init_fold(
     else:
         run = init.parent.parent  # RUN/fold_<k>/best, as luvnet train writes them
         if init.name == "best" and (run / RUN_FILE).is_file():
-            own = f"{run / f'fold_{fold}' / 'best'}, or --init {run} for every fold"
+            own = f"{run / f'fold_{fold}' / 'best'}"
+            every = f", or --init {run} for every fold"
         else:
-            own = f"that run's fold_{fold}/best, or --init RUN for every fold"
+            own, every = f"that run's fold_{fold}/best", ", or --init RUN for every fold"
+        own += every if runs else ""
         fix = f"it was trained on fold {source} of this split; start fold {fold} from {own}"
     if seen.frozen_from is not None and not head:
         fix += (

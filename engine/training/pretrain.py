@@ -53,6 +53,7 @@ from luvnet.engine.model.config import ModelConfig, PreprocessConfig
 from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training.batchnorm import recalibrate_batchnorm
+from luvnet.engine.training.fold_init import check_init_fold, seen_patients
 from luvnet.engine.training.settings import check_positive, check_split_options
 
 log = logging.getLogger(__name__)
@@ -194,9 +195,10 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
         step 1, every 10th and the last).
 
     Raises:
-        LuvnetError: a bad option, an unreadable init checkpoint or manifest, an ``--out`` that
-            is a file or already holds a checkpoint, a fold with fewer than two readable
-            training videos, a loss that is not finite (nothing is written then).
+        LuvnetError: a bad option, an unreadable init checkpoint or manifest, an init trained
+            on this fold's validation or test patients (:func:`~.fold_init.check_init_fold`),
+            an ``--out`` that is a file or already holds a checkpoint, a fold with fewer than
+            two readable training videos, a loss that is not finite (nothing is written then).
     """
     s = settings
     s.check()
@@ -208,6 +210,14 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     config = source.config
     manifest = read_manifest(s.manifest)
     plan = splits_from_manifest(manifest, test_fraction=s.test_fraction, k=s.folds, seed=s.seed)
+    plan.fold(s.fold)  # range check with the plan's own message
+    # A trunk trained on labels of this fold's validation or test patients would carry them
+    # into every run started from this one.
+    seen = seen_patients(s.init, manifest)
+    if seen is not None:
+        split = {"mode": plan.mode, "seed": s.seed, "test_fraction": s.test_fraction}
+        split |= {"folds": len(plan)}
+        check_init_fold(s.init, seen, plan, s.fold, split, head=False, runs=False)
     train_rows = rows_for(manifest.rows, plan.fold(s.fold).train)
     # The rate from the training videos alone: no validation or test video is opened.
     rates = [video_rate(row.video) for row in train_rows]

@@ -311,3 +311,25 @@ def test_max_minutes_stops_pretraining_after_the_step_that_passes_it(tiny, tmp_p
     assert load_checkpoint(out).provenance["pretrain"]["steps_run"] == 1
     steps = json.loads((out / "history.json").read_text())["steps"]
     assert [step["step"] for step in steps] == [1]
+
+
+def test_pretrain_refuses_a_checkpoint_trained_on_the_folds_held_out_patients(
+    tiny, tmp_path: Path, capsys
+):
+    """A supervised checkpoint of fold 0 has learnt fold 1's validation patients' labels: a
+    trunk pretrained from it for fold 1 would carry them into fold 1's runs."""
+    manifest, cache, _ = tiny
+    run = tmp_path / "supervised"
+    argv = ["train", "--manifest", str(manifest), "--cache", str(cache), *TINY_TRAIN_ARGS]
+    assert main([*argv, "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    source = run / "fold_0" / "best"
+    argv = _pretrain_argv((manifest, cache, source), tmp_path / "trunk")
+    assert main([*argv, "--fold", "1", "--steps", "1", "--batch-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"luvnet pretrain: error: --init {source}: ")
+    assert "training patients are fold 1's validation patients" in err, err
+    assert f"start fold 1 from {run / 'fold_1' / 'best'}" in err and "--init RUN" not in err
+    assert not (tmp_path / "trunk").exists()
+    # its own fold is fine
+    assert main([*argv, "--fold", "0", "--steps", "1", "--batch-size", "2"]) == 0
