@@ -135,6 +135,11 @@ def redact_checkpoint(directory: Path) -> bool:
     return True
 
 
+class SplitNotDerived(LuvnetError):
+    """A well-formed split record that this manifest does not re-derive (other patients or
+    another ``split`` column than at training); a damaged record is a plain LuvnetError."""
+
+
 def recorded_patients(
     manifest: Manifest, provenance: Mapping[str, Any], split: str, checkpoint: Path
 ) -> frozenset[str] | None:
@@ -142,8 +147,9 @@ def recorded_patients(
     ``manifest``; None when it records no split (the manifest's ``split`` column decides).
 
     Raises:
-        LuvnetError: the manifest does not re-derive the recorded split (another patient list,
-            another ``split`` column, or settings it cannot hold).
+        SplitNotDerived: the manifest does not re-derive the recorded split (another patient
+            list, another ``split`` column, or settings it cannot hold).
+        LuvnetError: the record is damaged.
     """
     record = provenance.get("split")
     if not isinstance(record, Mapping):
@@ -170,7 +176,7 @@ def recorded_patients(
         found = {"train": fold.train, "val": fold.val, "test": fold.test}[split]
         digest = recorded_digest(digests)(found)
     except LuvnetError as err:
-        raise LuvnetError(
+        raise SplitNotDerived(
             f"{where} cannot be re-derived from {manifest.path} ({err}); {fix}"
         ) from None
     except (KeyError, TypeError, ValueError, OverflowError) as err:
@@ -181,7 +187,7 @@ def recorded_patients(
     if digest != digests[split] or plan.mode != record.get("mode"):
         counts = record.get("patient_counts")
         had = counts.get(split) if isinstance(counts, Mapping) else None
-        raise LuvnetError(
+        raise SplitNotDerived(
             f"{where} differ from the {len(found)} {split} patients {manifest.path} gives "
             f"(the checkpoint had {had if had is not None else 'an unknown number'}); "
             "the manifest has other patients or another split column than at training; " + fix

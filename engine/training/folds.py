@@ -206,7 +206,7 @@ def _train(
     trained = []
     for index in folds:
         fold = plan.fold(index)
-        val_skipped = fold_rows[index][1][1]
+        _, (_, val_skipped) = fold_rows[index]
         fit, fingerprint = setups[index]
         train_set, val_set = _fold_sets(fold_rows[index], config, cache, s.decimate_above)
         decimated = train_set.decimated_videos + val_set.decimated_videos

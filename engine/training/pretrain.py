@@ -54,6 +54,7 @@ from luvnet.engine.progress import ProgressBar
 from luvnet.engine.runtime import command_line, resolve_device, set_threads
 from luvnet.engine.training.batchnorm import recalibrate_batchnorm
 from luvnet.engine.training.fold_init import check_init_fold, seen_patients
+from luvnet.engine.training.run_record import split_settings
 from luvnet.engine.training.settings import check_positive, check_split_options
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,7 @@ def pretrain(settings: PretrainSettings, *, command: str | None = None) -> Path:
     # into every run started from this one.
     seen = seen_patients(s.init, manifest)
     if seen is not None:
-        split = {"mode": plan.mode, "seed": s.seed, "test_fraction": s.test_fraction}
-        split |= {"folds": len(plan)}
+        split = split_settings(plan, seed=s.seed, test_fraction=s.test_fraction)
         check_init_fold(s.init, seen, plan, s.fold, split, head=False, runs=False)
     train_rows = rows_for(manifest.rows, plan.fold(s.fold).train)
     # The rate from the training videos alone: no validation or test video is opened.

@@ -59,12 +59,14 @@ def write_run_json(
 
 def run_split(settings: TrainSettings, plan: SplitPlan) -> dict[str, Any]:
     """The settings that draw the run's patient split, as run.json records them."""
-    return {
-        "mode": plan.mode,
-        "seed": settings.patient_split_seed,
-        "test_fraction": settings.test_fraction,
-        "folds": len(plan),
-    }
+    seed, fraction = settings.patient_split_seed, settings.test_fraction
+    return split_settings(plan, seed=seed, test_fraction=fraction)
+
+
+def split_settings(plan: SplitPlan, *, seed: int, test_fraction: float) -> dict[str, Any]:
+    """The settings that drew ``plan`` (mode, seed, test fraction, folds), in the form split
+    records hold them."""
+    return {"mode": plan.mode, "seed": seed, "test_fraction": test_fraction, "folds": len(plan)}
 
 
 def check_run_split(settings: TrainSettings, plan: SplitPlan) -> None:

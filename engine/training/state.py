@@ -169,19 +169,26 @@ def save_state(
     return directory
 
 
-def load_state(directory: str | Path) -> TrainState | None:
-    """The saved state, or None when there is none yet; a damaged one is a LuvnetError."""
-    directory = Path(directory)
+def _read_state_json(directory: Path) -> dict[str, Any] | None:
+    """``state.json`` of ``directory``, checked for format and version; None when absent."""
     json_path = directory / STATE_JSON
     if not json_path.is_file():
         return None
-    document = read_versioned_json(
+    return read_versioned_json(
         json_path,
         format=FORMAT,
         version=FORMAT_VERSION,
         expected="luvnet training state",
         hint=f"delete {directory} to restart",
     )
+
+
+def load_state(directory: str | Path) -> TrainState | None:
+    """The saved state, or None when there is none yet; a damaged one is a LuvnetError."""
+    directory = Path(directory)
+    document = _read_state_json(directory)
+    if document is None:
+        return None
     tensor_path = directory / str(document.get("tensors"))
     try:
         tensors = load_file(str(tensor_path))
@@ -211,21 +218,14 @@ def check_saved_fingerprint(directory: Path, current: dict[str, Any]) -> None:
     Raises:
         LuvnetError: a damaged state, or one saved with other settings.
     """
-    json_path = directory / STATE_JSON
-    if not json_path.is_file():
+    document = _read_state_json(directory)
+    if document is None:
         return
-    document = read_versioned_json(
-        json_path,
-        format=FORMAT,
-        version=FORMAT_VERSION,
-        expected="luvnet training state",
-        hint=f"delete {directory} to restart",
-    )
     saved = document.get("fingerprint")
     if not isinstance(saved, dict):
         raise LuvnetError(
-            f"{json_path}: no settings fingerprint (a damaged training state); expected the "
-            f"form luvnet train writes: delete {directory} to restart"
+            f"{directory / STATE_JSON}: no settings fingerprint (a damaged training state); "
+            f"expected the form luvnet train writes: delete {directory} to restart"
         )
     check_fingerprint(directory, saved, current)
 
