@@ -22,10 +22,12 @@ from typing import Any
 import torch
 
 from luvnet.engine.data.unreadable import SkippedVideo
+from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.evaluate import write_results
 from luvnet.engine.model.checkpoint import save_checkpoint
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.model.network import LUVNet
+from luvnet.engine.training.averaging import WeightAverage
 from luvnet.engine.training.settings import FitSettings
 from luvnet.engine.training.state import (
     Progress,
@@ -98,7 +100,8 @@ class FoldClock:
 
 
 class Checkpointer:
-    """Saves and restores one fold's model, optimizer, loss scaler and RNG.
+    """Saves and restores one fold's model, optimizer, loss scaler, RNG and, with ``--ema``,
+    weight average.
 
     Only the main process writes (``is_main``); every process resumes from the same files.
     """
@@ -114,9 +117,11 @@ class Checkpointer:
         provenance: dict[str, Any],
         is_main: bool = True,
         skipped_val: list[SkippedVideo] | None = None,
+        average: WeightAverage | None = None,
     ) -> None:
         self.paths = paths
         self.model = model
+        self.average = average
         self.optimizer = optimizer
         self.scaler = scaler
         self.fingerprint = fingerprint
@@ -139,6 +144,13 @@ class Checkpointer:
         self.optimizer.load_state_dict(state.optimizer)
         if state.scaler:
             self.scaler.load_state_dict(state.scaler)
+        if self.average is not None:
+            if not state.average:
+                raise LuvnetError(
+                    f"{self.paths.last}: no weight average in a state saved with --ema "
+                    f"(a damaged training state); delete {self.paths.last} to restart"
+                )
+            self.average.load_state_dict(state.average)
         restore_rng(state.rng["tensors"], state.rng["plain"])
         clock.restore(state.progress.elapsed_s, state.progress.cpu_s)
         return state.progress
@@ -156,10 +168,14 @@ class Checkpointer:
             model=self.model,
             optimizer=self.optimizer,
             scaler=self.scaler,
+            average=None if self.average is None else self.average.state_dict(),
         )
 
-    def save_best(self, config: ModelConfig, validation: Validation, epoch: int) -> None:
-        """``best/`` with the thresholds fitted on this validation, and the validation's
+    def save_best(
+        self, model: LUVNet, config: ModelConfig, validation: Validation, epoch: int
+    ) -> None:
+        """``model`` (the one validated: the trained weights, or their average with ``--ema``)
+        as ``best/`` with the thresholds fitted on this validation, and the validation's
         metrics and predictions; ``epoch`` is 0-based."""
         names = config.pattern_names
         metrics = validation.metrics
@@ -172,7 +188,7 @@ class Checkpointer:
             "threshold_source": threshold_sources(metrics, names),
         }
         save_checkpoint(
-            self.model,
+            model,
             self.paths.best,
             config=config.replace(thresholds=fitted_thresholds(metrics, names)),
             provenance=self.provenance,

@@ -3,7 +3,8 @@
 Protocol (docs/model.md, "Data and training protocol"): Adam, BCE-with-logits over the known
 labels, clip-consistent augmentation on the training clips only, early stopping on the
 validation loss, the best-validation-loss model kept in ``best/`` with per-pattern Youden
-thresholds fitted on that epoch's validation predictions.
+thresholds fitted on that epoch's validation predictions. With ``--ema`` the validated and
+kept model is the moving average of the weights (:mod:`.averaging`).
 
 :class:`FoldTrainer` composes the units that do the rest: the lr schedule and BatchNorm policy
 (:mod:`.schedule`), validation and thresholds (:mod:`.validation`), saving and resume
@@ -39,6 +40,7 @@ from luvnet.engine.model.loss import masked_bce
 from luvnet.engine.model.network import LUVNet
 from luvnet.engine.progress import ProgressBar, format_duration
 from luvnet.engine.training import distributed as ddp
+from luvnet.engine.training.averaging import WeightAverage
 from luvnet.engine.training.batchnorm import recalibrate_on_clips
 from luvnet.engine.training.checkpointing import Checkpointer, FoldClock, FoldPaths
 from luvnet.engine.training.distributed import DistEnv
@@ -55,30 +57,10 @@ from luvnet.engine.training.schedule import (
 )
 from luvnet.engine.training.settings import FitSettings
 from luvnet.engine.training.state import Progress
+from luvnet.engine.training.stopping import record_validation_loss, stop_reason
 from luvnet.engine.training.validation import epoch_summary, history_row, validate
 
 log = logging.getLogger(__name__)
-
-
-def stop_reason(progress: Progress, settings: FitSettings, elapsed_s: float) -> str | None:
-    """Why this fold is finished under the current settings, or None to keep training."""
-    if progress.epoch >= settings.epochs:
-        return "max_epochs"
-    if progress.best_val_loss is not None and progress.bad_epochs >= settings.patience:
-        return "early_stop"
-    if settings.budget_s is not None and elapsed_s >= settings.budget_s:
-        return "budget"
-    return None
-
-
-def record_validation_loss(progress: Progress, loss: float) -> bool:
-    """Early-stopping bookkeeping for this epoch's validation loss; True when it is the best."""
-    improved = progress.best_val_loss is None or loss < progress.best_val_loss
-    if improved:
-        progress.best_val_loss, progress.best_epoch, progress.bad_epochs = loss, progress.epoch, 0
-    else:
-        progress.bad_epochs += 1
-    return improved
 
 
 class FoldTrainer:
@@ -126,6 +108,9 @@ class FoldTrainer:
         )
         self.train_set = AugmentedClips.for_training(train, settings)
         self.sampler = ResumableSampler(len(train), env, settings.seed, settings.batch_size)
+        # With --ema the average is what is validated, kept and tested; training is unchanged.
+        self.average = None if not settings.ema else WeightAverage(self.model, settings.ema)
+        self.kept: LUVNet = self.model if self.average is None else self.average.module
         self.schedule = Schedule(
             lr=settings.lr,
             kind=settings.lr_schedule,
@@ -143,6 +128,7 @@ class FoldTrainer:
             provenance=provenance,
             is_main=env.is_main,
             skipped_val=skipped_val,
+            average=self.average,
         )
         self.progress = Progress()
         self.clock = FoldClock()
@@ -241,6 +227,8 @@ class FoldTrainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.average is not None:
+                    self.average.update(self.model)
                 p.global_step += 1
                 if s.save_every and p.global_step % s.save_every == 0 and p.step < n_batches:
                     self.checkpoints.save_last(p, self.clock)
@@ -359,7 +347,7 @@ class FoldTrainer:
         if self.schedule.recalibrate_before_validation(p.bn_frozen):
             self.recalibrate_batchnorm()
         validation = validate(
-            self.model,
+            self.kept,
             self.val,
             self.config,
             root=self.root,
@@ -375,7 +363,7 @@ class FoldTrainer:
         val_s = time.monotonic() - t0
         improved = record_validation_loss(p, validation.loss)
         if improved:
-            self.checkpoints.save_best(self.config, validation, p.epoch)
+            self.checkpoints.save_best(self.kept, self.config, validation, p.epoch)
         row = history_row(
             validation,
             names,

@@ -45,6 +45,7 @@ def fold_fit_settings(
         freeze_bn_after=s.freeze_bn_after,
         freeze_encoder=s.freeze_encoder,
         trainable_blocks=s.trainable_blocks,
+        ema=s.ema,
     )
 
 
@@ -67,6 +68,7 @@ def fold_extra(
     }
     # empty when off: runs from before these options still resume
     extra |= s.trunk_fingerprint() | s.augment_fingerprint() | s.split_fingerprint()
+    extra |= s.ema_fingerprint()
     if init_id is not None:
         extra["init_model_id"] = init_id
         extra["init_head"] = s.init_head

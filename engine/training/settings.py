@@ -48,6 +48,7 @@ class FitSettings:
     freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
     freeze_encoder: bool = False  # trunk fixed; the head trains on cached embeddings
     trainable_blocks: int | None = None  # only the trunk's last N blocks train; None: all
+    ema: float = 0.0  # decay of the weight average validated and kept (averaging.py); 0 = off
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class TrainSettings:
     freeze_encoder: bool = False  # trunk frozen, head trained on cached per-frame embeddings
     trainable_blocks: int | None = None  # fine-tune only the trunk's last N blocks
     usvn_heads: int = 32  # attention heads of --model usvn (its authors' runs used 32)
+    ema: float = 0.0  # validate and keep a moving average of the weights (0 = off)
 
     def check(self) -> None:
         """Every bad value as one LuvnetError naming its option.
@@ -146,6 +148,24 @@ class TrainSettings:
             raise LuvnetError(f"--dropout: expected a number in [0, 1), got {self.dropout}")
         self._check_augment()
         self._check_init()
+        self._check_ema()
+
+    def _check_ema(self) -> None:
+        if not 0.0 <= self.ema < 1.0:
+            raise LuvnetError(
+                f"--ema: expected a decay in [0, 1) (0 = off; 0.99 averages about the last 100 "
+                f"optimizer steps), got {self.ema}"
+            )
+        if self.ema and (self.bn_recalibrate or self.freeze_bn_after is not None):
+            raise LuvnetError(
+                "--ema: the average keeps BatchNorm statistics averaged with the weights; "
+                "drop --bn-recalibrate and --freeze-bn-after (or --ema)"
+            )
+
+    def ema_fingerprint(self) -> dict[str, float]:
+        """``--ema`` as a resumed run must repeat it; empty when off, so that runs from
+        before the option still resume."""
+        return {"ema": self.ema} if self.ema else {}
 
     def _check_augment(self) -> None:
         check_view_range(self.augment_zoom, self.augment_jitter, AUGMENT_OPTIONS)

@@ -5,7 +5,8 @@ Layout of ``RUN/fold_<i>/last/``::
     state.json                  the commit point: counters, history, RNG, optimizer metadata,
                                 and the name of the tensor file it belongs to
     state-<generation>.safetensors
-                                model/<key>, optimizer/<param>/<key>, rng/torch, rng/cuda/<i>
+                                model/<key>, optimizer/<param>/<key>, rng/torch, rng/cuda/<i>,
+                                and with ``--ema`` average/<key> (:mod:`.averaging`)
 
 A save writes a new tensor file under a fresh name, then replaces ``state.json`` atomically
 (:mod:`luvnet.engine.files`: a temporary file + ``os.replace``), then deletes older tensor
@@ -62,6 +63,7 @@ class TrainState:
     optimizer: dict[str, Any]
     scaler: dict[str, Any]
     rng: dict[str, Any]
+    average: dict[str, torch.Tensor] = field(default_factory=dict)  # --ema's; empty when off
 
 
 # --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
@@ -136,11 +138,14 @@ def save_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
+    average: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the state atomically (module docstring); returns the directory."""
+    """Write the state atomically (module docstring); returns the directory. ``average``:
+    the weight average's tensors (``--ema``), None without one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"average/{k}": v for k, v in (average or {}).items()}
     optim_tensors, optim_rest = split_optimizer_state(optimizer.state_dict())
     rng_tensors, rng_rest = capture_rng()
     tensors |= optim_tensors | rng_tensors
@@ -208,6 +213,7 @@ def load_state(directory: str | Path) -> TrainState | None:
         scaler=document["scaler"],
         rng={"tensors": {k: v for k, v in tensors.items() if k.startswith("rng/")}}
         | {"plain": document["rng"]},
+        average={k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("average/")},
     )
 
 

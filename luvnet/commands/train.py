@@ -195,6 +195,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="attention heads of --model usvn (default 32, as its authors ran it; "
         "--num-heads applies to luvnet and no-temporal)",
     )
+    opt.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="validate, keep as best and test a moving average of the weights, updated "
+        "after every optimizer step with this decay (0.99: about the last 100 steps); "
+        "training itself is unchanged (default: 0, off, the paper's)",
+    )
 
 
 def crop_box(text: str | None) -> tuple[int, int, int, int] | None:

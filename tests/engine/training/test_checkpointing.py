@@ -116,7 +116,7 @@ def test_best_checkpoint_carries_the_fitted_thresholds(tmp_path: Path):
     scored = Scored(clips=clips, labels=labels, probs=probs, loss=0.3, n_known=16)
     metrics = compute_metrics(labels, probs, None, PATTERNS)
     saver = _checkpointer(tmp_path, model, optimizer)
-    saver.save_best(CONFIG, Validation(scored, metrics, 1.0), epoch=6)
+    saver.save_best(model, CONFIG, Validation(scored, metrics, 1.0), epoch=6)
     ckpt = load_checkpoint(tmp_path / "best")
     thresholds = [metrics["patterns"][n]["threshold"] for n in PATTERNS]
     assert list(ckpt.config.thresholds) == [0.5 if t is None else t for t in thresholds]

@@ -10,9 +10,9 @@ import pytest
 
 from luvnet.commands.train import add_arguments, crop_box, settings_from
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.training.fit import record_validation_loss, stop_reason
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 from luvnet.engine.training.state import Progress
+from luvnet.engine.training.stopping import record_validation_loss, stop_reason
 
 BASE = TrainSettings(manifest=Path("m.csv"), out=Path("run"))
 
