@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,6 @@ from luvnet.engine.data.preprocess import normalize
 from luvnet.engine.files import atomic_open
 from luvnet.engine.model.config import PreprocessConfig
 from luvnet.engine.model.network import LUVNet
-
-log = logging.getLogger(__name__)
 
 _CHUNK = 256  # frames per trunk pass while embedding a video
 
@@ -130,8 +127,6 @@ class EmbeddedClips(Dataset):
     def __init__(self, base: ClipDataset, cache: EmbeddingCache) -> None:
         self.base = base
         self.embeddings = [cache.load(video) for video in base.videos]
-        built = len(base.videos)
-        log.info("embeddings of %d videos ready (%s)", built, cache.root)
 
     def __len__(self) -> int:
         return len(self.base)

@@ -234,6 +234,11 @@ def _train(
             embeddings = EmbeddingCache(cache, model, config.preprocess, device)
             train_data = EmbeddedClips(train_set, embeddings)
             val_data = EmbeddedClips(val_set, embeddings)
+            if env.is_main:
+                log.info(
+                    "fold %d: embeddings of %d training and %d validation videos ready (%s)",
+                    index, len(train_set.videos), len(val_set.videos), embeddings.root,
+                )  # fmt: skip
         if recorded is not None:
             provenance["skipped_videos"] = [item.to_dict() for item in recorded]
         paths = FoldPaths(s.out / f"fold_{index}")
@@ -302,7 +307,8 @@ def evaluate_best(
     loader = eval_loader(
         test_set, batch_size=settings.batch_size, num_workers=num_workers, pin_memory=False
     )
-    bar = ProgressBar(len(loader), f"{paths.root.name} test", show_loss=False)
+    label = paths.root.name.replace("_", " ")  # "fold 0", as the training lines say
+    bar = ProgressBar(len(loader), f"{label} test", show_loss=False)
     scored = predict(
         channels_last(ckpt.model),
         loader,
@@ -324,5 +330,5 @@ def evaluate_best(
     macro = metrics["macro_auc"]
     log.info(
         "%s: test macro AUC %s on %d clips",
-        paths.root.name, "n/a" if macro is None else f"{macro:.3f}", metrics["n_clips"],
+        label, "n/a" if macro is None else f"{macro:.3f}", metrics["n_clips"],
     )  # fmt: skip

@@ -70,8 +70,8 @@ def _copy_head(source: LUVNet, model: LUVNet, path: str | Path) -> None:
     if src.variant != dst.variant or src.num_patterns != dst.num_patterns:
         raise LuvnetError(
             f"--init-head {path}: its head is {src.variant} with {src.num_patterns} patterns, "
-            f"this run's {dst.variant} with {dst.num_patterns}; drop --init-head (trunk only) "
-            "or pass --model to match"
+            f"this run's is {dst.variant} with {dst.num_patterns} patterns; drop --init-head "
+            f"(trunk only) or pass --model {src.variant} to match"
         )
     theirs, ours = source.clip_head.state_dict(), model.clip_head.state_dict()
     for key, tensor in ours.items():

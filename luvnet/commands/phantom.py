@@ -25,7 +25,7 @@ HELP = "write synthetic labelled lung-ultrasound videos"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = (
         "luvnet phantom --out DIR [--videos N] [--seconds S] [--seed K] [--size HxW] [--fps F] "
-        "[--probes paper|varied] [--look plain|varied]"
+        "[--videos-per-patient M] [--probes paper|varied] [--look plain|varied]"
     )
     add = parser.add_argument
     add("--out", required=True, type=Path, metavar="DIR", help="output folder (created)")

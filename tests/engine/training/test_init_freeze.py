@@ -85,7 +85,9 @@ def test_cli_refuses_an_incompatible_init_in_one_line(
     assert not out.exists()  # refused before anything was written
 
 
-def test_cli_init_with_frozen_encoder_trains_only_the_head(data, source: Path, tmp_path: Path):
+def test_cli_init_with_frozen_encoder_trains_only_the_head(
+    data, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     manifest, cache = data
     out = tmp_path / "run"
     argv = ["train", "--manifest", str(manifest), "--out", str(out), "--cache", str(cache)]
@@ -103,6 +105,10 @@ def test_cli_init_with_frozen_encoder_trains_only_the_head(data, source: Path, t
     metrics = json.loads((out / "fold_0" / "metrics_test.json").read_text())
     assert metrics["n_clips"] > 0
     assert list((cache / "embeddings").glob("*.npy"))
+    # Every line of the fold names it the same way.
+    err = capsys.readouterr().err
+    assert "fold 0: embeddings of 2 training and 2 validation videos ready (" in err, err
+    assert "fold 0: test macro AUC" in err and "fold_0:" not in err, err
 
 
 def test_cli_freeze_encoder_needs_no_augment(data, tmp_path: Path, capsys):
@@ -209,7 +215,11 @@ def test_usvn_defaults_to_its_authors_32_heads():
     ("flags", "message"),
     [
         (["--init-head"], "--init-head: needs --init CHECKPOINT"),
-        (["--init", "SOURCE", "--init-head", "--model", "frame"], "its head is luvnet"),
+        (
+            ["--init", "SOURCE", "--init-head", "--model", "frame"],
+            "its head is luvnet with 4 patterns, this run's is frame with 4 patterns; drop "
+            "--init-head (trunk only) or pass --model luvnet to match",
+        ),
         (["--init", "SOURCE", "--weights", "imagenet"], "--init: the trunk comes from"),
     ],
 )
