@@ -15,6 +15,8 @@ its split record (salted digests, never ids: :mod:`luvnet.engine.data.split_reco
 :func:`check_init_fold` refuses the overlap. Only a manifest with the same patient ids and
 ``split`` column re-derives them: a checkpoint trained on another manifest (the phantom-trained
 demo model, or a patient list since changed) cannot be checked, which is logged as a warning.
+``--init RUN`` promises more, fold k from fold k, so there each ``fold_<k>/best`` must
+re-derive as this run's fold k (:func:`check_run_fold`).
 """
 
 from __future__ import annotations
@@ -276,6 +278,32 @@ def check_init_fold(
     )
 
 
+def check_run_fold(run: Path, seen: SeenPatients | None, manifest: Manifest, fold: int) -> None:
+    """Refuse ``--init RUN`` when ``RUN/fold_<fold>/best`` was not trained on this run's fold
+    ``fold``: its split record does not re-derive from ``manifest`` (``seen`` None) or names
+    another fold. With the run's split settings and test set already matched
+    (:func:`fold_inits`), what is left is a patient list or ``split`` column edited between the
+    two runs, which moves patients between training and validation.
+
+    Raises:
+        LuvnetError: one line naming the run, the fold and the fix.
+    """
+    recorded = None if seen is None else seen.record.get("fold")
+    if recorded == fold:
+        return
+    why = (
+        f"its split record names fold {recorded}"
+        if seen is not None
+        else f"its split record does not re-derive from {manifest.path}: its patients or split "
+        "column changed since that run, though not its test set"
+    )
+    raise LuvnetError(
+        f"--init {run}: its fold_{fold}/best was not trained on this run's fold {fold} ({why}); "
+        f"train both steps on one manifest, or pass --init {run / f'fold_{fold}' / 'best'} "
+        f"--fold {fold} to start from that checkpoint as it is"
+    )
+
+
 def fold_starts(
     settings: TrainSettings,
     config: ModelConfig,
@@ -301,8 +329,11 @@ def fold_starts(
         using = [k for k in folds if inits[k] == path]
         _, model_id = build_fold_model(config, s.weights, s.seed, s, path)
         record = check_pretrained_fold(path, plan, using)  # a pretrained trunk has seen patients
-        seen = seen_patients(path, manifest, quiet=quiet) if path is not None else None
+        from_run = path is not None and path != s.init  # RUN/fold_<k>/best
+        seen = seen_patients(path, manifest, quiet=quiet or from_run) if path is not None else None
         for k in using:
+            if from_run and s.init is not None:
+                check_run_fold(s.init, seen, manifest, k)
             if seen is not None and path is not None:
                 check_init_fold(path, seen, plan, k, split, head=s.init_head)
             ids[k], carried[k] = model_id, record

@@ -192,3 +192,30 @@ def test_a_damaged_split_record_is_refused_in_one_line(
     assert main(_train(data, tmp_path / "r", "--init", str(source), "--fold", "0")) == 2
     err = _error(capsys)
     assert "its provenance split record is damaged (KeyError: 'train')" in err, err
+
+
+def test_init_run_dir_trained_before_the_split_column_was_edited_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    manifest = make_dataset(tmp_path / "videos", patients=8, videos_per_patient=1)
+    column = {f"P0{p}": "train" if p < 5 else "val" if p < 7 else "test" for p in range(8)}
+    lines = manifest.read_text().splitlines()
+
+    def write_split_column() -> None:
+        rows = [f"{row},{column[row.split(',')[1]]}" for row in lines[1:]]
+        manifest.write_text("\n".join([f"{lines[0]},split", *rows]) + "\n")
+
+    write_split_column()
+    data = (manifest, tmp_path / "cache")
+    heads = tmp_path / "heads"
+    assert main(_train(data, heads, "--fold", "0")) == 0
+    # P04 moved from training to validation: the test set, and so run.json's check, unchanged
+    column["P04"] = "val"
+    write_split_column()
+    capsys.readouterr()
+    assert main(_train(data, tmp_path / "r", "--init", str(heads), "--fold", "0")) == 2
+    err = _error(capsys)
+    assert f"--init {heads}: its fold_0/best was not trained on this run's fold 0 (its split" in err
+    assert "its patients or split column changed since that run, though not its test set" in err
+    assert f"or pass --init {heads / 'fold_0' / 'best'} --fold 0 to start from" in err, err
+    assert not (tmp_path / "r").exists()
