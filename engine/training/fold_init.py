@@ -280,27 +280,34 @@ def check_init_fold(
 
 def check_run_fold(run: Path, seen: SeenPatients | None, manifest: Manifest, fold: int) -> None:
     """Refuse ``--init RUN`` when ``RUN/fold_<fold>/best`` was not trained on this run's fold
-    ``fold``: its split record does not re-derive from ``manifest`` (``seen`` None) or names
-    another fold. With the run's split settings and test set already matched
-    (:func:`fold_inits`), what is left is a patient list or ``split`` column edited between the
-    two runs, which moves patients between training and validation.
+    ``fold``: it has no split record, its record names another fold, or it does not re-derive
+    from ``manifest`` (``seen`` None). With the run's split settings and test set already
+    matched (:func:`fold_inits`), the last means a patient list or ``split`` column changed
+    between the two runs; digests cannot tell an added patient from one moved between
+    training and validation, so both are refused.
 
     Raises:
-        LuvnetError: one line naming the run, the fold and the fix.
+        LuvnetError: one line naming the run, the fold, the reason and the fix.
     """
-    recorded = None if seen is None else seen.record.get("fold")
-    if recorded == fold:
+    checkpoint = run / f"fold_{fold}" / "best"
+    _, document = read_config(checkpoint)
+    provenance = document.get("provenance")
+    record = provenance.get("split") if isinstance(provenance, Mapping) else None
+    if not isinstance(record, Mapping):
+        why = "it has no split record"
+    elif record.get("fold") != fold:
+        why = f"its split record names fold {record.get('fold')}"
+    elif seen is None:
+        why = (
+            f"its split record does not re-derive from {manifest.path}: its patients or split "
+            "column changed since that run, though not its test set"
+        )
+    else:
         return
-    why = (
-        f"its split record names fold {recorded}"
-        if seen is not None
-        else f"its split record does not re-derive from {manifest.path}: its patients or split "
-        "column changed since that run, though not its test set"
-    )
     raise LuvnetError(
         f"--init {run}: its fold_{fold}/best was not trained on this run's fold {fold} ({why}); "
-        f"train both steps on one manifest, or pass --init {run / f'fold_{fold}' / 'best'} "
-        f"--fold {fold} to start from that checkpoint as it is"
+        f"train both steps on one manifest, or pass --init {checkpoint} --fold {fold} to start "
+        "from that checkpoint as it is"
     )
 
 

@@ -272,6 +272,7 @@ def _train(
                 device,
                 num_workers,
                 test_skipped if recorded is not None else None,
+                label=trainer.label,
             )
         ddp.barrier(env)
         trained.append(paths.root)
@@ -300,14 +301,16 @@ def evaluate_best(
     device: torch.device,
     num_workers: int,
     skipped: list[SkippedVideo] | None = None,
+    *,
+    label: str,
 ) -> None:
     """The fold's best checkpoint on the held-out test set, at its stored thresholds;
-    ``skipped``: the test set's unreadable videos left out, for metrics_test.json."""
+    ``skipped``: the test set's unreadable videos left out, for metrics_test.json; ``label``
+    names the fold in the log, as its training lines do."""
     ckpt = load_checkpoint(paths.best, map_location=device)
     loader = eval_loader(
         test_set, batch_size=settings.batch_size, num_workers=num_workers, pin_memory=False
     )
-    label = paths.root.name.replace("_", " ")  # "fold 0", as the training lines say
     bar = ProgressBar(len(loader), f"{label} test", show_loss=False)
     scored = predict(
         channels_last(ckpt.model),

@@ -71,7 +71,8 @@ def _copy_head(source: LUVNet, model: LUVNet, path: str | Path) -> None:
         raise LuvnetError(
             f"--init-head {path}: its head is {src.variant} with {src.num_patterns} patterns, "
             f"this run's is {dst.variant} with {dst.num_patterns} patterns; drop --init-head "
-            f"(trunk only) or pass --model {src.variant} to match"
+            "(trunk only)"
+            + (f" or pass --model {src.variant} to match" if src.variant != dst.variant else "")
         )
     theirs, ours = source.clip_head.state_dict(), model.clip_head.state_dict()
     for key, tensor in ours.items():

@@ -14,7 +14,7 @@ from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.model.network import build_model
 from luvnet.engine.training.averaging import WeightAverage
 from luvnet.engine.training.state import load_state
-from tests.engine.tiny_data import TINY, TINY_TRAIN_ARGS, make_dataset
+from tests.engine.tiny_data import TINY, TINY_TRAIN_ARGS, make_dataset, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +66,11 @@ def test_cli_keeps_the_average_trains_the_same_and_resumes_it(
     assert a is not None and b is not None
     # the same batches and steps: the trained weights are the same ...
     assert all(torch.equal(v, b.model[k]) for k, v in a.model.items())
-    assert not a.average and b.average["n_averaged"].item() == b.progress.global_step > 1
-    # ... and what is kept is the average, not them
+    assert not a.average and b.average["steps"].item() == b.progress.global_step > 1
+    # ... and what is kept is the average, not them (every tensor: the whole model trains)
     best = load_checkpoint(ema / "fold_0" / "best").model.state_dict()
-    averaged = {k.removeprefix("module."): v for k, v in b.average.items()}
-    assert all(torch.equal(v, averaged[k]) for k, v in best.items())
+    assert set(b.average) == {*best, "steps"}
+    assert all(torch.equal(v, b.average[k]) for k, v in best.items())
     assert any(not torch.equal(v, b.model[k]) for k, v in _floats(best).items())
     assert load_checkpoint(ema / "fold_0" / "best").provenance["ema"] == 0.5
     assert json.loads((ema / "run.json").read_text())["args"]["ema"] == 0.5
@@ -84,7 +84,24 @@ def test_cli_keeps_the_average_trains_the_same_and_resumes_it(
     assert main([*_argv(data, straight), "--epochs", "2", "--ema", "0.5"]) == 0
     c, d = load_state(ema / "fold_0" / "last"), load_state(straight / "fold_0" / "last")
     assert c is not None and d is not None and c.progress.epoch == 2
+    assert c.average and c.average.keys() == d.average.keys()
     assert all(torch.equal(v, d.average[k]) for k, v in c.average.items())
+
+
+def test_a_frozen_trunk_is_neither_averaged_nor_changed(data: tuple[Path, Path], tmp_path: Path):
+    source = save_tiny_checkpoint(tmp_path / "src", seed=7)
+    out = tmp_path / "r"
+    flags = ["--init", str(source), "--freeze-encoder", "--no-augment", "--ema", "0.9"]
+    assert main([*_argv(data, out), "--epochs", "2", *flags]) == 0
+    state = load_state(out / "fold_0" / "last")
+    assert state is not None and state.average
+    assert not any(k.startswith("encoder.") for k in state.average)  # the head's alone
+    # The trunk in best/ is the init's bit for bit, BatchNorm counters included, so its
+    # embedding cache key stays the init's.
+    trunk = load_checkpoint(out / "fold_0" / "best").model.encoder.state_dict()
+    init = load_checkpoint(source).model.encoder.state_dict()
+    assert all(torch.equal(v, init[k]) for k, v in trunk.items())
+    assert any("num_batches_tracked" in k for k in trunk)
 
 
 @pytest.mark.parametrize(

@@ -219,3 +219,44 @@ def test_init_run_dir_trained_before_the_split_column_was_edited_is_refused(
     assert "its patients or split column changed since that run, though not its test set" in err
     assert f"or pass --init {heads / 'fold_0' / 'best'} --fold 0 to start from" in err, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        ("fold 0's checkpoint copied in", "its split record names fold 0"),
+        ("record removed", "it has no split record"),
+    ],
+)
+def test_init_run_dir_whose_fold_record_is_not_that_fold_is_refused(
+    data, heads: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, why: str
+):
+    run = tmp_path / "run"
+    shutil.copytree(heads, run)
+    best = run / "fold_1" / "best"
+    if edit == "fold 0's checkpoint copied in":
+        shutil.rmtree(best)
+        shutil.copytree(heads / "fold_0" / "best", best)
+    else:
+        config = json.loads((best / "config.json").read_text())
+        del config["provenance"]["split"]
+        (best / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(_train(data, tmp_path / "r", "--init", str(run), "--fold", "1")) == 2
+    err = _error(capsys)
+    assert f"its fold_1/best was not trained on this run's fold 1 ({why}); " in err, err
+
+
+def test_init_run_dir_on_a_numbered_split_column_starts_every_fold(tmp_path: Path):
+    manifest = make_dataset(tmp_path / "videos", patients=8, videos_per_patient=1)
+    lines = manifest.read_text().splitlines()
+    column = ["test" if i == 7 else str(i % 2) for i in range(8)]  # the test patient, 2 folds
+    rows = [f"{row},{cell}" for row, cell in zip(lines[1:], column, strict=True)]
+    manifest.write_text("\n".join([f"{lines[0]},split", *rows]) + "\n")
+    data = (manifest, tmp_path / "cache")
+    heads, out = tmp_path / "heads", tmp_path / "finetune"
+    assert main(_train(data, heads)) == 0
+    assert main(_train(data, out, "--init", str(heads), "--init-head")) == 0
+    for k in (0, 1):
+        started = load_checkpoint(out / f"fold_{k}" / "best").provenance["init"]["model_id"]
+        assert started == load_checkpoint(heads / f"fold_{k}" / "best").model_id
