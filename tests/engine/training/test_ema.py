@@ -88,6 +88,22 @@ def test_cli_keeps_the_average_trains_the_same_and_resumes_it(
     assert all(torch.equal(v, d.average[k]) for k, v in c.average.items())
 
 
+def test_with_accumulation_the_average_follows_optimizer_steps_not_batches(
+    data: tuple[Path, Path], tmp_path: Path
+):
+    steps = {}
+    for accumulate in (1, 2):
+        out = tmp_path / f"acc{accumulate}"
+        flags = ["--epochs", "1", "--batch-size", "1", "--ema", "0.5"]
+        assert main([*_argv(data, out), *flags, "--accumulate", str(accumulate)]) == 0
+        state = load_state(out / "fold_0" / "last")
+        assert state is not None
+        assert state.average["steps"].item() == state.progress.global_step
+        steps[accumulate] = state.progress.global_step
+    batches = steps[1]  # one optimizer step per batch
+    assert batches > 2 and steps[2] == (batches + 1) // 2, steps
+
+
 def test_a_frozen_trunk_is_neither_averaged_nor_changed(data: tuple[Path, Path], tmp_path: Path):
     source = save_tiny_checkpoint(tmp_path / "src", seed=7)
     out = tmp_path / "r"
