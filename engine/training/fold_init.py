@@ -290,9 +290,12 @@ def check_run_fold(run: Path, seen: SeenPatients | None, manifest: Manifest, fol
         LuvnetError: one line naming the run, the fold, the reason and the fix.
     """
     checkpoint = run / f"fold_{fold}" / "best"
-    _, document = read_config(checkpoint)
-    provenance = document.get("provenance")
-    record = provenance.get("split") if isinstance(provenance, Mapping) else None
+    if seen is not None:
+        record: object = seen.record
+    else:  # read again only to say why it was not derived
+        _, document = read_config(checkpoint)
+        provenance = document.get("provenance")
+        record = provenance.get("split") if isinstance(provenance, Mapping) else None
     if not isinstance(record, Mapping):
         why = "it has no split record"
     elif record.get("fold") != fold:
