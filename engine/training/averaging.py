@@ -75,7 +75,7 @@ class WeightAverage:
             missing = sorted(expected - set(tensors))[:3]
             raise LuvnetError(
                 f"the saved weight average holds {len(tensors)} tensors, this model averages "
-                f"{len(expected)} (missing e.g. {missing}); a damaged training state"
+                f"{len(expected)} (missing e.g. {missing}): a damaged training state"
             )
         ours = self.module.state_dict()
         with torch.no_grad():

@@ -144,13 +144,13 @@ class Checkpointer:
         self.optimizer.load_state_dict(state.optimizer)
         if state.scaler:
             self.scaler.load_state_dict(state.scaler)
-        if self.average is not None:
-            if not state.average:
+        if self.average is not None:  # the fingerprint matched, so it was saved with --ema
+            try:
+                self.average.load_state_dict(state.average)
+            except LuvnetError as err:
                 raise LuvnetError(
-                    f"{self.paths.last}: no weight average in a state saved with --ema "
-                    f"(a damaged training state); delete {self.paths.last} to restart"
-                )
-            self.average.load_state_dict(state.average)
+                    f"{self.paths.last}: {err}; delete {self.paths.last} to restart"
+                ) from None
         restore_rng(state.rng["tensors"], state.rng["plain"])
         clock.restore(state.progress.elapsed_s, state.progress.cpu_s)
         return state.progress

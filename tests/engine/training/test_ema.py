@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from luvnet.cli import main
 from luvnet.engine.model.checkpoint import load_checkpoint
@@ -143,3 +144,19 @@ def test_bad_ema_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_state_without_its_average_is_one_line(
+    data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "r"
+    assert main([*_argv(data, out), "--epochs", "1", "--ema", "0.5"]) == 0
+    last = out / "fold_0" / "last"
+    (tensor_file,) = last.glob("state-*.safetensors")
+    tensors = load_file(str(tensor_file))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("average/")}, tensor_file)
+    capsys.readouterr()
+    assert main([*_argv(data, out), "--epochs", "2", "--ema", "0.5"]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the fold's info lines
+    assert line.startswith(f"luvnet train: error: {last}: the saved weight average holds 0 "), line
+    assert line.endswith(f"a damaged training state; delete {last} to restart"), line
