@@ -3,7 +3,8 @@
 Protocol (docs/model.md, "Data and training protocol"): Adam, BCE-with-logits over the known
 labels, clip-consistent augmentation on the training clips only, early stopping on the
 validation loss, the best-validation-loss model kept in ``best/`` with per-pattern Youden
-thresholds fitted on that epoch's validation predictions. With ``--ema`` the validated and
+thresholds fitted on that epoch's validation predictions (``--eval-metric macro_auc``: the
+validation macro AUC in the loss's place, :mod:`.stopping`). With ``--ema`` the validated and
 kept model is the moving average of the weights (:mod:`.averaging`).
 
 :class:`FoldTrainer` composes the units that do the rest: the lr schedule and BatchNorm policy
@@ -57,7 +58,7 @@ from luvnet.engine.training.schedule import (
 )
 from luvnet.engine.training.settings import FitSettings
 from luvnet.engine.training.state import Progress
-from luvnet.engine.training.stopping import record_validation_loss, stop_reason
+from luvnet.engine.training.stopping import record_validation, stop_reason, validation_score
 from luvnet.engine.training.validation import epoch_summary, history_row, validate
 
 log = logging.getLogger(__name__)
@@ -327,13 +328,14 @@ class FoldTrainer:
             if self.env.is_main:
                 self.validate_and_record(partial=out_of_time, tb=tb)
             # Only rank 0 validated: every rank adopts its early-stopping counters.
-            best_loss = -1.0 if p.best_val_loss is None else p.best_val_loss
+            # Both metrics' figures are >= 0, so -1 stands for "none yet".
+            best_score = -1.0 if p.best_score is None else p.best_score
             best_epoch = -1.0 if p.best_epoch is None else float(p.best_epoch)
-            values = [float(p.bad_epochs), best_epoch, best_loss]
-            bad, best_epoch, best_loss = ddp.broadcast_floats(self.env, values, self.device)
+            values = [float(p.bad_epochs), best_epoch, best_score]
+            bad, best_epoch, best_score = ddp.broadcast_floats(self.env, values, self.device)
             p.bad_epochs = int(bad)
             p.best_epoch = None if best_epoch < 0 else int(best_epoch)
-            p.best_val_loss = None if best_loss < 0 else best_loss
+            p.best_score = None if best_score < 0 else best_score
             if self.schedule.plateau_decay_due(p.bad_epochs):
                 lr = scale_lr(self.optimizer, self.schedule.lr_decay)
                 self.log(f"lr -> {lr:.3g} ({p.bad_epochs} epochs w/o gain)")
@@ -361,7 +363,9 @@ class FoldTrainer:
             show_progress=self.env.is_main,
         )
         val_s = time.monotonic() - t0
-        improved = record_validation_loss(p, validation.loss)
+        metric = self.s.eval_metric
+        score = validation_score(validation, metric, label=self.label, epoch=p.epoch)
+        improved = record_validation(p, score, metric)
         if improved:
             self.checkpoints.save_best(self.kept, self.config, validation, p.epoch)
         row = history_row(

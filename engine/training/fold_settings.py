@@ -46,6 +46,7 @@ def fold_fit_settings(
         freeze_encoder=s.freeze_encoder,
         trainable_blocks=s.trainable_blocks,
         ema=s.ema,
+        eval_metric=s.eval_metric,
     )
 
 
@@ -68,7 +69,7 @@ def fold_extra(
     }
     # empty when off: runs from before these options still resume
     extra |= s.trunk_fingerprint() | s.augment_fingerprint() | s.split_fingerprint()
-    extra |= s.ema_fingerprint()
+    extra |= s.ema_fingerprint() | s.eval_metric_fingerprint()
     if init_id is not None:
         extra["init_model_id"] = init_id
         extra["init_head"] = s.init_head

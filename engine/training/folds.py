@@ -227,6 +227,7 @@ def _train(
         if init_id is not None:  # the model id, never the checkpoint's path
             provenance["init"] = {"model_id": init_id, "head": s.init_head} | seen[index]
         provenance |= s.trunk_fingerprint() | s.ema_fingerprint()
+        provenance |= s.eval_metric_fingerprint()
         model, _ = build_fold_model(config, s.weights, fit.seed, s, inits[index])
         train_data: ClipDataset | EmbeddedClips = train_set
         val_data: ClipDataset | EmbeddedClips = val_set

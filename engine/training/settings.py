@@ -19,6 +19,8 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.config import INTENSITY_MODES, MODEL_VARIANTS
 
 LR_SCHEDULES = ("plateau", "linear")  # what each does: schedule.py
+# what picks best/ and counts early stopping's epochs (stopping.py); the paper's is the loss
+EVAL_METRICS = ("loss", "macro_auc")
 AUGMENT_OPTIONS = ("--augment-zoom", "--augment-jitter")  # beyond the paper's flip/rotation
 
 
@@ -49,6 +51,7 @@ class FitSettings:
     freeze_encoder: bool = False  # trunk fixed; the head trains on cached embeddings
     trainable_blocks: int | None = None  # only the trunk's last N blocks train; None: all
     ema: float = 0.0  # decay of the weight average validated and kept (averaging.py); 0 = off
+    eval_metric: str = "loss"  # one of EVAL_METRICS: what picks best/ (stopping.py)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class TrainSettings:
     trainable_blocks: int | None = None  # fine-tune only the trunk's last N blocks
     usvn_heads: int = 32  # attention heads of --model usvn (its authors' runs used 32)
     ema: float = 0.0  # validate and keep a moving average of the weights (0 = off)
+    eval_metric: str = "loss"  # the validation figure that picks best/, one of EVAL_METRICS
 
     def check(self) -> None:
         """Every bad value as one LuvnetError naming its option.
@@ -149,6 +153,11 @@ class TrainSettings:
         self._check_augment()
         self._check_init()
         self._check_ema()
+        if self.eval_metric not in EVAL_METRICS:
+            raise LuvnetError(
+                f"--eval-metric: expected one of {', '.join(EVAL_METRICS)}, "
+                f"got {self.eval_metric!r}"
+            )
 
     def _check_ema(self) -> None:
         if not 0.0 <= self.ema < 1.0:
@@ -166,6 +175,11 @@ class TrainSettings:
         """``--ema`` as a resumed run must repeat it; empty when off, so that runs from
         before the option still resume."""
         return {"ema": self.ema} if self.ema else {}
+
+    def eval_metric_fingerprint(self) -> dict[str, str]:
+        """``--eval-metric`` as a resumed run must repeat it (its best figure so far is in
+        that metric); empty for the loss, so that runs from before the option still resume."""
+        return {} if self.eval_metric == "loss" else {"eval_metric": self.eval_metric}
 
     def _check_augment(self) -> None:
         check_view_range(self.augment_zoom, self.augment_jitter, AUGMENT_OPTIONS)

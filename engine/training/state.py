@@ -45,9 +45,9 @@ class Progress:
     global_step: int = 0  # optimizer steps over the whole fold
     elapsed_s: float = 0.0  # wall clock spent on this fold, summed over invocations
     cpu_s: float = 0.0  # CPU time of the process(es) in that wall clock (shared machines)
-    best_val_loss: float | None = None
+    best_score: float | None = None  # the best validation figure in --eval-metric's metric
     best_epoch: int | None = None
-    bad_epochs: int = 0  # epochs since the best validation loss (early-stopping counter)
+    bad_epochs: int = 0  # epochs since that best figure (early-stopping counter)
     epoch_loss_sum: float = 0.0  # training loss of the epoch in progress, for history.csv
     epoch_loss_count: int = 0
     stop_reason: str | None = None  # "early_stop", "max_epochs", "budget" once finished
@@ -202,8 +202,11 @@ def load_state(directory: str | Path) -> TrainState | None:
             f"{tensor_path}: unreadable training state ({err}); delete {directory} to restart"
         ) from None
     prefix = "model/"
+    progress = dict(document["progress"])
+    if "best_val_loss" in progress:  # saved before --eval-metric, when it was always the loss
+        progress["best_score"] = progress.pop("best_val_loss")
     return TrainState(
-        progress=Progress(**document["progress"]),
+        progress=Progress(**progress),
         fingerprint=document["fingerprint"],
         model={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
         optimizer=join_optimizer_state(

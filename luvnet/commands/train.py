@@ -204,6 +204,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "after every optimizer step with this decay (0.99: about the last 100 steps); "
         "training itself is unchanged (default: 0, off, the paper's)",
     )
+    opt.add_argument(
+        "--eval-metric",
+        default="loss",
+        help="the validation figure that picks best/ and counts epochs without gain for "
+        "--patience and --lr-patience: loss (lower is better; the paper's, default) or "
+        "macro_auc (the mean clip AUC over the patterns the validation set can score)",
+    )
 
 
 def crop_box(text: str | None) -> tuple[int, int, int, int] | None:

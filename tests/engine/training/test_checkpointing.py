@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from luvnet.engine.training.checkpointing import (
     settings_fingerprint,
 )
 from luvnet.engine.training.settings import FitSettings
-from luvnet.engine.training.state import Progress
+from luvnet.engine.training.state import STATE_JSON, Progress
 from luvnet.engine.training.validation import Validation
 
 CONFIG = ModelConfig(
@@ -56,7 +57,7 @@ def _checkpointer(root: Path, model: LUVNet, optimizer, **kwargs) -> Checkpointe
 def test_save_then_resume_restores_counters_rng_model_and_optimizer(tmp_path: Path):
     model, optimizer = _trained(0)
     progress = Progress(
-        epoch=2, step=3, global_step=11, best_val_loss=0.4, best_epoch=1, bad_epochs=1,
+        epoch=2, step=3, global_step=11, best_score=0.4, best_epoch=1, bad_epochs=1,
         epoch_loss_sum=1.5, epoch_loss_count=3, bn_frozen=True, history=[{"epoch": 1}],
     )  # fmt: skip
     clock = FoldClock(elapsed_s=100.0, cpu_s=40.0)
@@ -86,6 +87,19 @@ def test_save_then_resume_restores_counters_rng_model_and_optimizer(tmp_path: Pa
     assert torch.equal(draws[0], expected_draws[0]) and draws[1:] == expected_draws[1:]
     assert fresh_clock.elapsed() >= progress.elapsed_s
     assert fresh_clock.cpu() >= progress.cpu_s
+
+
+def test_a_state_from_before_eval_metric_resumes_its_best_loss(tmp_path: Path):
+    model, optimizer = _trained(0)
+    _checkpointer(tmp_path, model, optimizer).save_last(
+        Progress(epoch=2, best_score=0.4, best_epoch=1), FoldClock()
+    )
+    path = FoldPaths(tmp_path).last / STATE_JSON
+    document = json.loads(path.read_text())
+    document["progress"]["best_val_loss"] = document["progress"].pop("best_score")
+    path.write_text(json.dumps(document))  # as written before the option, always the loss
+    resumed = _checkpointer(tmp_path, model, optimizer).resume(FoldClock())
+    assert resumed is not None and (resumed.best_score, resumed.best_epoch) == (0.4, 1)
 
 
 def test_resume_without_a_saved_state_is_none(tmp_path: Path):

@@ -12,7 +12,7 @@ from luvnet.commands.train import add_arguments, crop_box, settings_from
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.training.settings import FitSettings, TrainSettings
 from luvnet.engine.training.state import Progress
-from luvnet.engine.training.stopping import record_validation_loss, stop_reason
+from luvnet.engine.training.stopping import record_validation, stop_reason
 
 BASE = TrainSettings(manifest=Path("m.csv"), out=Path("run"))
 
@@ -84,7 +84,7 @@ def test_stop_reasons():
     settings = FitSettings(epochs=3, patience=2, budget_s=10.0)
     assert stop_reason(Progress(epoch=1), settings, 0.0) is None
     assert stop_reason(Progress(epoch=3), settings, 0.0) == "max_epochs"
-    assert stop_reason(Progress(epoch=1, best_val_loss=0.1, bad_epochs=2), settings, 0.0) == (
+    assert stop_reason(Progress(epoch=1, best_score=0.1, bad_epochs=2), settings, 0.0) == (
         "early_stop"
     )
     assert stop_reason(Progress(epoch=1, bad_epochs=5), settings, 0.0) is None, "never validated"
@@ -94,11 +94,23 @@ def test_stop_reasons():
 
 def test_validation_loss_bookkeeping_for_early_stopping():
     progress = Progress(epoch=0)
-    assert record_validation_loss(progress, 0.5)
+    assert record_validation(progress, 0.5, "loss")
     progress.epoch = 1
-    assert not record_validation_loss(progress, 0.6)
-    assert not record_validation_loss(progress, 0.5), "equal is not better"
-    assert (progress.best_epoch, progress.best_val_loss, progress.bad_epochs) == (0, 0.5, 2)
+    assert not record_validation(progress, 0.6, "loss")
+    assert not record_validation(progress, 0.5, "loss"), "equal is not better"
+    assert (progress.best_epoch, progress.best_score, progress.bad_epochs) == (0, 0.5, 2)
     progress.epoch = 3
-    assert record_validation_loss(progress, 0.4)
-    assert (progress.best_epoch, progress.best_val_loss, progress.bad_epochs) == (3, 0.4, 0)
+    assert record_validation(progress, 0.4, "loss")
+    assert (progress.best_epoch, progress.best_score, progress.bad_epochs) == (3, 0.4, 0)
+
+
+def test_validation_auc_bookkeeping_keeps_the_highest():
+    progress = Progress(epoch=0)
+    assert record_validation(progress, 0.6, "macro_auc")
+    progress.epoch = 1
+    assert not record_validation(progress, 0.5, "macro_auc"), "a lower AUC is no gain"
+    assert not record_validation(progress, 0.6, "macro_auc"), "equal is not better"
+    assert (progress.best_epoch, progress.best_score, progress.bad_epochs) == (0, 0.6, 2)
+    progress.epoch = 3
+    assert record_validation(progress, 0.7, "macro_auc")
+    assert (progress.best_epoch, progress.best_score, progress.bad_epochs) == (3, 0.7, 0)
