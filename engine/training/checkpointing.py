@@ -1,9 +1,9 @@
 """What a fold keeps on disk: the best checkpoint, the resumable state, and when to resume.
 
-Layout of ``RUN/fold_<i>/`` (docs/formats.md): ``best/`` the best-validation-loss model as a
-checkpoint with its Youden thresholds, ``metrics_val.json`` and ``predictions_val.csv`` of that
-epoch, ``last/`` the state a rerun continues from (:mod:`~luvnet.engine.training.state`), and
-``history.csv``.
+Layout of ``RUN/fold_<i>/`` (docs/formats.md): ``best/`` the model of the best validation
+``--eval-metric`` figure (the loss by default) as a checkpoint with its Youden thresholds,
+``metrics_val.json`` and ``predictions_val.csv`` of that epoch, ``last/`` the state a rerun
+continues from (:mod:`~luvnet.engine.training.state`), and ``history.csv``.
 
 A resumed run must share the settings that give the saved state its meaning (the
 :func:`settings_fingerprint`); the epochs, patience, budget, workers and device may change

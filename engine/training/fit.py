@@ -364,7 +364,7 @@ class FoldTrainer:
         )
         val_s = time.monotonic() - t0
         metric = self.s.eval_metric
-        score = validation_score(validation, metric, label=self.label, epoch=p.epoch)
+        score = validation_score(validation, metric, label=self.label)
         improved = record_validation(p, score, metric)
         if improved:
             self.checkpoints.save_best(self.kept, self.config, validation, p.epoch)

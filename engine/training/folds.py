@@ -42,12 +42,18 @@ from luvnet.engine.training import distributed as ddp
 from luvnet.engine.training.checkpointing import FoldPaths, settings_fingerprint
 from luvnet.engine.training.fit import FoldTrainer
 from luvnet.engine.training.fold_init import fold_starts
-from luvnet.engine.training.fold_settings import fold_extra, fold_fit_settings, pos_weights
+from luvnet.engine.training.fold_settings import (
+    dataset_labels,
+    fold_extra,
+    fold_fit_settings,
+    pos_weights,
+)
 from luvnet.engine.training.init import build_fold_model
 from luvnet.engine.training.loaders import require_clips
 from luvnet.engine.training.run_record import check_run_split, write_run_json
 from luvnet.engine.training.settings import TrainSettings
 from luvnet.engine.training.state import check_saved_fingerprint
+from luvnet.engine.training.stopping import require_auc
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +194,8 @@ def _train(
         train_set, val_set = _fold_sets(fold_rows[index], config, cache, s.decimate_above)
         require_clips(train_set, f"fold {index} training set")
         require_clips(val_set, f"fold {index} validation set")
+        if s.eval_metric == "macro_auc":
+            require_auc(dataset_labels(val_set), f"fold {index} validation set")
         fit = fold_fit_settings(s, index, budget, num_workers, pos_weights(pos_spec, train_set))
         extra = fold_extra(s, index, env.world_size, manifest_sha, init_ids[index], skipped)
         fingerprint = settings_fingerprint(config, fit, extra)

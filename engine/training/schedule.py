@@ -6,7 +6,8 @@ resumed run carries on where it stopped (the current lr travels in the optimizer
 frozen flag in the progress).
 
 * ``plateau`` (default): the lr stays at ``--lr``, multiplied by ``--lr-decay`` after every
-  ``--lr-patience`` epochs without a better validation loss (0: constant, the paper's).
+  ``--lr-patience`` epochs without a better ``--eval-metric`` figure, the validation loss by
+  default (0: constant, the paper's).
 * ``linear``: before each optimizer step the lr is ``--lr x (1 - share of the run spent)``.
   Under a fixed budget a decay tied to the budget ends at a settled model instead of wherever a
   plateau schedule happened to be (Li et al., ICLR 2020, "Budgeted training").

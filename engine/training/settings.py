@@ -45,7 +45,7 @@ class FitSettings:
     augment_zoom: float = 1.0  # with augment: zoom U(1, this) and shift per clip (1 = off)
     augment_jitter: float = 0.0  # with augment: gain, gamma, noise per clip (0 = off)
     lr_decay: float = 1.0  # multiply the lr by this ...
-    lr_patience: int = 0  # ... after every lr_patience epochs without a better val loss (0 = off)
+    lr_patience: int = 0  # ... after every lr_patience epochs without eval_metric's gain (0 = off)
     lr_schedule: str = "plateau"  # or "linear": to 0 over the run (schedule.py)
     freeze_bn_after: float | None = None  # share of the run after which BatchNorm is frozen
     freeze_encoder: bool = False  # trunk fixed; the head trains on cached embeddings

@@ -239,6 +239,11 @@ def check_saved_fingerprint(directory: Path, current: dict[str, Any]) -> None:
     check_fingerprint(directory, saved, current)
 
 
+# Fingerprint keys present only when their option is on, so that older runs resume: the option
+# and its default, to name both sides of a mismatch.
+OPTIONAL_SETTINGS = {"ema": ("--ema", 0), "eval_metric": ("--eval-metric", "loss")}
+
+
 def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume with settings that would make the saved state meaningless."""
     key = "init_model_id"  # first: it explains init_head's difference too
@@ -253,8 +258,17 @@ def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str,
             "checkpoint's model id), or train into a new --out"
         )
     for key in sorted(set(saved) | set(current)):
-        if saved.get(key) != current.get(key):
+        if saved.get(key) == current.get(key):
+            continue
+        if key in OPTIONAL_SETTINGS:  # absent = the option's default: name both sides
+            option, default = OPTIONAL_SETTINGS[key]
+            was = f"{option} {saved.get(key, default)}"
+            now = f"{option} {current.get(key, default)}"
             raise LuvnetError(
-                f"{directory}: saved with {key}={saved.get(key)!r}, this command has "
-                f"{key}={current.get(key)!r}; rerun with the same settings or a new --out"
+                f"{directory}: trained with {was}, this command has {now}; rerun with {was} "
+                "or train into a new --out"
             )
+        raise LuvnetError(
+            f"{directory}: saved with {key}={saved.get(key)!r}, this command has "
+            f"{key}={current.get(key)!r}; rerun with the same settings or a new --out"
+        )

@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=150)
-    opt.add_argument("--patience", type=int, default=50, help="epochs without a better val loss")
+    opt.add_argument(
+        "--patience", type=int, default=50, help="epochs without a better --eval-metric figure"
+    )
     opt.add_argument("--lr", type=float, default=1e-6, help="Adam learning rate")
     opt.add_argument("--batch-size", type=int, default=4, help="clips per batch per process")
     opt.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step")
@@ -115,13 +117,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr-decay",
         type=float,
         default=1.0,
-        help="multiply the lr by this after --lr-patience epochs without a better val loss",
+        help="multiply the lr by this after --lr-patience epochs without a better "
+        "--eval-metric figure",
     )
     opt.add_argument(
         "--lr-patience",
         type=int,
         default=0,
-        help="epochs without a better validation loss before --lr-decay (0 = constant lr)",
+        help="epochs without a better --eval-metric figure before --lr-decay (0 = constant lr)",
     )
     opt.add_argument(
         "--lr-schedule",

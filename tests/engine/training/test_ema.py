@@ -79,7 +79,10 @@ def test_cli_keeps_the_average_trains_the_same_and_resumes_it(
     # resuming without it would keep another model than the one it started to average
     assert main([*_argv(data, ema), "--epochs", "2"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("luvnet train: error: ") and "saved with ema=0.5" in last, last
+    assert last.startswith("luvnet train: error: ") and last.endswith(
+        "trained with --ema 0.5, this command has --ema 0; rerun with --ema 0.5 or train into "
+        "a new --out"
+    ), last
     # resumed with it, the average continues as if never stopped
     assert main([*_argv(data, ema), "--epochs", "2", "--ema", "0.5"]) == 0
     assert main([*_argv(data, straight), "--epochs", "2", "--ema", "0.5"]) == 0
