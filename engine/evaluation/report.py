@@ -52,9 +52,13 @@ def load_run(path: Path, split: str) -> dict[str, Any]:
 
 def run_label(info: dict[str, Any]) -> str:
     """``model (backbone, N heads)``: the attention head count N_a of every variant that has
-    attention (not the frame baseline), from run.json's config; omitted where not recorded."""
+    attention (not the frame baseline), from run.json's config; omitted where not recorded.
+    A run whose checkpoints another validation figure than the loss picked (``luvnet train
+    --eval-metric``) adds ``best by METRIC``: its validation AUCs are the best of its epochs'."""
     heads = (info.get("config") or {}).get("num_heads")
     shown = f", {heads} heads" if isinstance(heads, int) and info["model"] != "frame" else ""
+    picked = (info.get("args") or {}).get("eval_metric", "loss")
+    shown += f", best by {picked}" if picked != "loss" else ""
     return f"{info['model']} ({info['backbone']}{shown})"
 
 

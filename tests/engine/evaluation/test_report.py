@@ -84,6 +84,17 @@ def test_single_fold_has_no_std_and_duplicate_labels_get_the_directory(tmp_path,
     assert _row(stdout, "luvnet (densenet161) [second]")[1] == "2"
 
 
+def test_a_run_picked_by_another_metric_says_so(tmp_path, capsys):
+    run, _ = _make_run(tmp_path, "auc", "luvnet", [1, 2])
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps(info | {"args": {"eval_metric": "macro_auc"}}))
+    plain, _ = _make_run(tmp_path, "plain", "usvn", [3, 4])  # run.json without args: the loss
+    assert main(["report", str(run), str(plain)]) == 0
+    stdout = capsys.readouterr().out
+    assert _row(stdout, "luvnet (densenet161, best by macro_auc)")[1] == "2"
+    assert _row(stdout, "usvn (densenet161)")[1] == "2"
+
+
 def test_test_split(tmp_path, capsys):
     run, folds = _make_run(tmp_path, "r", "luvnet", [1, 2], split="test")
     assert main(["report", str(run), "--split", "test"]) == 0
