@@ -418,7 +418,9 @@ def test_frozen_batchnorm_statistics_stay_fixed_through_training_and_resume(
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
-    """The DistributedDataParallel path with the Gloo backend (no GPU needed)."""
+    """The DistributedDataParallel path with the Gloo backend (no GPU needed), with a weight
+    average and the AUC picking best/: rank 0 validates both, every rank adopts its counters
+    and resumes the same average."""
     manifest, cache = data
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -432,6 +434,7 @@ def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
         "--cache",
         str(cache),
         *TINY_TRAIN_ARGS,
+        *("--ema", "0.5", "--eval-metric", "macro_auc"),
     ]
     for epochs in ("1", "2"):
         done = subprocess.run(
@@ -442,5 +445,10 @@ def test_torchrun_two_cpu_processes_train_and_resume(data, tmp_path: Path):
     state = load_state(out / "fold_0" / "last")
     assert state is not None and [r["epoch"] for r in state.progress.history] == [1, 2]
     assert (out / "fold_0" / "metrics_test.json").is_file()
+    assert state.average["steps"].item() == state.progress.global_step > 0
+    aucs = [row["val_macro_auc"] for row in state.progress.history]
+    assert state.progress.best_score == max(aucs)
+    provenance = load_checkpoint(out / "fold_0" / "best").provenance
+    assert (provenance["ema"], provenance["eval_metric"]) == (0.5, "macro_auc")
     # One line per fold from rank 0 only, not one per process.
     assert done.stderr.count("training clips") == 1
