@@ -35,7 +35,7 @@ from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import CONFIG_FILE, file_sha256, read_config
 from luvnet.engine.model.config import ModelConfig
 from luvnet.engine.training.init import build_fold_model, check_pretrained_fold
-from luvnet.engine.training.run_record import SPLIT_KEYS, run_split
+from luvnet.engine.training.run_record import run_split, split_keys
 from luvnet.engine.training.settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> No
                 f"cannot be matched to this run's; {one_by_one}"
             )
         recorded = document["split"]
-        keys = _split_keys(split)
+        keys = split_keys(split)
         theirs = {key: recorded[key] for key in keys}
         digests = recorded["patient_digests"]
         same_test = recorded_digest(digests)(plan.test) == digests["test"]
@@ -133,16 +133,6 @@ def _check_run_split(run: Path, plan: SplitPlan, split: Mapping[str, Any]) -> No
         "fold k; train with the manifest and split options it was trained with (--split-seed "
         "keeps its split whatever --seed)"
     )
-
-
-def _split_keys(split: Mapping[str, Any]) -> tuple[str, ...]:
-    """The settings that draw a split of this mode: none but the mode for a fixed ``split``
-    column, no test fraction for a numbered one (the column holds the test patients)."""
-    if split["mode"] == "fixed":
-        return ("mode",)
-    if split["mode"] == "folds":
-        return ("mode", "seed", "folds")
-    return SPLIT_KEYS
 
 
 def _options(split: Mapping[str, Any]) -> str:
@@ -251,7 +241,7 @@ def check_init_fold(
     if not count:
         return
     record = seen.record
-    keys = _split_keys(split)
+    keys = split_keys(split)
     source = record.get("fold")
     if {key: record.get(key) for key in keys} != {key: split[key] for key in keys}:
         fix = (

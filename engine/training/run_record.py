@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def check_run_split(settings: TrainSettings, plan: SplitPlan) -> None:
     check_split(settings.out / "run.json", run_split(settings, plan))
 
 
-def check_split(path: Path, split: dict[str, Any]) -> None:
+def check_split(path: Path, split: Mapping[str, Any]) -> None:
     """Refuse to resume the run recorded at ``path`` with another patient split: its folds'
     checkpoints would go on training, and be scored, on other patients.
 
@@ -89,7 +90,7 @@ def check_split(path: Path, split: dict[str, Any]) -> None:
     """
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))["split"]
-        keys = ("mode",) if split["mode"] == "fixed" else SPLIT_KEYS  # no seed in a fixed split
+        keys = split_keys(split)
         old = {key: recorded[key] for key in keys}
     except (OSError, ValueError, KeyError, TypeError):
         return
@@ -100,6 +101,16 @@ def check_split(path: Path, split: dict[str, Any]) -> None:
             f"{_describe(new)}; resume with the split options it was trained with (--split-seed "
             f"{old.get('seed')} keeps the folds whatever --seed), or train into a new --out"
         )
+
+
+def split_keys(split: Mapping[str, Any]) -> tuple[str, ...]:
+    """The settings that draw a split of this mode: none but the mode for a fixed ``split``
+    column, no test fraction for a numbered one (the column holds the test patients)."""
+    if split["mode"] == "fixed":
+        return ("mode",)
+    if split["mode"] == "folds":
+        return ("mode", "seed", "folds")
+    return SPLIT_KEYS
 
 
 def _describe(split: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.files import atomic_path, read_versioned_json, write_json
+from luvnet.engine.training.settings import TrainSettings
 
 FORMAT = "luvnet-train-state"
 FORMAT_VERSION = 1
@@ -239,9 +240,17 @@ def check_saved_fingerprint(directory: Path, current: dict[str, Any]) -> None:
     check_fingerprint(directory, saved, current)
 
 
-# Fingerprint keys present only when their option is on, so that older runs resume: the option
-# and its default, to name both sides of a mismatch.
-OPTIONAL_SETTINGS = {"ema": ("--ema", 0), "eval_metric": ("--eval-metric", "loss")}
+# Fingerprint keys present only when their option is on, so that older runs resume: absent is
+# the option's default (TrainSettings'), named on both sides of a mismatch.
+OPTIONAL_SETTINGS = ("ema", "eval_metric")
+
+
+def _as_option(key: str, value: Any) -> str:
+    """``--ema 0.5``: a fingerprint value as the ``luvnet train`` option that sets it."""
+    if value is None:
+        value = next(f.default for f in fields(TrainSettings) if f.name == key)
+    shown = f"{value:g}" if isinstance(value, float) else value
+    return f"--{key.replace('_', '-')} {shown}"
 
 
 def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
@@ -260,10 +269,8 @@ def check_fingerprint(directory: Path, saved: dict[str, Any], current: dict[str,
     for key in sorted(set(saved) | set(current)):
         if saved.get(key) == current.get(key):
             continue
-        if key in OPTIONAL_SETTINGS:  # absent = the option's default: name both sides
-            option, default = OPTIONAL_SETTINGS[key]
-            was = f"{option} {saved.get(key, default)}"
-            now = f"{option} {current.get(key, default)}"
+        if key in OPTIONAL_SETTINGS:
+            was, now = _as_option(key, saved.get(key)), _as_option(key, current.get(key))
             raise LuvnetError(
                 f"{directory}: trained with {was}, this command has {now}; rerun with {was} "
                 "or train into a new --out"

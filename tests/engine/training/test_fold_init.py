@@ -15,6 +15,7 @@ from luvnet.engine.data.splits import Fold, SplitPlan
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.model.checkpoint import load_checkpoint
 from luvnet.engine.training.fold_init import check_init_fold, seen_patients
+from luvnet.engine.training.state import load_state
 from tests.engine.tiny_data import TINY_TRAIN_ARGS, make_dataset
 
 # TINY_TRAIN_ARGS without its "--fold 0": both folds train unless a test asks for one.
@@ -260,3 +261,7 @@ def test_init_run_dir_on_a_numbered_split_column_starts_every_fold(tmp_path: Pat
     for k in (0, 1):
         started = load_checkpoint(out / f"fold_{k}" / "best").provenance["init"]["model_id"]
         assert started == load_checkpoint(heads / f"fold_{k}" / "best").model_id
+    # the column holds the test patients, so --test-fraction draws nothing here: a resume with
+    # another one goes on, as --init RUN above would accept it
+    assert main(_train(data, heads, "--test-fraction", "0.3", "--epochs", "2")) == 0
+    assert load_state(heads / "fold_0" / "last").progress.epoch == 2
