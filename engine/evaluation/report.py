@@ -100,12 +100,25 @@ def cell(values: list[float | None]) -> str:
     return text
 
 
+def _distinct_tail(path: Path, others: list[Path]) -> str:
+    """The fewest trailing parts of ``path`` that no other of ``others`` ends with: runs
+    ``a/no-temporal`` and ``b/no-temporal`` are shown by their parents, not both as
+    ``no-temporal``."""
+    for k in range(1, len(path.parts) + 1):
+        tail = path.parts[-k:]
+        if sum(q.parts[-k:] == tail for q in others) == 1:
+            return "/".join(tail)
+    return str(path)  # the same directory given twice
+
+
 def format_table(runs: list[dict[str, Any]], split: str) -> str:
     cols = columns(runs)
     labels = [r["label"] for r in runs]
     # Same model and backbone twice: tell the rows apart by their directory.
     labels = [
-        f"{lab} [{r['path'].name}]" if labels.count(lab) > 1 else lab
+        f"{lab} [{_distinct_tail(r['path'], [q['path'] for q in runs if q['label'] == lab])}]"
+        if labels.count(lab) > 1
+        else lab
         for lab, r in zip(labels, runs, strict=True)
     ]
     header = ["Model", "Folds"] + [h for h, _ in cols]

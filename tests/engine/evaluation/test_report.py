@@ -84,6 +84,19 @@ def test_single_fold_has_no_std_and_duplicate_labels_get_the_directory(tmp_path,
     assert _row(stdout, "luvnet (densenet161) [second]")[1] == "2"
 
 
+def test_runs_of_one_directory_name_are_told_apart_by_their_parents(tmp_path, capsys):
+    """``a/no-temporal`` and ``b/no-temporal``, as one variant's runs under two experiments."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run_a, _ = _make_run(tmp_path / "a", "no-temporal", "luvnet", [1])
+    run_b, _ = _make_run(tmp_path / "b", "no-temporal", "luvnet", [2, 3])
+    assert main(["report", str(run_a), str(run_b), str(run_a)]) == 0
+    stdout = capsys.readouterr().out
+    assert _row(stdout, "luvnet (densenet161) [b/no-temporal]")[1] == "2"
+    rows = [line for line in stdout.splitlines() if "[" in line and "a/no-temporal" in line]
+    assert len(rows) == 2 and all(f"[{run_a}]" in row for row in rows), rows  # given twice
+
+
 def test_a_run_picked_by_another_metric_says_so(tmp_path, capsys):
     run, _ = _make_run(tmp_path, "auc", "luvnet", [1, 2])
     info = json.loads((run / "run.json").read_text())
