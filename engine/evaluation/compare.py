@@ -16,13 +16,14 @@ with ``null`` for undefined figures and ``reason`` saying why.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from luvnet.engine.errors import LuvnetError
-from luvnet.engine.evaluation.predictions import Predictions
+from luvnet.engine.evaluation.predictions import ClipRef, Predictions
 from luvnet.engine.evaluation.roc import DelongTest, delong_test
 from luvnet.engine.files import write_json
 
@@ -88,7 +89,10 @@ def compare(a: Predictions, b: Predictions, order: np.ndarray) -> dict[str, Delo
     }
 
 
-def format_table(results: dict[str, DelongTest], path_a: Path, path_b: Path) -> str:
+def format_table(
+    results: dict[str, DelongTest], path_a: Path, path_b: Path, clips: Sequence[ClipRef] = ()
+) -> str:
+    """The figures as a text table; with ``clips``, a last line on how independent they are."""
     lines = [
         f"A = {path_a}",
         f"B = {path_b}",
@@ -104,7 +108,22 @@ def format_table(results: dict[str, DelongTest], path_a: Path, path_b: Path) -> 
         if t.reason:
             notes.append(f"{name}: {t.reason}")
     lines += notes
-    return "\n".join(lines)
+    caveat = independence_caveat(clips)
+    return "\n".join(lines + ([caveat] if caveat else []))
+
+
+def independence_caveat(clips: Sequence[ClipRef]) -> str | None:
+    """One line saying that the DeLong test treats the clips as independent while several
+    come from one video and one patient (a video-level label repeats over its clips), so
+    its p-values and intervals are optimistic; None when each clip is its own patient."""
+    videos = len({c.video for c in clips})
+    patients = len({c.patient_id for c in clips})
+    if len(clips) <= patients:
+        return None
+    return (
+        f"note: DeLong treats the {len(clips)} clips as independent; they come from {videos} "
+        f"videos of {patients} patients, whose clips are correlated, so p is optimistic"
+    )
 
 
 def _as_json(t: DelongTest) -> dict[str, Any]:

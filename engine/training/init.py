@@ -78,12 +78,29 @@ def _copy_head(source: LUVNet, model: LUVNet, path: str | Path) -> None:
     for key, tensor in ours.items():
         if key not in theirs or tuple(theirs[key].shape) != tuple(tensor.shape):
             shape = tuple(theirs[key].shape) if key in theirs else "absent"
-            raise LuvnetError(
-                f"--init-head {path}: head weight {key} is {shape} there, {tuple(tensor.shape)} "
-                "here (other --num-heads/--fusion-hidden/--classifier-hidden/--kernel-size?); "
-                "match them or drop --init-head"
+            was, now = _head_options(src, dst)
+            fix = (
+                f"its head was trained with {was} (this run: {now}); pass {was}"
+                if was
+                else f"head weight {key} is {shape} there, {tuple(tensor.shape)} here; match it"
             )
+            raise LuvnetError(f"--init-head {path}: {fix}, or drop --init-head (trunk only)")
     model.clip_head.load_state_dict(theirs, strict=True)
+
+
+def _head_options(src: ModelConfig, dst: ModelConfig) -> tuple[str, str]:
+    """The ``luvnet train`` options that shape a head and differ between two configs, as
+    each one sets them: ``("--fusion-hidden 256", "--fusion-hidden 4096")``."""
+    heads = "--usvn-heads" if dst.variant == "usvn" else "--num-heads"
+    options = {
+        heads: "num_heads",
+        "--kernel-size": "kernel_size",
+        "--fusion-hidden": "fusion_hidden",
+        "--classifier-hidden": "classifier_hidden",
+    }
+    differ = [(o, f) for o, f in options.items() if getattr(src, f) != getattr(dst, f)]
+    was = " ".join(f"{o} {getattr(src, f)}" for o, f in differ)
+    return was, " ".join(f"{o} {getattr(dst, f)}" for o, f in differ)
 
 
 def check_pretrained_fold(

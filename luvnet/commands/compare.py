@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     path_b: Path = args.b
     a, b = read_predictions(path_a), read_predictions(path_b)
     results = compare(a, b, align(a, b, path_a, path_b))
-    print(format_table(results, path_a, path_b))
+    print(format_table(results, path_a, path_b, a.clips))
     if args.json is not None:
         try:
             write_comparison(args.json, path_a, path_b, len(a.clips), results)

@@ -42,6 +42,11 @@ def test_compare_matches_delong_on_shuffled_rows(tmp_path, capsys):
     eff = figures["patterns"]["pleural_effusion"]
     assert eff["p_value"] is None and eff["reason"] == "no known labels"
     assert "pleural_effusion: no known labels" in stdout
+    # 3 clips per video, 2 videos per patient: the test's independence is said, with counts
+    assert stdout.strip().splitlines()[-1] == (
+        f"note: DeLong treats the {N} clips as independent; they come from {N // 3} videos of "
+        f"{N // 6} patients, whose clips are correlated, so p is optimistic"
+    )
 
 
 def test_compare_is_symmetric_and_identical_files_give_p_one(tmp_path, capsys):

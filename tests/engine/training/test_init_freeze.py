@@ -17,7 +17,7 @@ from luvnet.engine.data.manifest import read_manifest
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.embeddings import EmbeddedClips, EmbeddingCache, HeadOnEmbeddings
 from luvnet.engine.evaluation.inference import RealFrameModel, channels_last, model_input
-from luvnet.engine.model.checkpoint import load_checkpoint
+from luvnet.engine.model.checkpoint import load_checkpoint, save_checkpoint
 from luvnet.engine.model.loss import masked_bce
 from luvnet.engine.model.network import LUVNet, build_model
 from luvnet.engine.training.init import init_from_checkpoint
@@ -61,6 +61,28 @@ def test_init_head_of_another_variant_is_refused(source: Path):
     model = build_model(TINY.replace(variant="frame"))
     with pytest.raises(LuvnetError, match=r"^--init-head .*: its head is luvnet .*frame"):
         init_from_checkpoint(model, source, head=True)
+
+
+def test_init_head_of_another_head_size_names_the_options_to_pass(source: Path):
+    """The options that shape the head, as the source and this run set them: the fix is to
+    pass the source's (the user forgot them), not to guess among four."""
+    src = load_checkpoint(source).config
+    model = build_model(TINY.replace(fusion_hidden=2 * src.fusion_hidden))
+    want = (
+        f"--init-head {source}: its head was trained with --fusion-hidden {src.fusion_hidden} "
+        f"(this run: --fusion-hidden {2 * src.fusion_hidden}); pass --fusion-hidden "
+        f"{src.fusion_hidden}, or drop --init-head (trunk only)"
+    )
+    with pytest.raises(LuvnetError) as refused:
+        init_from_checkpoint(model, source, head=True)
+    assert str(refused.value) == want
+    usvn = source.parent / "usvn"  # its head count is set by --usvn-heads
+    save_checkpoint(build_model(TINY.replace(variant="usvn", num_heads=8)), usvn)
+    model = build_model(TINY.replace(variant="usvn", num_heads=32))
+    with pytest.raises(
+        LuvnetError, match=r"trained with --usvn-heads 8 \(this run: --usvn-heads 32\)"
+    ):
+        init_from_checkpoint(model, usvn, head=True)
 
 
 @pytest.mark.parametrize(
