@@ -6,11 +6,14 @@ matched by ``clip_id``; the clip sets, the pattern names and every label must ag
 
 :func:`write_comparison` writes::
 
-    {"a": "A.csv", "b": "B.csv", "n_clips": 120,
+    {"a": "A.csv", "b": "B.csv", "n_clips": 120, "cluster": "clip",
      "patterns": {"<pattern>": {"n_pos", "n_neg", "auc_a", "auc_b", "auc_diff", "z", "p_value",
                                 "reason"}}}
 
-with ``null`` for undefined figures and ``reason`` saying why.
+with ``null`` for undefined figures and ``reason`` saying why. ``cluster`` is what the clips
+were grouped by (:data:`CLUSTERS`): ``clip`` the plain paired DeLong test, ``video`` or
+``patient`` Obuchowski's clustered one, whose variance counts a video's or patient's clips as one
+draw.
 """
 
 from __future__ import annotations
@@ -24,18 +27,24 @@ import numpy as np
 
 from luvnet.engine.errors import LuvnetError
 from luvnet.engine.evaluation.predictions import ClipRef, Predictions
-from luvnet.engine.evaluation.roc import DelongTest, delong_test
+from luvnet.engine.evaluation.roc import DelongTest, clustered_delong_test, delong_test
 from luvnet.engine.files import write_json
 
 
 def write_comparison(
-    path: Path, path_a: Path, path_b: Path, n_clips: int, results: dict[str, DelongTest]
+    path: Path,
+    path_a: Path,
+    path_b: Path,
+    n_clips: int,
+    results: dict[str, DelongTest],
+    cluster: str = "clip",
 ) -> None:
     """The figures of :func:`compare` as JSON (module docstring), written atomically."""
     payload = {
         "a": str(path_a),
         "b": str(path_b),
         "n_clips": n_clips,
+        "cluster": cluster,
         "patterns": {name: _as_json(t) for name, t in results.items()},
     }
     write_json(path, payload)
@@ -81,18 +90,38 @@ def align(a: Predictions, b: Predictions, path_a: Path, path_b: Path) -> np.ndar
     return order
 
 
-def compare(a: Predictions, b: Predictions, order: np.ndarray) -> dict[str, DelongTest]:
-    """Paired DeLong test per pattern; ``order`` maps a's rows to b's (see :func:`align`)."""
+# What ``--cluster`` may group clips by: each clip alone (the paper's DeLong), or its video or
+# patient (Obuchowski's clustered test, roc.clustered_delong_test).
+CLUSTERS = ("clip", "video", "patient")
+
+
+def compare(
+    a: Predictions, b: Predictions, order: np.ndarray, cluster: str = "clip"
+) -> dict[str, DelongTest]:
+    """Paired DeLong test per pattern; ``order`` maps a's rows to b's (see :func:`align`);
+    ``cluster`` one of :data:`CLUSTERS`: ``clip`` the plain test, else clips grouped by their
+    video or patient."""
+    if cluster == "clip":
+        return {
+            name: delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k])
+            for k, name in enumerate(a.pattern_names)
+        }
+    ids = [c.video if cluster == "video" else c.patient_id for c in a.clips]
     return {
-        name: delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k])
+        name: clustered_delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k], ids)
         for k, name in enumerate(a.pattern_names)
     }
 
 
 def format_table(
-    results: dict[str, DelongTest], path_a: Path, path_b: Path, clips: Sequence[ClipRef] = ()
+    results: dict[str, DelongTest],
+    path_a: Path,
+    path_b: Path,
+    clips: Sequence[ClipRef] = (),
+    cluster: str = "clip",
 ) -> str:
-    """The figures as a text table; with ``clips``, a last line on how independent they are."""
+    """The figures as a text table; with ``clips``, a last line on how independent they are
+    (unclustered) or what they were grouped by."""
     lines = [
         f"A = {path_a}",
         f"B = {path_b}",
@@ -108,7 +137,14 @@ def format_table(
         if t.reason:
             notes.append(f"{name}: {t.reason}")
     lines += notes
-    caveat = independence_caveat(clips)
+    if cluster != "clip":
+        groups = len({c.video if cluster == "video" else c.patient_id for c in clips})
+        caveat: str | None = (
+            f"note: clustered DeLong (Obuchowski 1997): the {len(clips)} clips grouped into "
+            f"{groups} {cluster}s, each {cluster} one draw"
+        )
+    else:
+        caveat = independence_caveat(clips)
     return "\n".join(lines + ([caveat] if caveat else []))
 
 
@@ -122,7 +158,8 @@ def independence_caveat(clips: Sequence[ClipRef]) -> str | None:
         return None
     return (
         f"note: DeLong treats the {len(clips)} clips as independent; they come from {videos} "
-        f"videos of {patients} patients, whose clips are correlated, so p is optimistic"
+        f"videos of {patients} patients, whose clips are correlated, so p is optimistic "
+        "(--cluster patient: a test clustered by patient)"
     )
 
 

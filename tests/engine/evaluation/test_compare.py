@@ -45,7 +45,8 @@ def test_compare_matches_delong_on_shuffled_rows(tmp_path, capsys):
     # 3 clips per video, 2 videos per patient: the test's independence is said, with counts
     assert stdout.strip().splitlines()[-1] == (
         f"note: DeLong treats the {N} clips as independent; they come from {N // 3} videos of "
-        f"{N // 6} patients, whose clips are correlated, so p is optimistic"
+        f"{N // 6} patients, whose clips are correlated, so p is optimistic (--cluster "
+        "patient: a test clustered by patient)"
     )
 
 
