@@ -101,6 +101,8 @@ def compare(
     """Paired DeLong test per pattern; ``order`` maps a's rows to b's (see :func:`align`);
     ``cluster`` one of :data:`CLUSTERS`: ``clip`` the plain test, else clips grouped by their
     video or patient."""
+    if cluster not in CLUSTERS:
+        raise ValueError(f"cluster: expected one of {CLUSTERS}, got {cluster!r}")
     if cluster == "clip":
         return {
             name: delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k])

@@ -219,16 +219,17 @@ def clustered_delong_test(
 
     The AUCs are the same Mann-Whitney statistics; only the variance of their difference
     changes. With the placements V10 and V01 of the difference summed per cluster i
-    (V10_i over its m_i positives, V01_i over its n_i negatives), I clusters, M positives,
-    N negatives and d = AUC_a - AUC_b:
+    (V10_i over its m_i positives, V01_i over its n_i negatives), M positives, N negatives,
+    d = AUC_a - AUC_b, I clusters, I10 of them holding a positive and I01 a negative:
 
-        S10 = I / ((I - 1) M) * sum_i (V10_i - m_i d)^2
-        S01 = I / ((I - 1) N) * sum_i (V01_i - n_i d)^2
+        S10 = I10 / ((I10 - 1) M) * sum_i (V10_i - m_i d)^2
+        S01 = I01 / ((I01 - 1) N) * sum_i (V01_i - n_i d)^2
         S11 = I / (I - 1) * sum_i (V10_i - m_i d) (V01_i - n_i d)
         var(d) = S10 / M + S01 / N + 2 S11 / (M N)
 
     Clips of one patient thus count as one draw: copying every clip of every patient r times
-    leaves var(d) exactly as it was, where the unclustered test's shrinks about r-fold.
+    leaves var(d) as it was, where the unclustered test's shrinks about r-fold; with one case
+    per cluster it is :func:`delong_test`'s variance.
 
     Args:
         labels: ``[N]`` floats, 1 / 0 / NaN (unknown rows are left out).
@@ -251,16 +252,27 @@ def clustered_delong_test(
     auc_a, auc_b = float(aucs[0]), float(aucs[1])
     diff = auc_a - auc_b
     _, cluster = np.unique(ids, return_inverse=True)
-    count = int(cluster.max()) + 1
-    if count < 2:
-        reason = f"a clustered test needs at least 2 clusters, got {count}"
-        return DelongTest(auc_a, auc_b, diff, None, None, m, n, reason)
     pos, neg = cluster[positive], cluster[~positive]
-    r10 = np.bincount(pos, v10[0] - v10[1], count) - np.bincount(pos, None, count) * diff
-    r01 = np.bincount(neg, v01[0] - v01[1], count) - np.bincount(neg, None, count) * diff
-    scale = count / (count - 1)
-    var = scale * (r10 @ r10 / m**2 + r01 @ r01 / n**2 + 2 * (r10 @ r01) / (m * n))
-    if var <= 1e-12:  # placements' sums of order 1: below this the difference is exact
+    i10, i01 = len(np.unique(pos)), len(np.unique(neg))
+    if i10 < 2 or i01 < 2:
+        reason = (
+            "a clustered test needs positives in at least 2 clusters and negatives in at least "
+            f"2, got {i10} and {i01}"
+        )
+        return DelongTest(auc_a, auc_b, diff, None, None, m, n, reason)
+
+    def variance(p10: np.ndarray, p01: np.ndarray, theta: float) -> float:
+        count = int(cluster.max()) + 1
+        r10 = np.bincount(pos, p10, count) - np.bincount(pos, None, count) * theta
+        r01 = np.bincount(neg, p01, count) - np.bincount(neg, None, count) * theta
+        s10 = i10 / (i10 - 1) * (r10 @ r10) / m**2
+        s01 = i01 / (i01 - 1) * (r01 @ r01) / n**2
+        return float(s10 + s01 + 2 * count / (count - 1) * (r10 @ r01) / (m * n))
+
+    var = variance(v10[0] - v10[1], v01[0] - v01[1], diff)
+    # Round-off guard, as in delong_test: tiny against the two AUCs' own variances is zero.
+    scale = sum(variance(v10[k], v01[k], float(aucs[k])) for k in (0, 1))
+    if var <= 1e-12 * max(scale, 1e-300):
         if abs(diff) <= 1e-12:
             return DelongTest(auc_a, auc_b, 0.0, 0.0, 1.0, m, n)
         reason = "zero variance of the AUC difference: the difference is certain"

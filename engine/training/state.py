@@ -249,7 +249,8 @@ def _as_option(key: str, value: Any) -> str:
     """``--ema 0.5``: a fingerprint value as the ``luvnet train`` option that sets it."""
     if value is None:
         value = next(f.default for f in fields(TrainSettings) if f.name == key)
-    shown = f"{value:g}" if isinstance(value, float) else value
+    # 0.0 as "0", as typed; a value %g would round (0.9999999) as Python writes it
+    shown = f"{value:g}" if isinstance(value, float) and float(f"{value:g}") == value else value
     return f"--{key.replace('_', '-')} {shown}"
 
 

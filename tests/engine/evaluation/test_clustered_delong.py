@@ -46,6 +46,8 @@ def _direct_variance(labels, a, b, ids) -> float:
     v01 = {j: sum(d[i][k] for i in pos) / len(pos) for k, j in enumerate(neg)}
     clusters = sorted(set(ids))
     m, n, count = len(pos), len(neg), len(clusters)
+    i10 = len({ids[i] for i in pos})  # clusters holding a positive
+    i01 = len({ids[j] for j in neg})  # ... a negative
     s10 = s01 = s11 = 0.0
     for c in clusters:
         p_c = [i for i in pos if ids[i] == c]
@@ -53,12 +55,15 @@ def _direct_variance(labels, a, b, ids) -> float:
         r10 = sum(v10[i] for i in p_c) - len(p_c) * diff
         r01 = sum(v01[j] for j in n_c) - len(n_c) * diff
         s10, s01, s11 = s10 + r10 * r10, s01 + r01 * r01, s11 + r10 * r01
-    scale = count / (count - 1)
-    return scale * s10 / m**2 + scale * s01 / n**2 + 2 * scale * s11 / (m * n)
+    s10 *= i10 / ((i10 - 1) * m)
+    s01 *= i01 / ((i01 - 1) * n)
+    s11 *= count / (count - 1)
+    return s10 / m + s01 / n + 2 * s11 / (m * n)
 
 
 def test_the_variance_is_obuchowskis_double_sum():
     labels, a, b, ids = _cases()
+    assert len({i for i, y in zip(ids, labels, strict=True) if y == 1}) < len(set(ids))  # I10 < I
     test = clustered_delong_test(labels, a, b, ids)
     assert test.diff is not None and test.z is not None
     assert test.z == pytest.approx(test.diff / np.sqrt(_direct_variance(labels, a, b, ids)))
@@ -86,13 +91,31 @@ def test_one_case_per_cluster_is_about_the_plain_test():
     labels, a, b, _ = _cases(seed=2, patients=200, per_patient=1)
     own = [f"c{i}" for i in range(len(labels))]
     clustered, plain = clustered_delong_test(labels, a, b, own), delong_test(labels, a, b)
-    assert clustered.z == pytest.approx(plain.z, rel=0.02)  # I/(I-1) against ddof=1 only
+    assert clustered.z == pytest.approx(plain.z, rel=1e-9)  # I10/(I10-1) is ddof=1 here
+
+
+def test_two_nearly_identical_models_are_not_called_certainly_different():
+    """One positive-negative pair swapped among 2000 x 2000: a variance of order 1/(MN)^2,
+    real, not round-off."""
+    rng = np.random.default_rng(3)
+    labels = np.repeat([1.0, 0.0], 2000)
+    a = rng.permutation(4000).astype(float)
+    b = a.copy()
+    i, j = int(np.argmax(a[:2000])), 2000 + int(np.argmin(a[2000:]))
+    b[i], b[j] = b[j], b[i]
+    own = [f"c{k}" for k in range(4000)]
+    clustered, plain = clustered_delong_test(labels, a, b, own), delong_test(labels, a, b)
+    assert clustered.reason is None and clustered.p_value is not None
+    assert clustered.p_value == pytest.approx(plain.p_value, rel=1e-6)
 
 
 def test_undefined_cases_say_why():
     labels, a, b, ids = _cases()
     one = clustered_delong_test(labels, a, b, ["p0"] * len(ids))
-    assert one.p_value is None and one.reason == "a clustered test needs at least 2 clusters, got 1"
+    assert one.p_value is None and one.reason == (
+        "a clustered test needs positives in at least 2 clusters and negatives in at least 2, "
+        "got 1 and 1"
+    )
     same = clustered_delong_test(labels, a, a, ids)
     assert (same.diff, same.z, same.p_value) == (0.0, 0.0, 1.0)
     with pytest.raises(LuvnetError, match=r"^clusters: expected 60 ids, one per case, got 59$"):
