@@ -22,7 +22,7 @@ The normal distribution comes from the standard library (``math.erfc``,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -188,27 +188,18 @@ def delong_test(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike) -> 
     identical inputs (then z = 0, p = 1). A nonzero difference with zero variance (e.g. a
     perfect model against a constant one) gives p = 0 and z = None.
     """
-    positive, (a, b) = _known(labels, scores_a, scores_b)
-    m, n = int(positive.sum()), int((~positive).sum())
-    reason = class_reason(m, n)
-    if reason:
-        return DelongTest(None, None, None, None, None, m, n, reason)
-    aucs, v10, v01 = _components(positive, [a, b])
-    auc_a, auc_b = float(aucs[0]), float(aucs[1])
-    diff = auc_a - auc_b
-    if m < 2 or n < 2:
-        reason = f"DeLong test needs at least 2 positives and 2 negatives, got {m} and {n}"
-        return DelongTest(auc_a, auc_b, diff, None, None, m, n, reason)
-    var = float(np.var(v10[0] - v10[1], ddof=1) / m + np.var(v01[0] - v01[1], ddof=1) / n)
-    # Round-off guard: a variance this small relative to the AUC variances is zero.
-    scale = float(np.var(v10, ddof=1, axis=1).sum() / m + np.var(v01, ddof=1, axis=1).sum() / n)
-    if var <= 1e-12 * max(scale, 1e-300):
-        if abs(diff) <= 1e-12:
-            return DelongTest(auc_a, auc_b, 0.0, 0.0, 1.0, m, n)
-        reason = "zero variance of the AUC difference: the difference is certain"
-        return DelongTest(auc_a, auc_b, diff, None, 0.0, m, n, reason)
-    z = diff / math.sqrt(var)
-    return DelongTest(auc_a, auc_b, diff, z, two_sided_p(z), m, n)
+
+    def variance(
+        positive: np.ndarray, aucs: np.ndarray, v10: np.ndarray, v01: np.ndarray
+    ) -> tuple[float, float] | str:
+        m, n = v10.shape[1], v01.shape[1]
+        if m < 2 or n < 2:
+            return f"DeLong test needs at least 2 positives and 2 negatives, got {m} and {n}"
+        var = float(np.var(v10[0] - v10[1], ddof=1) / m + np.var(v01[0] - v01[1], ddof=1) / n)
+        scale = float(np.var(v10, ddof=1, axis=1).sum() / m + np.var(v01, ddof=1, axis=1).sum() / n)
+        return var, scale
+
+    return _paired_test(labels, scores_a, scores_b, variance)
 
 
 def clustered_delong_test(
@@ -242,7 +233,42 @@ def clustered_delong_test(
     y = _labels_1d(labels)
     if len(clusters) != len(y):
         raise LuvnetError(f"clusters: expected {len(y)} ids, one per case, got {len(clusters)}")
-    ids = np.asarray(clusters, dtype=object)[~np.isnan(y)]
+    _, cluster = np.unique(np.asarray(clusters, dtype=object)[~np.isnan(y)], return_inverse=True)
+
+    def variance(
+        positive: np.ndarray, aucs: np.ndarray, v10: np.ndarray, v01: np.ndarray
+    ) -> tuple[float, float] | str:
+        pos, neg = cluster[positive], cluster[~positive]
+        i10, i01 = len(np.unique(pos)), len(np.unique(neg))
+        if i10 < 2 or i01 < 2:
+            return (
+                "a clustered test needs positives in at least 2 clusters and negatives in at "
+                f"least 2, got {i10} and {i01}"
+            )
+        m, n, count = len(pos), len(neg), int(cluster.max()) + 1
+
+        def one(p10: np.ndarray, p01: np.ndarray, theta: float) -> float:
+            r10 = np.bincount(pos, p10, count) - np.bincount(pos, None, count) * theta
+            r01 = np.bincount(neg, p01, count) - np.bincount(neg, None, count) * theta
+            s10 = i10 / (i10 - 1) * (r10 @ r10) / m**2
+            s01 = i01 / (i01 - 1) * (r01 @ r01) / n**2
+            return float(s10 + s01 + 2 * count / (count - 1) * (r10 @ r01) / (m * n))
+
+        var = one(v10[0] - v10[1], v01[0] - v01[1], float(aucs[0] - aucs[1]))
+        return var, sum(one(v10[k], v01[k], float(aucs[k])) for k in (0, 1))
+
+    return _paired_test(labels, scores_a, scores_b, variance)
+
+
+# The variance of AUC_a - AUC_b and, for the round-off guard, of the two AUCs summed, from the
+# known labels (positive), the AUCs and placements of _components; or why it is undefined.
+_Variance = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], "tuple[float, float] | str"]
+
+
+def _paired_test(
+    labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, variance: _Variance
+) -> DelongTest:
+    """The paired test of :func:`delong_test` with its variance taken from ``variance``."""
     positive, (a, b) = _known(labels, scores_a, scores_b)
     m, n = int(positive.sum()), int((~positive).sum())
     reason = class_reason(m, n)
@@ -251,27 +277,11 @@ def clustered_delong_test(
     aucs, v10, v01 = _components(positive, [a, b])
     auc_a, auc_b = float(aucs[0]), float(aucs[1])
     diff = auc_a - auc_b
-    _, cluster = np.unique(ids, return_inverse=True)
-    pos, neg = cluster[positive], cluster[~positive]
-    i10, i01 = len(np.unique(pos)), len(np.unique(neg))
-    if i10 < 2 or i01 < 2:
-        reason = (
-            "a clustered test needs positives in at least 2 clusters and negatives in at least "
-            f"2, got {i10} and {i01}"
-        )
-        return DelongTest(auc_a, auc_b, diff, None, None, m, n, reason)
-
-    def variance(p10: np.ndarray, p01: np.ndarray, theta: float) -> float:
-        count = int(cluster.max()) + 1
-        r10 = np.bincount(pos, p10, count) - np.bincount(pos, None, count) * theta
-        r01 = np.bincount(neg, p01, count) - np.bincount(neg, None, count) * theta
-        s10 = i10 / (i10 - 1) * (r10 @ r10) / m**2
-        s01 = i01 / (i01 - 1) * (r01 @ r01) / n**2
-        return float(s10 + s01 + 2 * count / (count - 1) * (r10 @ r01) / (m * n))
-
-    var = variance(v10[0] - v10[1], v01[0] - v01[1], diff)
-    # Round-off guard, as in delong_test: tiny against the two AUCs' own variances is zero.
-    scale = sum(variance(v10[k], v01[k], float(aucs[k])) for k in (0, 1))
+    spread = variance(positive, aucs, v10, v01)
+    if isinstance(spread, str):
+        return DelongTest(auc_a, auc_b, diff, None, None, m, n, spread)
+    var, scale = spread
+    # Round-off guard: a variance this small relative to the AUC variances is zero.
     if var <= 1e-12 * max(scale, 1e-300):
         if abs(diff) <= 1e-12:
             return DelongTest(auc_a, auc_b, 0.0, 0.0, 1.0, m, n)
