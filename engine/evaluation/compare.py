@@ -108,11 +108,17 @@ def compare(
             name: delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k])
             for k, name in enumerate(a.pattern_names)
         }
-    ids = [c.video if cluster == "video" else c.patient_id for c in a.clips]
+    ids = cluster_ids(a.clips, cluster)
     return {
         name: clustered_delong_test(a.labels[:, k], a.probs[:, k], b.probs[order, k], ids)
         for k, name in enumerate(a.pattern_names)
     }
+
+
+def cluster_ids(clips: Sequence[ClipRef], cluster: str) -> list[str]:
+    """Each clip's group for ``--cluster``: its video, its patient, or itself."""
+    key = {"clip": "clip_id", "video": "video", "patient": "patient_id"}[cluster]
+    return [getattr(c, key) for c in clips]
 
 
 def format_table(
@@ -140,7 +146,7 @@ def format_table(
             notes.append(f"{name}: {t.reason}")
     lines += notes
     if cluster != "clip":
-        groups = len({c.video if cluster == "video" else c.patient_id for c in clips})
+        groups = len(set(cluster_ids(clips, cluster)))
         caveat: str | None = (
             f"note: clustered DeLong (Obuchowski 1997): the {len(clips)} clips grouped into "
             f"{groups} {cluster}s, each {cluster} one draw"
@@ -154,8 +160,7 @@ def independence_caveat(clips: Sequence[ClipRef]) -> str | None:
     """One line saying that the DeLong test treats the clips as independent while several
     come from one video and one patient (a video-level label repeats over its clips), so
     its p-values and intervals are optimistic; None when each clip is its own patient."""
-    videos = len({c.video for c in clips})
-    patients = len({c.patient_id for c in clips})
+    videos, patients = (len(set(cluster_ids(clips, key))) for key in ("video", "patient"))
     if len(clips) <= patients:
         return None
     return (
